@@ -1,0 +1,45 @@
+# l2ray: `make demo` sets everything up and runs the main job; `make test` runs the tests.
+# Both create or refresh .venv themselves (it is rebuilt when pyproject.toml or constraints.txt change).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CUDA user passes their own, e.g. `make demo TORCH_SPEC=torch` inside an env that already has it.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.l2ray-installed
+RECIPE ?= configs/demo.yaml
+
+export RAY_USAGE_STATS_ENABLED = 0
+export HF_HUB_OFFLINE = 1
+export RAY_AUTH_MODE ?= disabled
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: demo test lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/l2ray seeds --config $(RECIPE)
+	$(BIN)/l2ray text langmix l2ray/data/seeds.jsonl --field cot
+	$(BIN)/l2ray student build --config $(RECIPE)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

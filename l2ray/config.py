@@ -1,0 +1,191 @@
+"""The recipe: one validated schema for a whole l2ray run, loaded from YAML with dotted overrides.
+
+Example:
+    >>> recipe = load_recipe("configs/demo.yaml", overrides=["train.lr=1e-5"])  # doctest: +SKIP
+    >>> recipe.train.lr  # doctest: +SKIP
+    1e-05
+
+An invalid recipe raises `RecipeError` before any work starts; the message names the file, the
+field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from l2ray._schema import Section
+from l2ray.data.config import SeedsConfig
+from l2ray.decode.config import InterventionConfig
+from l2ray.eval.config import EvalConfig
+from l2ray.languages import LANGUAGES, validate_codes
+from l2ray.serve.config import ServeConfig
+from l2ray.student.config import StudentConfig
+from l2ray.synth.config import SynthConfig
+from l2ray.teacher.config import TeacherConfig
+from l2ray.train.config import TrainConfig
+
+DEFAULT_LANGUAGES = ["zh", "ja", "fr", "de"]
+
+
+class TrackingConfig(Section):
+    """MLflow: the tracking URI (default ``sqlite:///<run dir>/mlflow.db``), experiment and model names."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = Field(default=None, description="default: the recipe name")
+    registered_model: str | None = Field(default=None, description="default: the recipe name")
+
+
+class Recipe(Section):
+    """Everything that decides a run. Stage sections are documented in their own modules."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    seed: int = 0
+    output_dir: str = "runs"
+    languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES), min_length=1)
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, codes: list[str]) -> list[str]:
+        validate_codes(codes)
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"languages repeat a code: {codes}")
+        return codes
+
+    @model_validator(mode="after")
+    def _languages_used_elsewhere_are_known(self) -> Recipe:
+        if self.synth.language_weights:
+            validate_codes(list(self.synth.language_weights))
+        if self.train.mix.languages:
+            validate_codes(self.train.mix.languages)
+        for name, intervention in self.eval.configurations.items():
+            _check_intervention(name, intervention)
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        """Absolute folder of this run: ``<output_dir>/<name>``."""
+        return (Path(self.output_dir) / self.name).resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI; an absolute sqlite file under the run folder by default."""
+        return self.tracking.tracking_uri or f"sqlite:///{self.run_dir / 'mlflow.db'}"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    @property
+    def registered_model_name(self) -> str:
+        return self.tracking.registered_model or self.name
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run: unreadable YAML, a bad override, or a field that fails validation."""
+
+
+def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
+    """Load a YAML recipe, apply ``key.sub=value`` overrides (values parsed as YAML) and validate."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise RecipeError(f"recipe {path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path}: the top level must be a mapping, got {type(raw).__name__}")
+    return recipe_from_dict(raw, overrides, origin=str(path))
+
+
+def recipe_from_dict(
+    raw: dict[str, Any], overrides: list[str] | None = None, origin: str = "<dict>"
+) -> Recipe:
+    """Validate a recipe given as a dict (plus overrides); see `load_recipe`."""
+    data = _deep_copy(raw)
+    for item in overrides or []:
+        apply_override(data, item, origin)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, origin)) from None
+
+
+def apply_override(data: dict[str, Any], item: str, origin: str = "<dict>") -> None:
+    """Set ``data[a][b] = value`` for ``item == "a.b=value"`` (value parsed as YAML, in place)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"recipe {origin}: override {item!r} is not of the form key.sub=value")
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"recipe {origin}: override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    """One line per problem: ``field.path: got <value> — <what is allowed>`` (+ a spelling hint)."""
+    lines = [f"recipe {origin} is invalid ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        got = err.get("input")
+        if err["type"] == "extra_forbidden":
+            hint = _spelling_hint(err["loc"])
+            lines.append(f"  {where}: unknown field.{hint} Remove it or fix its spelling.")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            lines.append(f"  {where}: required field is missing.")
+        else:
+            lines.append(f"  {where}: got {got!r} — {message}")
+    return "\n".join(lines)
+
+
+def _check_intervention(name: str, intervention: InterventionConfig) -> None:
+    codes = [*intervention.boost, *intervention.suppress]
+    if intervention.force:
+        codes.append(intervention.force)
+    try:
+        validate_codes(codes)
+    except ValueError as exc:
+        raise ValueError(f"eval configuration {name!r}: {exc}") from None
+
+
+def _spelling_hint(loc: tuple[Any, ...]) -> str:
+    model: Any = Recipe
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        model = field.annotation
+    known = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f" Did you mean {close[0]!r}?" if close else f" Allowed: {', '.join(known)}."
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+__all__ = ["LANGUAGES", "Recipe", "RecipeError", "TrackingConfig", "load_recipe", "recipe_from_dict"]

@@ -1,0 +1,68 @@
+"""The special tokens a reasoning student needs: ``<think>``, ``</think>`` and one tag per language.
+
+`ensure_reasoning_tokens` adds whichever a tokenizer lacks and initialises the new embedding rows
+from the mean of the existing ones (random rows would make the first steps of training noisy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from l2ray.languages import LANGUAGES, tag_token
+
+THINK_START = "<think>"
+THINK_END = "</think>"
+
+
+def reasoning_tokens(codes: list[str] | None = None) -> list[str]:
+    """``<think>``, ``</think>`` and the tag of each language (default: every registered one)."""
+    return [THINK_START, THINK_END, *(tag_token(c) for c in (codes or list(LANGUAGES)))]
+
+
+def missing_reasoning_tokens(tokenizer: Any, codes: list[str] | None = None) -> list[str]:
+    """Reasoning tokens that are not single tokens of ``tokenizer`` yet."""
+    vocab = tokenizer.get_vocab()
+    return [t for t in reasoning_tokens(codes) if t not in vocab]
+
+
+def ensure_reasoning_tokens(
+    tokenizer: Any, model: Any | None = None, codes: list[str] | None = None
+) -> list[str]:
+    """Add missing reasoning tokens as special tokens; resize and mean-initialise ``model`` if given.
+
+    Returns the tokens that were added (empty when the tokenizer already had them all).
+    """
+    added = missing_reasoning_tokens(tokenizer, codes)
+    if not added:
+        return []
+    tokenizer.add_special_tokens({"extra_special_tokens": added}, replace_extra_special_tokens=False)
+    if model is not None:
+        import torch
+
+        old = model.get_input_embeddings().weight.shape[0]
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            for embedding in _embedding_matrices(model):
+                embedding[old:] = embedding[:old].mean(dim=0, keepdim=True)
+    return added
+
+
+def tag_token_ids(tokenizer: Any, codes: list[str] | None = None) -> dict[str, int]:
+    """Token id of each language's tag; raises with the missing tags when the tokenizer lacks some."""
+    vocab = tokenizer.get_vocab()
+    codes = codes or list(LANGUAGES)
+    missing = [tag_token(c) for c in codes if tag_token(c) not in vocab]
+    if missing:
+        raise ValueError(
+            f"tokenizer lacks the language tags {missing}; add them with "
+            "l2ray.student.tokens.ensure_reasoning_tokens (training does this) before decoding with tags"
+        )
+    return {c: vocab[tag_token(c)] for c in codes}
+
+
+def _embedding_matrices(model: Any) -> list[Any]:
+    matrices = [model.get_input_embeddings().weight]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight.data_ptr() != matrices[0].data_ptr():
+        matrices.append(output.weight)
+    return matrices
