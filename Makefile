@@ -25,9 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/l2ray seeds --config $(RECIPE)
-	$(BIN)/l2ray text langmix l2ray/data/seeds.jsonl --field cot
-	$(BIN)/l2ray student build --config $(RECIPE)
+	$(BIN)/l2ray run --config $(RECIPE)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -156,6 +156,235 @@ def student_build(
     )
 
 
+@app.command("eval")
+def eval_command(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    label: Annotated[str | None, typer.Option(help="Output folder under <run dir>/eval/.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model URI (default: eval.model, student.model).")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (default: local).")] = None,
+) -> None:
+    """Evaluate accuracy and tokens over recipe.eval's benchmarks × samples × configurations."""
+    from l2ray.eval.runner import run_eval
+
+    recipe = recipe_option(config, sets)
+    result = _eval_errors_exit(lambda: run_eval(recipe, label=label, model=model, endpoint=endpoint))
+    _print_eval(result)
+
+
+@app.command()
+def pilot(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    label: Annotated[str, typer.Option(help="Output folder under <run dir>/eval/.")] = "pilot",
+    model: Annotated[str | None, typer.Option(help="Model URI (default: eval.model, student.model).")] = None,
+) -> None:
+    """Pilot study: the seed problems asked in each language; accuracy, tokens and tokenizer compression."""
+    from l2ray.eval.pilot import run_pilot
+
+    recipe = recipe_option(config, sets)
+    result = _eval_errors_exit(lambda: run_pilot(recipe, label=label, model=model))
+    table = Table(title="pilot: the same problems in each language")
+    for column in ("language", "accuracy", "thinking mean", "English-equivalent", "tokens/char", "vs en"):
+        table.add_column(column)
+    for lang, row in result.summary["per_language"].items():
+        table.add_row(
+            lang,
+            f"{row['accuracy']:.1%}",
+            str(row["thinking_tokens_mean"]),
+            str(row["thinking_tokens_en_equivalent"]),
+            f"{row['tokens_per_char']:.3f}",
+            f"{row['relative_to_en']:.2f}",
+        )
+    console.print(table)
+    console.print(f"report: {result.out_dir / 'report.md'}")
+
+
+@app.command()
+def promote(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    candidate: Annotated[str, typer.Option(help="Version number or alias of the candidate.")] = "candidate",
+) -> None:
+    """Move the champion alias to the candidate when it passes recipe.eval.gate (exit 3 when refused)."""
+    from l2ray.eval.promotion import promote as run_promotion
+
+    recipe = recipe_option(config, sets)
+    decision = _eval_errors_exit(lambda: run_promotion(recipe, candidate))
+    colour = {"promoted": "green", "rejected": "yellow", "refused": "red"}[decision.outcome]
+    console.print(
+        f"[bold {colour}]{decision.outcome}[/]: {decision.model_name} version {decision.candidate} "
+        f"(champion before: {decision.champion_before or 'none'})"
+    )
+    for reason in decision.reasons:
+        console.print(f"  - {reason}", highlight=False)
+    if decision.outcome == "refused":
+        raise typer.Exit(3)
+
+
+def _eval_errors_exit(action):
+    """Run ``action``; evaluation input errors print one line and exit 2."""
+    from l2ray.eval.benchmarks import BenchmarkError
+    from l2ray.eval.engines import EndpointError
+    from l2ray.eval.promotion import PromotionError
+
+    try:
+        return action()
+    except (BenchmarkError, EndpointError, PromotionError) as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _print_eval(result) -> None:
+    """The summary of an `l2ray.eval.runner.EvalResult` as a table."""
+    table = Table(title=f"evaluation {result.label}")
+    for column in ("benchmark", "configuration", "accuracy", "± se", "thinking", "answer", "failures"):
+        table.add_column(column)
+    for benchmark, configurations in result.summary["results"].items():
+        for name, m in configurations.items():
+            table.add_row(
+                benchmark,
+                name,
+                f"{m['accuracy']:.1%}",
+                f"{m['accuracy_se']:.1%}",
+                str(m["thinking_tokens"]["mean"]),
+                str(m["answer_tokens"]["mean"]),
+                str(m["failures"]),
+            )
+    console.print(table)
+    console.print(f"report: {result.out_dir / 'report.md'}; MLflow run {result.mlflow_run_id}")
+
+
+@app.command()
+def synth(config: ConfigOpt = None, sets: SetOpt = None) -> None:
+    """Synthesize multilingual traces (original, whole-CoT, code-switched) on Ray Data; resumable."""
+    from l2ray.synth.api import MissingResponsesError, synthesize
+
+    recipe = recipe_option(config, sets)
+    try:
+        result = synthesize(recipe)
+    except MissingResponsesError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    summary = result.summary
+    table = Table(title=f"synthesis: {result.run_dir / 'synth'}")
+    for column in ("kind", "rows", "languages"):
+        table.add_column(column)
+    for kind, count in summary["rows_by_kind"].items():
+        langs = ", ".join(f"{c} {n}" for c, n in summary["rows_by_language"].get(kind, {}).items())
+        table.add_row(kind, str(count), langs)
+    console.print(table)
+    run = summary["this_run"]
+    console.print(
+        f"rejected {summary['rejected']} {summary['rejected_by_reason']} · seed failures "
+        f"{summary['seeds']['failed']} · requests sent {run['requests_sent']}, cache hits {run['cache_hits']}"
+        f" · tokens {run['sent_prompt_tokens']}+{run['sent_completion_tokens']} · cost {run['cost']}"
+        f" · {summary['wall_time_s']} s",
+        highlight=False,
+    )
+
+
+@app.command("train")
+def train_command(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    traces: Annotated[
+        Path | None, typer.Option(help="Folder of trace shards (default: <run dir>/synth/traces).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the last run of this recipe from its checkpoint.")
+    ] = False,
+) -> None:
+    """Fine-tune the student on Ray Train; log to MLflow; register the model with alias `candidate`."""
+    from l2ray.train.api import train
+    from l2ray.train.mix import TrainDataError
+
+    recipe = recipe_option(config, sets)
+    try:
+        result = train(recipe, traces_dir=traces, resume=resume)
+    except TrainDataError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    table = Table(title=f"training run {result.ray_run_name}")
+    table.add_column("field")
+    table.add_column("value")
+    for name in ("model_uri", "run_id", "steps", "final_loss", "rows", "data_fingerprint", "tokens_per_s"):
+        table.add_row(name, str(getattr(result, name)))
+    table.add_row("truncated", f"{result.truncated_examples} traces, {result.truncated_tokens} tokens")
+    console.print(table)
+    console.print(
+        f"alias [bold]{result.alias}[/] → {result.model_uri}; details in {recipe.run_dir / 'train'}"
+    )
+
+
+@app.command("serve")
+def serve_command(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    model: Annotated[str | None, typer.Option(help="Student URI (default: serve.model, @champion).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default: serve.port).")] = None,
+) -> None:
+    """Serve the student OpenAI-compatibly on Ray Serve (Ingress → Controller → Generator) until Ctrl-C."""
+    import signal
+    import time
+
+    import ray
+
+    from l2ray.serve.api import run_server
+
+    recipe = recipe_option(config, sets)
+    ray.init(include_dashboard=False)
+    url = run_server(recipe, model_uri=model, port=port)
+    console.print(f"serving [bold]{url}[/] (Ctrl-C or SIGTERM to stop)")
+    # SIGTERM (kubectl, systemd, a background job) stops as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+@app.command("run")
+def run(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    until: Annotated[str | None, typer.Option(help="Stop after this stage (synth, train, …).")] = None,
+    force: Annotated[bool, typer.Option(help="Rerun every stage even when its outputs are current.")] = False,
+) -> None:
+    """The whole pipeline: synth → train → eval base and student → promote; done stages are skipped."""
+    from l2ray.pipeline import comparison_rows, run_pipeline
+
+    recipe = recipe_option(config, sets)
+    log = lambda line: console.print(line, highlight=False, markup=False)  # noqa: E731
+    result = run_pipeline(recipe, until=until, force=force, log=log)
+    state = {s.name: {"outputs": s.outputs} for s in result.stages}
+    table = Table(title=f"run {recipe.name}: base vs student")
+    for column in ("model", "benchmark", "configuration", "accuracy", "mean thinking tokens", "failures"):
+        table.add_column(column)
+    for row in comparison_rows(state):
+        tokens = "–" if row["thinking_tokens"] is None else f"{row['thinking_tokens']:.1f}"
+        table.add_row(
+            row["model"],
+            row["benchmark"],
+            row["configuration"],
+            f"{row['accuracy']:.3f} ± {row['accuracy_se']:.3f}",
+            tokens,
+            str(row["failures"]),
+        )
+    if table.row_count:
+        console.print(table)
+    if "promote" in state:
+        console.print(f"promotion: [bold]{state['promote']['outputs']['outcome']}[/]")
+    console.print(f"run summary: {result.run_dir / 'README.md'}")
+    console.print(f"browse runs and models: mlflow ui --backend-store-uri {recipe.tracking_uri}")
+
+
 def _read_traces(path: Path, field: str | None) -> list[tuple[str, str]]:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")

@@ -21,7 +21,6 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from l2ray._schema import Section
 from l2ray.data.config import SeedsConfig
-from l2ray.decode.config import InterventionConfig
 from l2ray.eval.config import EvalConfig
 from l2ray.languages import LANGUAGES, validate_codes
 from l2ray.serve.config import ServeConfig
@@ -71,8 +70,6 @@ class Recipe(Section):
             validate_codes(list(self.synth.language_weights))
         if self.train.mix.languages:
             validate_codes(self.train.mix.languages)
-        for name, intervention in self.eval.configurations.items():
-            _check_intervention(name, intervention)
         return self
 
     @property
@@ -99,17 +96,13 @@ class RecipeError(ValueError):
 
 
 def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
-    """Load a YAML recipe, apply ``key.sub=value`` overrides (values parsed as YAML) and validate."""
+    """Load a YAML recipe, apply ``key.sub=value`` overrides (values parsed as YAML) and validate.
+
+    A recipe may start from another with ``extends: base.yaml`` (relative to its own folder); its
+    own keys are merged over the base's, section by section.
+    """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise RecipeError(f"recipe {path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise RecipeError(f"recipe {path}: the top level must be a mapping, got {type(raw).__name__}")
-    return recipe_from_dict(raw, overrides, origin=str(path))
+    return recipe_from_dict(_read_with_bases(path, []), overrides, origin=str(path))
 
 
 def recipe_from_dict(
@@ -158,16 +151,6 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def _check_intervention(name: str, intervention: InterventionConfig) -> None:
-    codes = [*intervention.boost, *intervention.suppress]
-    if intervention.force:
-        codes.append(intervention.force)
-    try:
-        validate_codes(codes)
-    except ValueError as exc:
-        raise ValueError(f"eval configuration {name!r}: {exc}") from None
-
-
 def _spelling_hint(loc: tuple[Any, ...]) -> str:
     model: Any = Recipe
     for part in loc[:-1]:
@@ -178,6 +161,34 @@ def _spelling_hint(loc: tuple[Any, ...]) -> str:
     known = list(getattr(model, "model_fields", {}))
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     return f" Did you mean {close[0]!r}?" if close else f" Allowed: {', '.join(known)}."
+
+
+def _read_with_bases(path: Path, chain: list[Path]) -> dict[str, Any]:
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in [*chain, path.resolve()])
+        raise RecipeError(f"recipe {path}: extends itself in a cycle ({cycle})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise RecipeError(f"recipe {path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path}: the top level must be a mapping, got {type(raw).__name__}")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    return _merge(_read_with_bases(path.parent / str(base), [*chain, path.resolve()]), raw)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _deep_copy(value: Any) -> Any:

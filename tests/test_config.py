@@ -36,7 +36,9 @@ def test_dotted_overrides_are_parsed_as_yaml():
         (["train.epoch=3"], ["train.epoch", "unknown field", "Did you mean 'epochs'"]),
         (["train.learning_rate=1e-5"], ["train.learning_rate", "unknown field", "Allowed: mode"]),
         (["synth.p_switch=1.5"], ["synth.p_switch", "1.5", "less than or equal to 1"]),
-        (["eval.configurations={boost: {boost: [klingon]}}"], ["eval configuration 'boost'", "klingon"]),
+        (["eval.configurations={boost: {boost: [klingon]}}"], ["eval.configurations.boost.boost", "klingon"]),
+        (["synth.language_weights={zh: 1, xx: 2}"], ["unknown language code 'xx'"]),
+        (["train.mix.languages=[fr, qq]"], ["unknown language code 'qq'"]),
     ],
 )
 def test_invalid_recipe_names_field_value_and_what_is_allowed(overrides, expected):
@@ -66,3 +68,14 @@ def test_bad_yaml_and_bad_override_syntax(tmp_path):
         recipe_from_dict({"name": "x"}, ["train.lr"])
     with pytest.raises(RecipeError, match="'lr' is a value, not a section"):
         recipe_from_dict({"name": "x", "train": {"lr": 1.0}}, ["train.lr.x=1"])
+
+
+def test_extends_merges_sections_and_detects_cycles(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\nlanguages: [zh]\ntrain:\n  lr: 1.0e-5\n  epochs: 5\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\ntrain:\n  lr: 2.0e-5\n")
+    recipe = load_recipe(tmp_path / "child.yaml")
+    assert (recipe.name, recipe.languages, recipe.train.lr, recipe.train.epochs) == ("child", ["zh"], 2e-5, 5)
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
+    with pytest.raises(RecipeError, match="cycle"):
+        load_recipe(tmp_path / "a.yaml")

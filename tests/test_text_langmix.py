@@ -1,9 +1,9 @@
 import json
-
-from conftest import FIXTURES
+from pathlib import Path
 
 from l2ray.text import detect_segment_language, insert_tags, measure_language_mix
 
+FIXTURES = Path(__file__).parent / "fixtures"
 TRACES = json.loads((FIXTURES / "langmix_traces.json").read_text(encoding="utf-8"))
 
 

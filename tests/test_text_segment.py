@@ -1,11 +1,12 @@
 import json
+from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 
 from l2ray.languages import LANGUAGES
 from l2ray.text import math_segments, protected_spans, reflection_boundaries, segment
 
+FIXTURES = Path(__file__).parent / "fixtures"
 CASES = json.loads((FIXTURES / "segment_cases.json").read_text(encoding="utf-8"))
 
 

@@ -1,0 +1,1 @@
+"""Seeds: the recipe section, JSONL/Parquet/HF loaders, the bundled seed and mini-eval sets."""

@@ -1,1 +1,1 @@
-
+"""Decoding intervention (pure Python + torch, no Ray): tag control, budget forcing, the engine."""

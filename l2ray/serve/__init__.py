@@ -1,1 +1,1 @@
-
+"""The Ray Serve graph: OpenAI-compatible Ingress -> ReasoningController -> Generator."""

@@ -1,24 +1,56 @@
-"""Recipe section for the Ray Serve deployment graph."""
+"""Recipe section for the Ray Serve deployment graph; also the schema of `build_app`'s ``args``."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, field_validator
 
 from l2ray._schema import Section
 
 
 class ServeConfig(Section):
-    """Where and how the student is served (OpenAI-compatible)."""
+    """Where and how the student is served (OpenAI-compatible).
+
+    As ``args`` of ``l2ray.serve.app:build_app`` (``serve_config.yaml``) ``model`` is required. The
+    generator is either the in-process ``Generator`` deployment (default) or, with ``generator_url``,
+    any OpenAI-compatible ``/v1/completions`` server driven by the controller's segment loop.
+    """
 
     model: str | None = Field(default=None, description="default: models:/<registered model>@champion")
+    tracking_uri: str | None = Field(default=None, description="MLflow tracking URI for models:/ URIs")
+    served_model_name: str = Field(default="l2ray", min_length=1, description="the id in /v1/models")
+    device: str | None = Field(default=None, description="cpu, cuda, cuda:1…; default cuda when available")
+    generator_url: str | None = Field(
+        default=None, description="an OpenAI-compatible base URL (…/v1) to generate with instead of a replica"
+    )
+    generator_api_key_env: str | None = Field(
+        default=None, description="env var holding the API key for generator_url, if it wants one"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     replicas: int = Field(default=1, ge=1)
+    autoscaling: dict[str, Any] | None = Field(
+        default=None, description="Serve autoscaling_config of the Generator (replaces replicas)"
+    )
     num_cpus: float = Field(default=0.5, gt=0.0)
     num_gpus: float = Field(default=0.0, ge=0.0)
+    router_num_cpus: float = Field(default=0.1, gt=0.0, description="CPUs of the ingress and controller")
     max_batch_size: int = Field(default=8, ge=1)
     batch_wait_timeout_s: float = Field(default=0.01, ge=0.0)
+    max_ongoing_requests: int = Field(default=64, ge=1)
     max_tokens_limit: int = Field(default=32768, ge=1)
+    max_n: int = Field(default=8, ge=1)
     api_keys_env: str | None = "L2RAY_API_KEYS"
+    api_keys_file: str | None = Field(default=None, description="a file with one API key per line")
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_concurrency_per_key: int = Field(default=16, ge=1)
+
+    @field_validator("autoscaling")
+    @classmethod
+    def _valid_autoscaling(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from ray.serve.config import AutoscalingConfig  # only when used: ray is heavy
+
+            AutoscalingConfig(**value)
+        return value

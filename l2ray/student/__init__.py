@@ -1,0 +1,1 @@
+"""The student model: the offline builder, special reasoning tokens, and URI resolution."""

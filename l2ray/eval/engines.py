@@ -1,0 +1,263 @@
+"""What evaluation generates with: an in-process model or an OpenAI-compatible HTTP endpoint.
+
+Both take `SampleRequest`s and return one `Generation` per request, in order. A request that fails
+(HTTP 5xx after retries, a timeout, a malformed body) becomes a `Generation` with ``error`` set: the
+report counts failures instead of dropping them. Only an endpoint that cannot be reached at all is an
+error for the whole run (`check_endpoint`).
+
+Over HTTP the intervention travels as ``{"l2ray": {<InterventionConfig fields>, "show_thinking": true}}``
+in the request body (l2ray's own server reads it; set ``eval.l2ray_body`` off for servers that reject
+unknown fields).
+
+Example:
+    >>> req = SampleRequest("k", [{"role": "user", "content": "1+1?"}], InterventionConfig(), 16, 0.0, 0)
+    >>> body = chat_body(req, "student", l2ray_body=True)
+    >>> body["l2ray"]["show_thinking"], body["max_tokens"]
+    (True, 16)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from l2ray.decode.config import InterventionConfig
+from l2ray.student.tokens import THINK_END, THINK_START
+
+
+@dataclass
+class SampleRequest:
+    """One sample to generate: a conversation under one intervention."""
+
+    key: str
+    messages: list[dict[str, str]]
+    intervention: InterventionConfig
+    max_tokens: int
+    temperature: float
+    seed: int
+
+
+@dataclass
+class Generation:
+    """The engine's answer to one request (``text`` is ``None`` when it failed)."""
+
+    text: str | None
+    finish_reason: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    latency_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class EndpointError(RuntimeError):
+    """The endpoint cannot be reached at all (refused, DNS, wrong base URL)."""
+
+
+def split_thinking(text: str) -> tuple[str, str, bool]:
+    """``(thinking, answer, closed)``: the text before and after ``</think>`` (a leading ``<think>`` is
+    dropped). Without ``</think>`` everything is thinking and ``closed`` is False.
+
+    >>> split_thinking("<|lang:en|>hm</think>\\n\\nSo 4.")
+    ('<|lang:en|>hm', 'So 4.', True)
+    """
+    body = text.lstrip()
+    if body.startswith(THINK_START):
+        body = body[len(THINK_START) :]
+    thinking, sep, answer = body.partition(THINK_END)
+    if not sep:
+        return body.strip(), "", False
+    return thinking.strip(), answer.strip(), True
+
+
+def chat_body(request: SampleRequest, served_model: str, l2ray_body: bool) -> dict[str, Any]:
+    """The JSON body of ``POST /chat/completions`` for one request."""
+    body: dict[str, Any] = {
+        "model": served_model,
+        "messages": request.messages,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "seed": request.seed,
+    }
+    if l2ray_body:
+        body["l2ray"] = {**request.intervention.model_dump(), "show_thinking": True}
+    return body
+
+
+class LocalEngine:
+    """In-process generation through `l2ray.decode.engine.LocalGenerator`.
+
+    Requests are batched per (intervention, max_tokens, temperature, seed) because the generator takes
+    one of each per call.
+    """
+
+    kind = "local"
+
+    def __init__(self, model_path: str, device: str | None = None, tracking_uri: str | None = None) -> None:
+        from l2ray.decode.engine import LocalGenerator
+
+        self.generator = LocalGenerator(model_path, device=device, tracking_uri=tracking_uri)
+
+    def generate(self, requests: list[SampleRequest]) -> list[Generation]:
+        groups: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            key = json.dumps(
+                [request.intervention.model_dump(), request.max_tokens, request.temperature, request.seed]
+            )
+            groups.setdefault(key, []).append(index)
+        results: list[Generation | None] = [None] * len(requests)
+        for indices in groups.values():
+            first = requests[indices[0]]
+            start = time.perf_counter()
+            try:
+                completions = self.generator.generate(
+                    [requests[i].messages for i in indices],
+                    first.intervention,
+                    first.max_tokens,
+                    temperature=first.temperature,
+                    seed=first.seed,
+                )
+            except Exception as exc:  # a failing batch is counted per sample, not fatal for the run
+                for i in indices:
+                    results[i] = Generation(None, error=f"{type(exc).__name__}: {exc}")
+                continue
+            latency = (time.perf_counter() - start) / max(len(indices), 1)
+            for i, completion in zip(indices, completions, strict=True):
+                usage = {
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "thinking_tokens": completion.thinking_tokens,
+                    "answer_tokens": completion.answer_tokens,
+                    "switches": completion.switches,
+                }
+                results[i] = Generation(completion.text, completion.finish_reason, usage, latency_s=latency)
+        return [r if r is not None else Generation(None, error="no result") for r in results]
+
+
+class HttpEngine:
+    """An OpenAI-compatible ``/chat/completions`` endpoint, called with aiohttp and bounded concurrency.
+
+    Retries 429/5xx and connection errors ``max_retries`` times with exponential backoff; then the
+    request counts as failed (``Generation.error``).
+    """
+
+    kind = "http"
+
+    def __init__(
+        self,
+        base_url: str,
+        served_model: str,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout_s: float = 600.0,
+        max_retries: int = 2,
+        l2ray_body: bool = True,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.served_model = served_model
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.l2ray_body = l2ray_body
+        self._session: Any = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    async def agenerate(self, requests: list[SampleRequest]) -> list[Generation]:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                connector=aiohttp.TCPConnector(limit=self.concurrency),
+            )
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def generate(self, requests: list[SampleRequest]) -> list[Generation]:
+        """Synchronous wrapper (own event loop); inside Ray the async `agenerate` is used."""
+
+        async def run() -> list[Generation]:
+            try:
+                return await self.agenerate(requests)
+            finally:
+                await self.aclose()
+
+        return asyncio.run(run())
+
+    async def _one(self, request: SampleRequest) -> Generation:
+        import aiohttp
+
+        assert self._semaphore is not None
+        body = chat_body(request, self.served_model, self.l2ray_body)
+        error = "not sent"
+        async with self._semaphore:
+            for attempt in range(self.max_retries + 1):
+                if attempt:
+                    await asyncio.sleep(min(0.25 * 2**attempt, 8.0))
+                start = time.perf_counter()
+                try:
+                    async with self._session.post(self.url, json=body) as response:
+                        raw = await response.text()
+                        if response.status == 200:
+                            return _parse_chat(raw, time.perf_counter() - start)
+                        error = f"HTTP {response.status}: {raw[:300]}"
+                        if response.status != 429 and response.status < 500:
+                            break  # a 4xx other than 429 will not get better by retrying
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+        return Generation(None, error=error)
+
+
+def check_endpoint(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> None:
+    """Raise `EndpointError` when nothing answers at ``base_url`` (any HTTP status counts as reachable)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise EndpointError(
+            f"endpoint {base_url} is unreachable ({type(exc).__name__}: {exc}); start the server "
+            "(l2ray serve) or fix eval.endpoint"
+        ) from None
+
+
+def _parse_chat(raw: str, latency: float) -> Generation:
+    try:
+        data = json.loads(raw)
+        choice = data["choices"][0]
+        message = choice["message"]
+        content = message.get("content") or ""
+        # Servers that split reasoning out (vLLM's reasoning parsers) return it separately.
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        finish = choice.get("finish_reason")
+        if reasoning and THINK_END not in content:
+            # Cut off while thinking: there is no answer part, and the thinking never closed.
+            cut = finish == "length" and not content.strip()
+            content = reasoning if cut else f"{reasoning}{THINK_END}\n\n{content}"
+        return Generation(content, finish, data.get("usage") or {}, latency_s=latency)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return Generation(None, error=f"malformed response ({type(exc).__name__}: {exc}): {raw[:300]}")
+
+
+__all__ = [
+    "EndpointError",
+    "Generation",
+    "HttpEngine",
+    "LocalEngine",
+    "SampleRequest",
+    "chat_body",
+    "check_endpoint",
+    "split_thinking",
+]

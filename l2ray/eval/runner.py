@@ -1,0 +1,334 @@
+"""`l2ray eval`: problems × samples × configurations through Ray Data, then the report and MLflow.
+
+One actor pool does the work: each actor generates a batch (the in-process model, or an async HTTP
+client with bounded concurrency) and scores it (grading, token counts with the student's tokenizer,
+language mix).
+The driver writes ``<run_dir>/eval/<label>/`` and logs the files to MLflow — against the model version
+when the model came from the registry (``models:/NAME@alias`` or ``models:/NAME/N``).
+
+Example:
+    >>> result = run_eval(recipe)  # doctest: +SKIP
+    >>> result.summary["results"]["mini"]["off"]["accuracy"]  # doctest: +SKIP
+    0.0
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from l2ray.config import Recipe
+from l2ray.data.seeds import stable_id
+from l2ray.decode.config import InterventionConfig
+from l2ray.eval.benchmarks import BenchmarkData, load_benchmark
+from l2ray.eval.engines import SampleRequest, check_endpoint
+from l2ray.eval.grading import GRADER_VERSION
+from l2ray.eval.metrics import score_sample, summarise
+from l2ray.eval.report import write_report
+from l2ray.languages import LANGUAGES
+
+PROMPT_VERSION = "l2ray-prompt-1"
+"""Part of the fingerprint: bump it when `build_messages` changes."""
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation wrote and where it was logged."""
+
+    label: str
+    out_dir: Path
+    summary: dict[str, Any]
+    mlflow_run_id: str | None
+    model_name: str | None
+    model_version: str | None
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The evaluated model: its URI and, for registry models, name, version and run."""
+
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"uri": self.uri, "name": self.name, "version": self.version, "run_id": self.run_id}
+
+
+def run_eval(
+    recipe: Recipe, *, label: str | None = None, model: str | None = None, endpoint: str | None = None
+) -> EvalResult:
+    """Evaluate the recipe's model (or ``model``) on ``recipe.eval`` and write the report.
+
+    Raises:
+        BenchmarkError: an unknown benchmark or a dataset without the needed fields.
+        EndpointError: the endpoint cannot be reached at all.
+    """
+    cfg = recipe.eval
+    seed = cfg.seed if cfg.seed is not None else recipe.seed
+    ref = resolve_model(model or cfg.model or recipe.student.model, recipe.tracking_uri)
+    endpoint = endpoint or cfg.endpoint
+    datasets = [load_benchmark(b, limit=cfg.limit, seed=seed) for b in cfg.benchmarks]
+    rows = [
+        task_row(problem, sample, name, problem.question, "en", seed)
+        for data in datasets
+        for problem in data.problems
+        for name in cfg.configurations
+        for sample in range(cfg.samples)
+    ]
+    records = generate_and_score(recipe, rows, dict(cfg.configurations), ref, endpoint)
+    fingerprint = eval_fingerprint(recipe, ref, endpoint, datasets, seed, cfg.configurations)
+    label = label or cfg.label or default_label(ref, endpoint)
+    summary = {
+        "label": label,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "endpoint": endpoint,
+        "fingerprint": fingerprint,
+        "fingerprint_hash": stable_id(json.dumps(fingerprint, sort_keys=True)),
+        "comparable_hash": comparable_hash(fingerprint),
+        "results": summarise(records),
+    }
+    out_dir = recipe.run_dir / "eval" / label
+    write_report(out_dir, summary, records)
+    from l2ray.eval.tracking import log_evaluation
+
+    run_id = log_evaluation(recipe, out_dir, summary, ref)
+    return EvalResult(label, out_dir, summary, run_id, ref.name, ref.version)
+
+
+def resolve_model(uri: str, tracking_uri: str) -> ModelRef:
+    """Pin ``models:/NAME@alias`` to its version (the alias may move during the run); others as given."""
+    if not uri.startswith("models:/"):
+        return ModelRef(uri)
+    from l2ray.student.resolve import registered_version
+
+    _, version = registered_version(uri, tracking_uri)
+    name = version.name
+    return ModelRef(f"models:/{name}/{version.version}", name, str(version.version), version.run_id)
+
+
+def build_messages(question: str, lang: str = "en") -> list[dict[str, str]]:
+    """The user turn: the question, then the language's request to reason in it and box the answer."""
+    return [{"role": "user", "content": f"{question}\n\n{LANGUAGES[lang].reasoning_instruction}"}]
+
+
+def task_row(
+    problem: Any, sample: int, configuration: str, question: str, lang: str, seed: int
+) -> dict[str, Any]:
+    """One unit of work (a flat dict, so Ray Data can move it)."""
+    return {
+        "benchmark": problem.benchmark,
+        "problem_id": problem.id,
+        "sample": sample,
+        "configuration": configuration,
+        "question": question,
+        "prompt_lang": lang,
+        "gold": problem.answer,
+        "answer_type": problem.answer_type,
+        "seed": seed + sample,
+    }
+
+
+def generate_and_score(
+    recipe: Recipe,
+    rows: list[dict[str, Any]],
+    interventions: dict[str, InterventionConfig],
+    ref: ModelRef,
+    endpoint: str | None,
+) -> list[dict[str, Any]]:
+    """Generate and score ``rows`` on a Ray Data actor pool; records come back in ``rows`` order."""
+    import ray
+
+    cfg = recipe.eval
+    api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+    local_path = None
+    if endpoint:
+        check_endpoint(endpoint, api_key)
+        engine = {
+            "kind": "http",
+            "base_url": endpoint,
+            "served_model": cfg.served_model or ref.uri,
+            "api_key": api_key,
+            "concurrency": cfg.concurrency,
+            "timeout_s": cfg.request_timeout_s,
+            "max_retries": cfg.max_retries,
+            "l2ray_body": cfg.l2ray_body,
+        }
+    else:
+        local_path = _local_path(recipe, ref.uri)
+        engine = {"kind": "local", "model_path": local_path, "device": cfg.device}
+    tokenizer = cfg.tokenizer or local_path or counting_tokenizer(recipe, ref.uri)
+    if not ray.is_initialized():
+        ray.init()
+    for index, row in enumerate(rows):
+        row["order"] = index
+    http = engine["kind"] == "http"
+    ds = ray.data.from_items(rows).map_batches(
+        _EvalActor,
+        fn_constructor_kwargs={
+            "engine": engine,
+            "interventions": {k: v.model_dump() for k, v in interventions.items()},
+            "max_tokens": cfg.max_tokens,
+            "temperature": cfg.temperature,
+            "tokenizer": tokenizer,
+        },
+        compute=ray.data.ActorPoolStrategy(size=1),
+        batch_size=max(cfg.concurrency * 4, 16) if http else cfg.concurrency,
+        batch_format="pandas",
+        num_cpus=0.5,
+        num_gpus=0 if http else cfg.num_gpus,
+    )
+    records = [json.loads(row["record"]) for row in ds.take_all()]
+    return sorted(records, key=lambda r: r.pop("order"))
+
+
+def eval_fingerprint(
+    recipe: Recipe,
+    ref: ModelRef,
+    endpoint: str | None,
+    datasets: list[BenchmarkData],
+    seed: int,
+    configurations: dict[str, InterventionConfig],
+) -> dict[str, Any]:
+    """Everything that decides the numbers: model, engine, sampling, configurations, data, prompt, grader."""
+    cfg = recipe.eval
+    return {
+        "model": ref.to_dict(),
+        "engine": {"kind": "http" if endpoint else "local", "endpoint": endpoint},
+        "sampling": {
+            "temperature": cfg.temperature,
+            "max_tokens": cfg.max_tokens,
+            "samples": cfg.samples,
+            "seed": seed,
+            "limit": cfg.limit,
+        },
+        "configurations": {name: c.model_dump() for name, c in configurations.items()},
+        "datasets": [d.identity() for d in datasets],
+        "prompt": PROMPT_VERSION,
+        "grader": GRADER_VERSION,
+    }
+
+
+def comparable_hash(fingerprint: dict[str, Any]) -> str:
+    """Hash of the fingerprint without the model and the endpoint address: equal hashes mean two models
+    were evaluated the same way (same data, sampling, configurations, engine kind, prompt and grader)."""
+    same = {k: v for k, v in fingerprint.items() if k != "model"}
+    same["engine"] = {"kind": fingerprint["engine"]["kind"]}
+    return stable_id(json.dumps(same, sort_keys=True))
+
+
+def default_label(ref: ModelRef, endpoint: str | None) -> str:
+    """``demo-v3`` for a registry model, else a slug of the URI; ``-http`` when served."""
+    base = f"{ref.name}-v{ref.version}" if ref.name else ref.uri
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-")[-60:] or "model"
+    return f"{slug}-http" if endpoint else slug
+
+
+# --- Ray Data actors -------------------------------------------------------------------------------
+
+
+class _EvalActor:
+    """One engine and one tokenizer per actor: generate a batch, then score it.
+
+    ``__call__`` is async so an HTTP engine keeps ``concurrency`` requests in flight; the in-process
+    engine runs its batch synchronously. Scoring (grading, token counts with the student's tokenizer,
+    language mix) happens in the same actor, so a run starts one pool of workers, not two.
+    """
+
+    def __init__(
+        self,
+        engine: dict[str, Any],
+        interventions: dict[str, dict],
+        max_tokens: int,
+        temperature: float,
+        tokenizer: str,
+    ) -> None:
+        from l2ray.eval.engines import HttpEngine, LocalEngine
+
+        spec = dict(engine)
+        kind = spec.pop("kind")
+        self.engine = HttpEngine(**spec) if kind == "http" else LocalEngine(**spec)
+        self.interventions = {k: InterventionConfig.model_validate(v) for k, v in interventions.items()}
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.encode = load_encoder(tokenizer)
+
+    async def __call__(self, batch: Any) -> dict[str, list[str]]:
+        rows = [_plain(row) for row in batch.to_dict("records")]
+        requests = [
+            SampleRequest(
+                key=str(row["order"]),
+                messages=build_messages(row["question"], row["prompt_lang"]),
+                intervention=self.interventions[row["configuration"]],
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                seed=int(row["seed"]),
+            )
+            for row in rows
+        ]
+        if hasattr(self.engine, "agenerate"):
+            generations = await self.engine.agenerate(requests)
+        else:
+            generations = self.engine.generate(requests)
+        records = []
+        for row, generation in zip(rows, generations, strict=True):
+            record = score_sample(row, generation, self.encode)
+            record["order"] = row["order"]
+            records.append(json.dumps(record, ensure_ascii=False))
+        return {"record": records}
+
+
+def load_encoder(tokenizer: str) -> Any:
+    """``text -> token ids`` without special tokens, with the model's own `AutoTokenizer`.
+
+    Not `tokenizers` alone: transformers 5 reloads a tokenizer as its model family's class, whose
+    pre-tokenizer can differ from the raw ``tokenizer.json`` (e.g. how newlines split).
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    return lambda text: tok.encode(text, add_special_tokens=False)
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """pandas hands back numpy scalars; JSON wants Python ones."""
+    return {k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
+
+
+def counting_tokenizer(recipe: Recipe, uri: str) -> str:
+    """The served model's tokenizer when it is ours to load, else the student's."""
+    from l2ray.student.resolve import StudentNotFoundError
+
+    try:
+        return _local_path(recipe, uri)
+    except StudentNotFoundError:
+        return _local_path(recipe, recipe.student.model)
+
+
+def _local_path(recipe: Recipe, uri: str) -> str:
+    from l2ray.student.resolve import resolve_student
+
+    return resolve_student(uri, tracking_uri=recipe.tracking_uri, config=recipe.student)
+
+
+__all__ = [
+    "PROMPT_VERSION",
+    "EvalResult",
+    "ModelRef",
+    "build_messages",
+    "comparable_hash",
+    "counting_tokenizer",
+    "default_label",
+    "eval_fingerprint",
+    "generate_and_score",
+    "load_encoder",
+    "resolve_model",
+    "run_eval",
+    "task_row",
+]

@@ -1,0 +1,134 @@
+"""MLflow side of evaluation: one run per evaluation, linked to the model version it evaluated.
+
+The run holds the metrics (``<benchmark>.<configuration>.<metric>``), the fingerprint as params and
+every file of ``<run_dir>/eval/<label>/`` under the artifact path ``eval/``. A registry model's version
+gets tags pointing at that run (`EVAL_RUN_TAG`, `EVAL_HASH_TAG`), which is what promotion reads.
+
+Example:
+    >>> run_id = log_evaluation(recipe, out_dir, summary, ref)  # doctest: +SKIP
+    >>> load_version_evaluation(client, uri, "demo", "3")["comparable_hash"]  # doctest: +SKIP
+    '5f0c…'
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from l2ray.config import Recipe
+    from l2ray.eval.runner import ModelRef
+
+EVAL_RUN_TAG = "l2ray.eval.run_id"
+EVAL_HASH_TAG = "l2ray.eval.comparable_hash"
+EVAL_LABEL_TAG = "l2ray.eval.label"
+ARTIFACT_DIR = "eval"
+
+
+def log_evaluation(recipe: Recipe, out_dir: Path, summary: dict[str, Any], ref: ModelRef) -> str:
+    """Log one evaluation as an MLflow run (and tag the model version when there is one)."""
+    from mlflow.entities import Metric, Param
+
+    client = registry_client(recipe.tracking_uri)
+    experiment_id = ensure_experiment(client, recipe)
+    tags = {
+        "l2ray.stage": "eval",
+        EVAL_LABEL_TAG: summary["label"],
+        EVAL_HASH_TAG: summary["comparable_hash"],
+    }
+    if ref.name:
+        tags.update({"l2ray.model_name": ref.name, "l2ray.model_version": ref.version})
+    run = client.create_run(experiment_id, run_name=f"eval-{summary['label']}", tags=tags)
+    run_id = run.info.run_id
+    now = run.info.start_time
+    metrics = [
+        Metric(f"{benchmark}.{configuration}.{key}", float(value), now, 0)
+        for benchmark, configurations in summary["results"].items()
+        for configuration, values in configurations.items()
+        for key, value in _scalar_metrics(values).items()
+    ]
+    fp = summary["fingerprint"]
+    params = [
+        Param("model_uri", fp["model"]["uri"]),
+        Param("engine", fp["engine"]["kind"]),
+        Param("grader", fp["grader"]),
+        Param("fingerprint_hash", summary["fingerprint_hash"]),
+        Param("comparable_hash", summary["comparable_hash"]),
+        *(Param(f"sampling.{k}", str(v)) for k, v in fp["sampling"].items()),
+        Param("benchmarks", ",".join(d["name"] for d in fp["datasets"])),
+        Param("configurations", ",".join(fp["configurations"])),
+    ]
+    client.log_batch(run_id, metrics=metrics, params=params)
+    client.log_artifacts(run_id, str(out_dir), artifact_path=ARTIFACT_DIR)
+    client.set_terminated(run_id)
+    if ref.name:
+        attach_evaluation(client, ref.name, ref.version, run_id, summary)
+    return run_id
+
+
+def attach_evaluation(client: Any, name: str, version: str, run_id: str, summary: dict[str, Any]) -> None:
+    """Point a model version at an evaluation run (what `log_evaluation` does for registry models)."""
+    client.set_model_version_tag(name, version, EVAL_RUN_TAG, run_id)
+    client.set_model_version_tag(name, version, EVAL_HASH_TAG, summary["comparable_hash"])
+    client.set_model_version_tag(name, version, EVAL_LABEL_TAG, summary["label"])
+
+
+def load_version_evaluation(client: Any, tracking_uri: str, name: str, version: str) -> dict[str, Any] | None:
+    """The ``summary.json`` of a version's latest evaluation, or ``None`` when it has none."""
+    import mlflow
+
+    run_id = client.get_model_version(name, version).tags.get(EVAL_RUN_TAG)
+    if not run_id:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=f"{ARTIFACT_DIR}/summary.json",
+            dst_path=tmp,
+            tracking_uri=tracking_uri,
+        )
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def registry_client(tracking_uri: str) -> Any:
+    """An `MlflowClient` pinned to one URI for both tracking and the registry."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def ensure_experiment(client: Any, recipe: Recipe) -> str:
+    """The recipe's experiment id; created on the driver with an absolute artifact root for local stores."""
+    experiment = client.get_experiment_by_name(recipe.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    local_store = recipe.tracking_uri.startswith(("sqlite:", "file:", "/"))
+    location = (recipe.run_dir / "mlartifacts").as_uri() if local_store else None
+    return client.create_experiment(recipe.experiment_name, artifact_location=location)
+
+
+def _scalar_metrics(values: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float):
+            out[key] = value
+        elif key in ("thinking_tokens", "answer_tokens"):
+            out.update({f"{key}_{k}": v for k, v in value.items() if v is not None})
+        elif key == "pass_at_k":
+            out.update({f"pass_at_{k}": v for k, v in value.items()})
+    return out
+
+
+__all__ = [
+    "EVAL_HASH_TAG",
+    "EVAL_RUN_TAG",
+    "attach_evaluation",
+    "ensure_experiment",
+    "load_version_evaluation",
+    "log_evaluation",
+    "registry_client",
+]

@@ -1,0 +1,66 @@
+"""`build_app`: the one builder of every composition of the graph (what ``serve_config.yaml`` imports).
+
+    Ingress → ReasoningController → Generator        (default: the replica runs the intervention)
+    Ingress → ReasoningController → generator_url    (an HTTP-only generator; segment loop)
+
+Example:
+    >>> app = build_app({"model": "builtin:tiny", "num_cpus": 0.25})  # doctest: +SKIP
+    >>> serve.run(app, route_prefix="/")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from ray.serve import Application
+
+from l2ray.config import format_validation_error
+from l2ray.serve.config import ServeConfig
+
+
+class ServeArgsError(ValueError):
+    """``args`` of `build_app` that do not validate against `ServeConfig`."""
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Validate ``args`` (the `ServeConfig` fields) and bind the deployment graph."""
+    from l2ray.serve.controller import ReasoningController
+    from l2ray.serve.generator import Generator
+    from l2ray.serve.ingress import Ingress
+
+    config = validate_args(args)
+    settings = config.model_dump()
+    router = {"ray_actor_options": {"num_cpus": config.router_num_cpus}, "max_ongoing_requests": 256}
+    generator = None
+    if config.generator_url is None:
+        options: dict[str, Any] = {
+            "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+            "max_ongoing_requests": config.max_ongoing_requests,
+        }
+        if config.autoscaling is not None:
+            options["autoscaling_config"] = config.autoscaling
+        else:
+            options["num_replicas"] = config.replicas
+        generator = Generator.options(**options).bind(
+            config.model,
+            config.tracking_uri,
+            config.device,
+            config.max_batch_size,
+            config.batch_wait_timeout_s,
+        )
+    controller = ReasoningController.options(**router).bind(generator, settings)
+    return Ingress.options(**router).bind(controller, settings)
+
+
+def validate_args(args: dict[str, Any]) -> ServeConfig:
+    """`ServeConfig` from ``args``; unknown or bad keys raise `ServeArgsError` naming them."""
+    try:
+        config = ServeConfig.model_validate(args or {})
+    except ValidationError as exc:
+        raise ServeArgsError(format_validation_error(exc, "build_app args").replace("recipe ", "")) from None
+    if config.model is None:
+        raise ServeArgsError(
+            "build_app args: 'model' is required (builtin:tiny, a folder, an HF id or models:/…)"
+        )
+    return config

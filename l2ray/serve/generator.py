@@ -1,0 +1,102 @@
+"""The model replica: batches concurrent requests through one decode loop and streams tokens.
+
+Per-token logic (the intervention) runs inside the replica; callers get one small item per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import serve
+
+from l2ray.decode.engine import DecodeEngine, DecodeRequest, TokenEvent
+from l2ray.decode.policy import RequestPolicy
+
+FLUSH_S = 0.02
+"""Tokens produced within this many seconds travel to the controller as one message: a message per
+token costs more than decoding a token of a small model."""
+
+
+@dataclass
+class GenStep:
+    """One token of one request; the last one carries the request's counters in ``usage``."""
+
+    token: int
+    logprob: float | None = None
+    top: list[tuple[int, float]] | None = None
+    finish_reason: str | None = None
+    is_stop: bool = False
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+@serve.deployment(name="Generator", max_ongoing_requests=64)
+class Generator:
+    """Loads the student (via `resolve_student`) and decodes batches with the intervention."""
+
+    def __init__(
+        self,
+        model: str,
+        tracking_uri: str | None = None,
+        device: str | None = None,
+        max_batch_size: int = 8,
+        batch_wait_timeout_s: float = 0.01,
+    ) -> None:
+        self.engine = DecodeEngine.load(model, tracking_uri=tracking_uri, device=device)
+        self._batched.set_max_batch_size(max_batch_size)
+        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def info(self) -> dict[str, Any]:
+        """What a controller needs to tokenize for this replica: tokenizer, stop ids, context length."""
+        codec = self.engine.codec
+        return {
+            "tokenizer": codec.tokenizer,
+            "stop_ids": list(codec.vocab.stop_ids),
+            "context_length": codec.context_length,
+        }
+
+    async def generate(self, request: DecodeRequest) -> AsyncIterator[list[GenStep]]:
+        """Stream one request's tokens (batched with whatever else is in flight), in small groups."""
+        group: list[GenStep] = []
+        flushed = time.monotonic()
+        async for step in self._batched(request):
+            group.append(step)
+            if step.finish_reason is not None or time.monotonic() - flushed >= FLUSH_S:
+                yield group
+                group, flushed = [], time.monotonic()
+        if group:
+            yield group
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01, max_concurrent_batches=2)
+    async def _batched(self, requests: list[DecodeRequest]) -> AsyncIterator[list[Any]]:
+        policies = [self.engine.codec.policy(r) for r in requests]
+        steps = self.engine.stream(requests, policies)
+        while True:
+            # The decode step is blocking torch work: run it off the event loop.
+            events = await asyncio.to_thread(next, steps, None)
+            if events is None:
+                return
+            yield [
+                StopIteration if event is None else _step(event, policy)
+                for event, policy in zip(events, policies, strict=True)
+            ]
+
+
+def usage_counters(policy: RequestPolicy) -> dict[str, Any]:
+    """A finished request's counters (what `usage` reports beyond prompt/completion tokens)."""
+    return {
+        "thinking_tokens": policy.thinking_tokens,
+        "answer_tokens": policy.answer_tokens,
+        "switches": policy.switches,
+        "language_tokens": dict(policy.language_tokens),
+    }
+
+
+def _step(event: TokenEvent, policy: RequestPolicy) -> GenStep:
+    step = GenStep(event.token, event.logprob, event.top, event.finish_reason, event.is_stop)
+    if event.finish_reason is not None:
+        step.usage = usage_counters(policy)
+    return step

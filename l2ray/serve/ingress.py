@@ -1,0 +1,125 @@
+"""The HTTP front door: OpenAI-compatible routes, API keys, body limit, per-key concurrency.
+
+Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming SSE or not),
+``GET /v1/models``, ``GET /healthz`` (always open). Every refusal is an OpenAI-style error body.
+"""
+
+# No `from __future__ import annotations`: FastAPI must resolve the route signatures that Serve rebinds.
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from l2ray.serve.config import ServeConfig
+from l2ray.serve.protocol import ChatRequest, CompletionRequest, RequestError, parse_request
+from l2ray.serve.security import ConcurrencyLimiter, KeyGuard, load_keys, read_body
+
+logger = logging.getLogger("ray.serve")
+
+api = FastAPI(title="l2ray", description="OpenAI-compatible L² reasoning server")
+
+
+# Helpers come before the class: Serve ships the ingress class by value with the globals defined so far.
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def _error(exc: RequestError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error(RequestError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}"))
+
+
+@api.exception_handler(Exception)
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s", request.url.path)
+    return _error(RequestError(500, f"internal error: {type(exc).__name__}"))
+
+
+@serve.deployment(name="Ingress", max_ongoing_requests=256)
+@serve.ingress(api)
+class Ingress:
+    """Authenticates, validates and forwards to the `ReasoningController`."""
+
+    def __init__(self, controller: DeploymentHandle, settings: dict[str, Any]) -> None:
+        self.config = ServeConfig.model_validate(settings)
+        self.controller = controller
+        self.guard = KeyGuard(load_keys(self.config.api_keys_env, self.config.api_keys_file))
+        self.limiter = ConcurrencyLimiter(self.config.max_concurrency_per_key)
+        self.names = {self.config.served_model_name} | ({self.config.model} if self.config.model else set())
+        logger.info("l2ray ingress up; API keys %s", "required" if self.guard.enabled else "off")
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/v1/models")
+    async def models(self, request: Request) -> JSONResponse:
+        try:
+            self.guard.authenticate(request.headers.get("authorization"))
+        except RequestError as exc:
+            return _error(exc)
+        card = {"id": self.config.served_model_name, "object": "model", "created": 0, "owned_by": "l2ray"}
+        return JSONResponse({"object": "list", "data": [card]})
+
+    @api.post("/v1/chat/completions")
+    async def chat(self, request: Request) -> Any:
+        return await self._serve(request, "chat", ChatRequest)
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> Any:
+        return await self._serve(request, "completion", CompletionRequest)
+
+    async def _serve(self, request: Request, kind: str, schema: type) -> Any:
+        try:
+            who = self.guard.authenticate(request.headers.get("authorization"))
+            raw = await read_body(
+                request.stream(), request.headers.get("content-length"), self.config.max_body_bytes
+            )
+            payload = _json(raw)
+            parsed = parse_request(schema, payload)
+            if parsed.model not in self.names:
+                raise RequestError(
+                    404,
+                    f"model {parsed.model!r} does not exist; served: {self.config.served_model_name!r}",
+                    "model",
+                    "model_not_found",
+                )
+            self.limiter.acquire(who)
+        except RequestError as exc:
+            return _error(exc)
+        streaming = False
+        try:
+            if not parsed.stream:
+                status, body = await self.controller.respond.remote(kind, payload)
+                return JSONResponse(body, status_code=status)
+            chunks = self.controller.options(stream=True).stream.remote(kind, payload)
+            head = await chunks.__anext__()
+            if head["status"] != 200:
+                return JSONResponse(head["body"], status_code=head["status"])
+            streaming = True
+            return StreamingResponse(self._sse(chunks, who), media_type="text/event-stream")
+        finally:
+            if not streaming:
+                self.limiter.release(who)
+
+    async def _sse(self, chunks: AsyncIterator[dict[str, Any]], who: str) -> AsyncIterator[str]:
+        try:
+            async for chunk in chunks:
+                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            self.limiter.release(who)

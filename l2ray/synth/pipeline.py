@@ -1,0 +1,115 @@
+"""The Ray Data pipeline: trace tasks → teacher actor pool → assemble + verify → rows on the driver.
+
+    tasks ─ from_items ─▶ map_batches(TeacherWorker, ActorPoolStrategy(size=actors), num_cpus=actor_cpus)
+          ─▶ map_batches(Verifier, ActorPoolStrategy(size=verify_actors), num_cpus=verify_cpus)
+          ─▶ iter_batches on the driver
+
+The driver streams the verified rows out as they finish and writes each batch as Parquet shards
+(`l2ray.synth.output.SynthOutput`), so a killed run keeps everything that was finished, and the
+response cache keeps every finished request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import ray
+
+from l2ray.eval.grading import grade_answer
+from l2ray.synth.assemble import assemble
+from l2ray.synth.config import SynthConfig
+from l2ray.synth.worker import TeacherWorker
+from l2ray.teacher.base import Secret
+from l2ray.teacher.cache import CacheEntry
+from l2ray.teacher.config import TeacherConfig
+from l2ray.text import detect_segment_language
+
+
+def run_tasks(
+    tasks: list[dict[str, Any]],
+    teacher: TeacherConfig,
+    synth: SynthConfig,
+    cache_dir: str,
+    recorded: list[CacheEntry],
+) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Yield ``(accepted rows, rejected rows)`` per finished batch, in completion order."""
+    if not tasks:
+        return
+    context = ray.data.DataContext.get_current()
+    bars = context.enable_progress_bars
+    context.enable_progress_bars = not synth.progress  # the driver draws its own when asked to
+    try:
+        yield from _execute(tasks, teacher, synth, cache_dir, recorded)
+    finally:
+        context.enable_progress_bars = bars
+
+
+class Verifier:
+    """Ray Data UDF: worker output rows → ``{"status", "row"}`` (the row as JSON).
+
+    An actor, not a task: grading imports math-verify (sympy) and language ID loads its model, which
+    costs seconds per process; a small warm pool pays that once.
+    """
+
+    def __init__(self, model: str, min_language_share: float) -> None:
+        self.model, self.min_language_share = model, min_language_share
+        # Load math-verify and the language-ID model now, while the teacher actors wait on their
+        # first replies, not when the first batch is already queued here.
+        grade_answer("$\\boxed{1}$", "1")
+        detect_segment_language("Une phrase en français pour charger le modèle.")
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        statuses, rows = [], []
+        for task, outcome in zip(batch["task"], batch["outcome"], strict=True):
+            status, row = assemble(json.loads(task), json.loads(outcome), self.model, self.min_language_share)
+            statuses.append(status)
+            rows.append(json.dumps(row, ensure_ascii=False))
+        return {"status": statuses, "row": rows}
+
+
+def ensure_ray() -> None:
+    """Start or join Ray unless this process is already connected (``RAY_ADDRESS`` is honoured)."""
+    if not ray.is_initialized():
+        ray.init()
+
+
+def _execute(
+    tasks: list[dict[str, Any]],
+    teacher: TeacherConfig,
+    synth: SynthConfig,
+    cache_dir: str,
+    recorded: list[CacheEntry],
+) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    blocks = max(1, min(len(tasks), max(synth.actors * 8, len(tasks) // synth.batch_size)))
+    ds = ray.data.from_items(tasks, override_num_blocks=blocks)
+    ds = ds.map_batches(
+        TeacherWorker,
+        fn_constructor_kwargs={
+            "teacher": teacher.model_dump_json(),
+            "prompt_version": synth.prompt_version,
+            "cache_dir": cache_dir,
+            "recorded": [asdict(e) for e in recorded],
+            "rate_share": synth.actors,
+            "api_key": Secret.from_env(teacher.api_key_env),
+        },
+        # Several blocks at once per actor: they share its event loop and concurrency bound, so a
+        # block's slowest request never leaves the actor idle.
+        compute=ray.data.ActorPoolStrategy(size=synth.actors, max_concurrent_calls_per_actor=4),
+        batch_size=synth.batch_size,
+        num_cpus=synth.actor_cpus,
+    )
+    ds = ds.map_batches(
+        Verifier,
+        fn_constructor_kwargs={"model": teacher.model, "min_language_share": synth.min_language_share},
+        compute=ray.data.ActorPoolStrategy(size=synth.verify_actors),
+        batch_size=synth.batch_size,
+        num_cpus=synth.verify_cpus,
+    )
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        accepted, rejected = [], []
+        for status, row in zip(batch["status"], batch["row"], strict=True):
+            (accepted if status == "accepted" else rejected).append(json.loads(row))
+        yield accepted, rejected

@@ -1,0 +1,128 @@
+"""The teacher protocol: chat messages and sampling parameters in, text and token usage out.
+
+Example:
+    >>> params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=64)
+    >>> request_fingerprint("m", [{"role": "user", "content": "hi"}], params, "v1")[:12]
+    'fd6ba517ce31'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Protocol, runtime_checkable
+
+from l2ray.teacher.config import TeacherConfig
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """What, besides the messages, decides a teacher's answer."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+
+    @classmethod
+    def from_config(cls, config: TeacherConfig) -> SamplingParams:
+        return cls(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens one request consumed (as the endpoint reported them)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def cost(self, config: TeacherConfig) -> float:
+        """Price in the unit of the config's price table (per million tokens); 0 without prices."""
+        return (
+            self.prompt_tokens * (config.price_per_mtok_input or 0.0)
+            + self.completion_tokens * (config.price_per_mtok_output or 0.0)
+        ) / 1e6
+
+
+@dataclass(frozen=True)
+class TeacherReply:
+    """A finished request: the assistant text (reasoning, if sent apart, folded into ``<think>``)."""
+
+    text: str
+    usage: Usage
+    finish_reason: str = "stop"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TeacherError(RuntimeError):
+    """A request that failed for good (after retries, or on a non-retryable status).
+
+    ``reason`` is a short code for tables and summaries: ``http_400``, ``http_500``, ``timeout``,
+    ``connection``, ``malformed_json``, ``empty_content``, ``rate_limited``.
+    """
+
+    def __init__(self, reason: str, detail: str, attempts: int = 1) -> None:
+        super().__init__(f"{reason} after {attempts} attempt(s): {detail}")
+        self.reason, self.detail, self.attempts = reason, detail, attempts
+
+
+class Secret:
+    """A value that must not be printed: its repr and str are masked (logs, tracebacks, Ray UIs).
+
+    The driver reads the API key once and hands it to the actors wrapped in this, so the key needs
+    no runtime-env entry (those are logged) and the actors need no copy of the driver's environment.
+
+    Example:
+        >>> Secret("sk-123")
+        Secret('***')
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(cls, name: str) -> Secret | None:
+        value = os.environ.get(name)
+        return cls(value) if value else None
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """Anything that answers chat messages; implementations are async and safe to call concurrently."""
+
+    model: str
+
+    async def complete(
+        self, messages: list[Message], params: SamplingParams, fingerprint: str | None = None
+    ) -> TeacherReply:
+        """Answer one conversation. ``fingerprint`` is sent along for tracing (never used as a key)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, models, threads."""
+        ...
+
+
+def request_fingerprint(
+    model: str, messages: list[Message], params: SamplingParams, prompt_version: str
+) -> str:
+    """Content address of a request: sha256 of (model, messages, sampling params, prompt version)."""
+    payload = json.dumps(
+        {"model": model, "messages": messages, "params": asdict(params), "prompt_version": prompt_version},
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()

@@ -1,0 +1,77 @@
+"""Request-per-minute and token-per-minute limits as async token buckets.
+
+Tokens are charged twice: the estimated prompt size before a request is sent, and the completion
+tokens once the reply says how many there were (the bucket may go negative; later requests wait).
+
+Example:
+    >>> import asyncio
+    >>> limiter = RateLimiter(requests_per_minute=600)
+    >>> asyncio.run(limiter.acquire(tokens=10))  # the first request never waits
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class TokenBucket:
+    """``rate_per_minute`` units refill continuously; capacity is one minute's worth."""
+
+    def __init__(self, rate_per_minute: float) -> None:
+        self.rate = rate_per_minute / 60.0
+        self.capacity = float(rate_per_minute)
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+
+    def refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def wait_time(self, amount: float) -> float:
+        """Seconds until ``amount`` units are available (0 when they are)."""
+        self.refill()
+        need = min(amount, self.capacity) - self.level
+        return max(need, 0.0) / self.rate
+
+
+class RateLimiter:
+    """RPM and TPM limits for one process; either may be ``None`` (unlimited)."""
+
+    def __init__(
+        self, requests_per_minute: float | None = None, tokens_per_minute: float | None = None
+    ) -> None:
+        self._requests = TokenBucket(requests_per_minute) if requests_per_minute else None
+        self._tokens = TokenBucket(tokens_per_minute) if tokens_per_minute else None
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._requests is not None or self._tokens is not None
+
+    async def acquire(self, tokens: int = 0) -> None:
+        """Wait until one request and ``tokens`` prompt tokens fit, then take them."""
+        if not self.active:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # FIFO: a big request is not starved by a stream of small ones
+            while True:
+                wait = max(
+                    self._requests.wait_time(1) if self._requests else 0.0,
+                    self._tokens.wait_time(tokens) if self._tokens else 0.0,
+                )
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            if self._requests:
+                self._requests.level -= 1
+            if self._tokens:
+                self._tokens.level -= tokens
+
+    def charge_tokens(self, tokens: int) -> None:
+        """Charge tokens learned after the fact (completion tokens)."""
+        if self._tokens is not None:
+            self._tokens.refill()
+            self._tokens.level -= tokens

@@ -1,0 +1,246 @@
+"""Fine-tune the student on the recipe's data mix with Ray Train; track and register it in MLflow.
+
+Example:
+    >>> result = train(load_recipe("configs/demo.yaml"))  # doctest: +SKIP
+    >>> result.model_uri  # doctest: +SKIP
+    'models:/demo/1'
+
+The driver does everything that can fail fast (reading and checking the traces, selecting the mix,
+resolving the student, opening the MLflow run) before a single worker starts; then ``fit()``; then
+it logs the final model, registers a version with the data fingerprint and code version as tags,
+points the ``candidate`` alias at it and writes ``<run_dir>/train/result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+from pydantic import BaseModel
+
+from l2ray.config import Recipe
+from l2ray.student.resolve import resolve_student
+from l2ray.train.config import TrainConfig
+from l2ray.train.loop import LoopSettings, train_loop_per_worker
+from l2ray.train.mix import Mix, TrainDataError, read_traces, select_mix
+from l2ray.train.tracking import CANDIDATE_ALIAS, Tracker, code_version
+
+if TYPE_CHECKING:
+    from ray.train import Result
+
+log = logging.getLogger(__name__)
+
+RUN_STATE = "run.json"
+RESULT = "result.json"
+
+
+class TrainResult(BaseModel):
+    """What a training run produced; also written to ``<run_dir>/train/result.json``."""
+
+    model_uri: str
+    version: str
+    registered_model: str
+    alias: str
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    checkpoint_path: str
+    ray_run_name: str
+    steps: int
+    final_loss: float
+    rows: int
+    data_fingerprint: str
+    truncated_examples: int
+    truncated_tokens: int
+    tokens_per_s: float
+    wall_s: float
+    metrics: dict[str, float]
+
+
+def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) -> TrainResult:
+    """Train as ``recipe.train`` says on the traces in ``traces_dir`` (default ``<run_dir>/synth/traces``).
+
+    ``resume`` continues the last run of this recipe (same Ray Train storage, same MLflow run) from
+    its latest checkpoint. Raises `TrainDataError` before any worker starts when the data is unusable.
+    """
+    started = time.perf_counter()
+    config = recipe.train
+    train_dir = recipe.run_dir / "train"
+    mix = select_mix(
+        read_traces(traces_dir or recipe.run_dir / "synth" / "traces"),
+        config.mix,
+        recipe.languages,
+        recipe.seed,
+    )
+    if len(mix.rows) < config.num_workers:
+        raise TrainDataError(
+            f"the mix has {len(mix.rows)} row(s) but train.num_workers is {config.num_workers}; "
+            "every worker needs at least one row: lower num_workers or widen train.mix"
+        )
+    train_dir.mkdir(parents=True, exist_ok=True)
+    (train_dir / "data.json").write_text(json.dumps(mix.summary(), indent=2, ensure_ascii=False))
+    base_path = resolve_student(
+        recipe.student.model, recipe.tracking_uri, cache_dir=recipe.run_dir / "cache", config=recipe.student
+    )
+    tracker = Tracker(recipe.tracking_uri)
+    ray_run_name, run_id = _open_run(recipe, tracker, mix, train_dir, resume)
+    steps_per_epoch, total_steps = plan_steps(len(mix.rows), config)
+    # Fields both share travel as they are; bf16 is resolved from "auto" here.
+    shared = config.model_dump(
+        include=(set(LoopSettings.model_fields) & set(TrainConfig.model_fields)) - {"bf16"}
+    )
+    settings = LoopSettings(
+        **shared,
+        base_path=base_path,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        bf16=config.bf16 == "on" or (config.bf16 == "auto" and config.use_gpu),
+        seed=recipe.seed,
+        tracking_uri=recipe.tracking_uri,
+        run_id=run_id,
+        fault_marker=str(train_dir / "ray" / ray_run_name / "fault_injected"),
+    )
+    try:
+        result = _fit(mix, config, settings, train_dir / "ray", ray_run_name)
+    except BaseException:
+        tracker.finish(run_id, "FAILED")
+        raise
+    return _publish(recipe, tracker, mix, result, run_id, ray_run_name, train_dir, started)
+
+
+def plan_steps(rows: int, config: TrainConfig) -> tuple[int, int]:
+    """``(steps per epoch, total optimizer steps)`` for ``rows`` split evenly over the workers.
+
+    >>> plan_steps(10, TrainConfig(num_workers=2, batch_size=2, grad_accum=1, epochs=3))
+    (3, 9)
+    """
+    per_worker = rows // config.num_workers
+    micro_batches = math.ceil(per_worker / config.batch_size)
+    steps_per_epoch = math.ceil(micro_batches / config.grad_accum)
+    return steps_per_epoch, config.max_steps or config.epochs * steps_per_epoch
+
+
+def _open_run(recipe: Recipe, tracker: Tracker, mix: Mix, train_dir: Path, resume: bool) -> tuple[str, str]:
+    """The Ray run name and MLflow run id: new ones, or the recorded ones with ``resume``."""
+    state_path = train_dir / RUN_STATE
+    if resume:
+        if not state_path.exists():
+            raise TrainDataError(f"nothing to resume: {state_path} does not exist; start without --resume")
+        state = json.loads(state_path.read_text())
+        tracker.reopen(state["run_id"])
+        return state["ray_run_name"], state["run_id"]
+    ray_run_name = f"{recipe.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    run_id = tracker.start_run(
+        recipe.experiment_name,
+        recipe.model_dump(mode="json"),
+        artifact_root=recipe.run_dir / "mlartifacts",
+        run_name=ray_run_name,
+        artifacts={
+            "recipe.yaml": yaml.safe_dump(
+                recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True
+            ),
+            "data_summary.json": mix.summary(),
+        },
+    )
+    tracker.client.set_tag(run_id, "l2ray.data_fingerprint", mix.fingerprint)
+    state_path.write_text(json.dumps({"ray_run_name": ray_run_name, "run_id": run_id}, indent=2))
+    return ray_run_name, run_id
+
+
+def _fit(mix: Mix, config: TrainConfig, settings: LoopSettings, storage: Path, name: str) -> Result:
+    """Run the TorchTrainer on the current Ray cluster (a local one is started if there is none)."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init()
+    # Materialised up front: a lazy transform competing with the workers for CPUs can hang small clusters.
+    dataset = ray.data.from_items(mix.training_records()).materialize()
+    resources = {"CPU": config.cpus_per_worker} | ({"GPU": config.gpus_per_worker} if config.use_gpu else {})
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=settings.model_dump(),
+        scaling_config=ScalingConfig(
+            num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+        ),
+        datasets={"train": dataset},
+    )
+    return trainer.fit()
+
+
+def _publish(
+    recipe: Recipe,
+    tracker: Tracker,
+    mix: Mix,
+    result: Result,
+    run_id: str,
+    ray_run_name: str,
+    train_dir: Path,
+    started: float,
+) -> TrainResult:
+    """Log the final model, register it, alias it ``candidate``, close the run, write result.json."""
+    from l2ray.train.model import export_model, read_state
+
+    checkpoint_path = result.checkpoint.path
+    state = read_state(checkpoint_path)
+    model, tokenizer = export_model(checkpoint_path)
+    version, model_uri = tracker.log_and_register(
+        run_id,
+        model,
+        tokenizer,
+        recipe.registered_model_name,
+        tags={
+            "data_fingerprint": mix.fingerprint,
+            "code_version": code_version(),
+            "recipe": recipe.name,
+            "mode": recipe.train.mode,
+            "run_id": run_id,
+        },
+    )
+    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+    throughput = [m.value for m in tracker.client.get_metric_history(run_id, "tokens_per_s")]
+    tracker.client.set_tag(run_id, "l2ray.checkpoint", checkpoint_path)
+    tracker.finish(run_id)
+    if metrics.get("truncated_examples"):
+        log.warning(
+            "%d trace(s) were longer than train.max_seq_len=%d and were cut (%d tokens dropped)",
+            metrics["truncated_examples"],
+            recipe.train.max_seq_len,
+            metrics["truncated_tokens"],
+        )
+    outcome = TrainResult(
+        model_uri=model_uri,
+        version=version,
+        registered_model=recipe.registered_model_name,
+        alias=CANDIDATE_ALIAS,
+        run_id=run_id,
+        experiment_id=tracker.client.get_run(run_id).info.experiment_id,
+        tracking_uri=recipe.tracking_uri,
+        checkpoint_path=checkpoint_path,
+        ray_run_name=ray_run_name,
+        steps=state["step"],
+        final_loss=state["loss"],
+        rows=len(mix.rows),
+        data_fingerprint=mix.fingerprint,
+        truncated_examples=int(metrics.get("truncated_examples", 0)),
+        truncated_tokens=int(metrics.get("truncated_tokens", 0)),
+        tokens_per_s=statistics.median(throughput) if throughput else 0.0,
+        wall_s=time.perf_counter() - started,
+        metrics=metrics,
+    )
+    (train_dir / RESULT).write_text(outcome.model_dump_json(indent=2))
+    return outcome

@@ -1,0 +1,311 @@
+"""The Ray Train worker loop: every worker runs `train_loop_per_worker` with the same `LoopSettings`.
+
+Each worker tokenizes its shard of the mix, trains for the number of optimizer steps the driver
+computed (the same on every rank, so every rank calls ``ray.train.report`` equally often), and
+rank 0 logs step metrics to MLflow and writes checkpoints. After a worker failure Ray Train
+restarts the group; the loop then resumes from ``ray.train.get_checkpoint()`` and the global step
+continues where the checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from l2ray.train.config import LoraConfig
+from l2ray.train.examples import IGNORE_INDEX, Example, collate, encode_example, token_loss_sum
+from l2ray.train.model import load_for_training, read_state, read_trainer_state, save_checkpoint
+
+
+class LoopSettings(BaseModel):
+    """Everything a worker needs, computed on the driver (plain data: it travels to every worker)."""
+
+    base_path: str
+    mode: str
+    lora: LoraConfig
+    total_steps: int
+    steps_per_epoch: int
+    batch_size: int
+    grad_accum: int
+    max_seq_len: int
+    lr: float
+    lr_schedule: str
+    weight_decay: float
+    warmup_ratio: float
+    max_grad_norm: float
+    bf16: bool
+    fsdp: bool
+    checkpoint_every: int
+    seed: int
+    tracking_uri: str
+    run_id: str
+    fail_at_step: int | None = None
+    fault_marker: str | None = None
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once by the fault-injection test hook (``train.fail_at_step``)."""
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point (``TorchTrainer(train_loop_per_worker, train_loop_config=settings)``)."""
+    import ray.train
+    import torch
+    from ray.train.torch import get_device, prepare_model
+
+    settings = LoopSettings.model_validate(config)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(settings.seed + rank)
+
+    checkpoint = ray.train.get_checkpoint()
+    start_step, trainer_state = 0, None
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as restored:
+        model, tokenizer, added = load_for_training(
+            settings.base_path, settings.mode, settings.lora, restored
+        )
+        if restored is not None:
+            start_step = read_state(restored)["step"]
+            trainer_state = read_trainer_state(restored)
+
+    records = list(ray.train.get_dataset_shard("train").iter_rows())
+    examples = [
+        encode_example(tokenizer, r["question"], r["assistant"], settings.max_seq_len) for r in records
+    ]
+    if not examples:
+        raise RuntimeError(f"worker {rank} received no rows; use fewer workers than mix rows")
+    device = get_device()
+    model = (
+        prepare_model(model, parallel_strategy="fsdp", parallel_strategy_kwargs=_fsdp_options(model))
+        if settings.fsdp
+        else prepare_model(model)
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = _scheduler(optimizer, settings)
+    if trainer_state is not None:
+        _restore(trainer_state, optimizer, scheduler, settings.fsdp)
+
+    logger = _rank_zero_logger(settings, rank)
+    data_stats = _all_reduce(
+        [sum(e.truncated for e in examples), sum(e.dropped_tokens for e in examples), len(examples)], device
+    )
+    if logger is not None:
+        summary = {
+            "truncated_examples": data_stats[0],
+            "truncated_tokens": data_stats[1],
+            "examples": data_stats[2],
+        }
+        logger(summary | ({"resumed_from_step": start_step} if start_step else {}), max(start_step, 1))
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # Throughput spans one step's end to the next, so logging and checkpointing count against it.
+    last = time.perf_counter()
+    for step in range(start_step + 1, settings.total_steps + 1):
+        _maybe_inject_failure(settings, step, rank, world)
+        loss_sum, targets, tokens = _optimizer_step(
+            model, optimizer, examples, step, rank, settings, device, pad_id
+        )
+        scheduler.step()
+        loss_sum, targets, tokens = _all_reduce([loss_sum, targets, tokens], device)
+        now = time.perf_counter()
+        elapsed, last = now - last, now
+        metrics = {
+            "step": step,
+            "epoch": step / settings.steps_per_epoch,
+            "loss": loss_sum / max(targets, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "tokens_per_s": tokens / elapsed,
+            "target_tokens": targets,
+            "truncated_examples": data_stats[0],
+            "truncated_tokens": data_stats[1],
+        }
+        if logger is not None:
+            logger({k: v for k, v in metrics.items() if k != "step"}, step)
+        if step % settings.checkpoint_every == 0 or step == settings.total_steps:
+            _report_with_checkpoint(model, tokenizer, optimizer, scheduler, settings, added, metrics, rank)
+
+
+def _optimizer_step(
+    model: Any,
+    optimizer: Any,
+    examples: list[Example],
+    step: int,
+    rank: int,
+    settings: LoopSettings,
+    device: Any,
+    pad_id: int,
+) -> tuple[float, int, int]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns (loss sum, target tokens, tokens)."""
+    import torch
+
+    batches = [
+        collate(_micro_batch(examples, (step - 1) * settings.grad_accum + k, rank, settings), pad_id)
+        for k in range(settings.grad_accum)
+    ]
+    # Normalise by the target tokens of the whole window, known before the first backward.
+    window_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+    loss_total, tokens = 0.0, 0
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if settings.bf16
+        else contextlib.nullcontext()
+    )
+    for k, batch in enumerate(batches):
+        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        # DDP all-reduces gradients on every backward; skip that until the window's last micro-batch.
+        last = k == len(batches) - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast:
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss_sum = token_loss_sum(logits, batch["labels"])
+            (loss_sum / max(window_targets, 1)).backward()
+        loss_total += float(loss_sum.detach())
+        tokens += int(batch["attention_mask"].sum())
+    if hasattr(model, "clip_grad_norm_"):  # FSDP: the norm must be computed over all shards
+        model.clip_grad_norm_(settings.max_grad_norm)
+    else:
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], settings.max_grad_norm
+        )
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_total, window_targets, tokens
+
+
+def _micro_batch(examples: list[Example], index: int, rank: int, settings: LoopSettings) -> list[Example]:
+    """Micro-batch number ``index`` of this worker: a seeded reshuffle every pass over its examples.
+
+    A function of the index alone, so a resumed run sees exactly the batches it would have seen.
+    """
+    per_pass = math.ceil(len(examples) / settings.batch_size)
+    epoch, position = divmod(index, per_pass)
+    order = list(range(len(examples)))
+    random.Random(f"{settings.seed}:{rank}:{epoch}").shuffle(order)
+    chosen = order[position * settings.batch_size : (position + 1) * settings.batch_size]
+    return [examples[i] for i in chosen]
+
+
+def _scheduler(optimizer: Any, settings: LoopSettings) -> Any:
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[settings.lr_schedule]
+    warmup = math.ceil(settings.warmup_ratio * settings.total_steps)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=settings.total_steps)
+
+
+def _report_with_checkpoint(
+    model: Any,
+    tokenizer: Any,
+    optimizer: Any,
+    scheduler: Any,
+    settings: LoopSettings,
+    added: list[str],
+    metrics: dict[str, float],
+    rank: int,
+) -> None:
+    """Every rank reports; rank 0 alone attaches the checkpoint (Train V2's rule)."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    full_state = _gathered_state_dict(model) if settings.fsdp else None
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    unwrapped = model.module if hasattr(model, "module") else model
+    trainer_state = {
+        # Under FSDP the optimizer holds shards; the moments restart on resume (weights, schedule and
+        # step do not), since gathering them needs the full model on every rank.
+        "optimizer": None if settings.fsdp else optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+    }
+    state = {
+        "step": int(metrics["step"]),
+        "mode": settings.mode,
+        "base_path": settings.base_path,
+        "added_tokens": added,
+        "loss": metrics["loss"],
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        save_checkpoint(folder, unwrapped, tokenizer, trainer_state, state, state_dict=full_state)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+
+
+def _fsdp_options(model: Any) -> dict[str, Any]:
+    """Shard per decoder layer (the model's ``_no_split_modules``), not as one flat unit whose
+    all-gather would need the whole model on every GPU; ``use_orig_params`` allows frozen (LoRA)
+    and trainable parameters side by side."""
+    import functools
+
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    names = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or [])}
+    layers = {type(m) for m in model.modules() if type(m).__name__ in names}
+    options: dict[str, Any] = {"use_orig_params": True}
+    if layers:
+        options["auto_wrap_policy"] = functools.partial(
+            transformer_auto_wrap_policy, transformer_layer_cls=layers
+        )
+    return options
+
+
+def _gathered_state_dict(model: Any) -> dict[str, Any] | None:
+    """The full state dict of an FSDP model on rank 0 (every rank must call this)."""
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+    with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, config):
+        return model.state_dict()
+
+
+def _restore(trainer_state: dict[str, Any], optimizer: Any, scheduler: Any, fsdp: bool) -> None:
+    if trainer_state["optimizer"] is not None and not fsdp:
+        optimizer.load_state_dict(trainer_state["optimizer"])
+    scheduler.load_state_dict(trainer_state["scheduler"])
+
+
+def _all_reduce(values: list[float], device: Any) -> list[float]:
+    """Sums over all workers (identity with one worker)."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return [float(v) for v in values]
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _rank_zero_logger(settings: LoopSettings, rank: int) -> Callable[[dict[str, float], int], None] | None:
+    """A ``(metrics, step) -> None`` that logs into the driver's MLflow run; ``None`` off rank 0."""
+    if rank != 0:
+        return None
+    from l2ray.train.tracking import Tracker
+
+    tracker = Tracker(settings.tracking_uri)
+    return lambda metrics, step: tracker.log_metrics(settings.run_id, metrics, step)
+
+
+def _maybe_inject_failure(settings: LoopSettings, step: int, rank: int, world: int) -> None:
+    """The test hook: the last rank raises the first time any attempt reaches ``fail_at_step``.
+
+    A marker file in the run's storage remembers that it fired, so the restarted group passes.
+    """
+    if settings.fail_at_step != step or rank != world - 1 or settings.fault_marker is None:
+        return
+    marker = Path(settings.fault_marker)
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"worker {rank} failed on purpose at step {step}\n")
+    raise InjectedFailure(f"train.fail_at_step={step}: worker {rank} fails once on purpose (fault injection)")

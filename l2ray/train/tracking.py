@@ -1,0 +1,219 @@
+"""MLflow for training: one experiment per recipe, one run per training run, the model registry.
+
+The driver creates the experiment and the run before ``fit()`` (so a worker restart never makes a
+second run, and the artifact root is never a Ray temp folder); rank 0 logs step metrics into that
+run id; after ``fit()`` the driver logs the final model, registers a version and sets its alias.
+
+Example:
+    >>> tracker = Tracker("sqlite:////abs/runs/demo/mlflow.db")  # doctest: +SKIP
+    >>> run_id = tracker.start_run("demo", recipe_dict, Path("/abs/runs/demo/mlartifacts"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+CANDIDATE_ALIAS = "candidate"
+_PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
+_PARAM_VALUE_LIMIT = 6000
+
+
+class Tracker:
+    """An MLflow client pinned to one tracking URI (never the process-global one)."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def start_run(
+        self,
+        experiment: str,
+        params: dict[str, Any],
+        artifact_root: Path | None,
+        run_name: str | None = None,
+        artifacts: dict[str, Any] | None = None,
+    ) -> str:
+        """Create (or reuse) the experiment, open a run, log flattened params and JSON artifacts.
+
+        ``artifact_root`` is used for local stores (sqlite, file); a tracking server chooses its own.
+        """
+        experiment_id = self.experiment_id(experiment, artifact_root)
+        run = self.client.create_run(experiment_id, run_name=run_name)
+        run_id = run.info.run_id
+        self.log_params(run_id, params)
+        for name, content in (artifacts or {}).items():
+            self.log_json(run_id, name, content)
+        return run_id
+
+    def experiment_id(self, name: str, artifact_root: Path | None) -> str:
+        existing = self.client.get_experiment_by_name(name)
+        if existing is not None:
+            return existing.experiment_id
+        location = (
+            str(artifact_root.resolve()) if artifact_root and is_local_store(self.tracking_uri) else None
+        )
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = [Param(k, _param_value(v)) for k, v in sorted(flatten(params).items())]
+        for start in range(0, len(flat), _PARAM_BATCH):
+            self.client.log_batch(run_id, params=flat[start : start + _PARAM_BATCH])
+
+    def log_json(self, run_id: str, name: str, content: Any) -> None:
+        """Log ``content`` as the artifact ``name`` (a JSON or YAML text, by the name's suffix)."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / name
+            if isinstance(content, str):
+                path.write_text(content, encoding="utf-8")
+            else:
+                path.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
+            self.client.log_artifact(run_id, str(path))
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        """One batch of metrics at ``step`` (called by rank 0 every step)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch)
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a stopped run as running again (``--resume``)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def log_and_register(
+        self,
+        run_id: str,
+        model: Any,
+        tokenizer: Any,
+        registered_model: str,
+        tags: dict[str, str],
+    ) -> tuple[str, str]:
+        """Log ``model`` with ``mlflow.transformers`` into the run, register a new version, tag it and
+        point the ``candidate`` alias at it. Returns ``(version, "models:/NAME/VERSION")``."""
+        import mlflow
+
+        with _global_store(self.tracking_uri), mlflow.start_run(run_id=run_id):
+            info = mlflow.transformers.log_model(
+                transformers_model={"model": model, "tokenizer": tokenizer},
+                name="model",
+                task="text-generation",
+                pip_requirements=pip_requirements(),
+                registered_model_name=registered_model,
+            )
+        version = str(info.registered_model_version)
+        for key, value in tags.items():
+            self.client.set_model_version_tag(registered_model, version, key, value)
+        self.client.set_registered_model_alias(registered_model, CANDIDATE_ALIAS, version)
+        return version, f"models:/{registered_model}/{version}"
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements for the logged model (inference would otherwise look for torchvision)."""
+    import safetensors
+    import tokenizers
+    import torch
+    import transformers
+
+    return [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"transformers=={transformers.__version__}",
+        f"tokenizers=={tokenizers.__version__}",
+        f"safetensors=={safetensors.__version__}",
+    ]
+
+
+def code_version() -> str:
+    """``l2ray <version>`` plus the git commit of the source tree when there is one (``+dirty`` if edited)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = f"l2ray {version('l2ray')}"
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        text = "l2ray (not installed)"
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return text
+    return f"{text} ({commit}{'+dirty' if dirty else ''})" if commit else text
+
+
+def is_local_store(tracking_uri: str) -> bool:
+    """Whether the client itself writes artifacts (sqlite, file, a database URI), not a tracking server."""
+    return not tracking_uri.startswith(("http://", "https://", "databricks"))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1e-5}}`` → ``{"train.lr": 1e-5}`` (lists and ``None`` kept as values).
+
+    >>> flatten({"a": {"b": 1, "c": [1, 2]}, "d": None})
+    {'a.b': 1, 'a.c': [1, 2], 'd': None}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= _PARAM_VALUE_LIMIT else text[: _PARAM_VALUE_LIMIT - 1] + "…"
+
+
+@contextmanager
+def _global_store(uri: str) -> Iterator[None]:
+    """Point MLflow's process-global tracking and registry URIs at ``uri`` for one call.
+
+    ``mlflow.transformers.log_model`` only talks to the global store. Restoring through the public
+    setters would pin whatever the getters resolved (and export it as ``MLFLOW_*_URI``), so a caller
+    that never set a registry URI would keep ours; the module globals and variables are restored as
+    they were instead (MLflow has no public "unset").
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_globals = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    saved_env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved_globals
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

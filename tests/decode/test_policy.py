@@ -1,0 +1,259 @@
+"""Every branch of the policies and their LogitsProcessors, on crafted logits (no model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from l2ray.decode.config import InterventionConfig
+from l2ray.decode.detok import ThinkingSplitter
+from l2ray.decode.policy import PolicyError, ReasoningVocab, RequestPolicy, opens_thinking
+from l2ray.decode.processors import (
+    BudgetForcingLogitsProcessor,
+    LanguageTagLogitsProcessor,
+    LogitBiasLogitsProcessor,
+    PolicyBatch,
+    SeededSamplingLogitsProcessor,
+)
+from l2ray.decode.segment import to_http_bias
+
+# ids: 0 pad, 1 eos, 2 <think>, 3 </think>, 4 plain, 5 en, 6 zh, 7 fr, 8..11 plain ("Wait" = 9, 10)
+VOCAB = ReasoningVocab(tag_ids={"en": 5, "zh": 6, "fr": 7}, think_end_id=3, stop_ids=(1, 0), think_start_id=2)
+EN, ZH, FR, END, WAIT = 5, 6, 7, 3, (9, 10)
+V = 12
+
+
+def policy(seed: int = 0, **knobs) -> RequestPolicy:
+    return RequestPolicy(InterventionConfig(**knobs), VOCAB, seed=seed, ignore_ids=WAIT)
+
+
+def logits(top: int, second: int | None = None) -> torch.Tensor:
+    """A batch of one row whose argmax is ``top`` (and runner-up ``second``)."""
+    row = torch.zeros(1, V)
+    row[0, top] = 10.0
+    if second is not None:
+        row[0, second] = 9.0
+    return row
+
+
+def tag_step(pol: RequestPolicy, scores: torch.Tensor, prompt=(2,)) -> torch.Tensor:
+    batch = PolicyBatch([pol])
+    return LanguageTagLogitsProcessor(batch)(torch.tensor([list(prompt)]), scores.clone())
+
+
+# -- language-tag control -------------------------------------------------------------------------
+
+
+def test_no_tag_in_top_k_leaves_logits_and_rng_alone():
+    pol = policy(boost=["zh"], top_k=2)
+    state = pol.rng.getstate()
+    scores = logits(4, 8)  # tags are far down: not among the top 2
+    out = tag_step(pol, scores)
+    assert torch.equal(out, scores)
+    assert pol.rng.getstate() == state
+
+
+def test_tag_in_top_k_boosts_and_suppresses_with_alpha_one():
+    pol = policy(boost=["zh"], suppress=["en"], beta=4.0, top_k=2)
+    out = tag_step(pol, logits(4, EN))
+    assert out[0, ZH] == pytest.approx(4.0)
+    assert out[0, EN] == pytest.approx(9.0 - 4.0)
+    assert out[0, FR] == 0.0 and out[0, 4] == 10.0
+
+
+def test_alpha_zero_never_biases():
+    pol = policy(boost=["zh"], alpha=0.0, top_k=3)
+    scores = logits(4, EN)
+    assert torch.equal(tag_step(pol, scores), scores)
+
+
+def test_alpha_is_a_seeded_probability():
+    def applied(seed: int) -> list[bool]:
+        pol = policy(seed, boost=["zh"], alpha=0.3, top_k=3)
+        return [bool(pol.tag_bias([EN, 4])) for _ in range(400)]
+
+    draws = applied(7)
+    assert draws == applied(7)  # same seed, same draws
+    assert draws != applied(8)
+    assert 0.22 < sum(draws) / len(draws) < 0.38
+
+
+def test_force_opens_with_the_tag_then_bans_other_tags():
+    pol = policy(force="fr")
+    first = tag_step(pol, logits(EN))
+    assert first[0].argmax() == FR and torch.isinf(first[0, EN])
+    pol.observe(FR)
+    later = tag_step(pol, logits(ZH, EN))
+    assert torch.isinf(later[0, ZH]) and torch.isinf(later[0, EN]) and later[0, FR] == 0.0
+    assert later[0].argmax() not in (EN, ZH)
+
+
+def test_max_switches_bans_other_tags_once_spent():
+    pol = policy(max_switches=1)
+    for token in (EN, 4, ZH, 4):
+        assert pol.tag_bias([token]) == {} or token == 4
+        pol.observe(token)
+    assert pol.switches == 1 and pol.language == "zh"
+    assert pol.tag_bias([EN]) == {EN: -math.inf, FR: -math.inf}
+
+
+def test_max_switches_zero_keeps_the_first_language():
+    pol = policy(max_switches=0)
+    assert pol.tag_bias([EN]) == {}  # no language yet: the opening tag is free
+    pol.observe(EN)
+    assert set(pol.tag_bias([ZH])) == {ZH, FR}
+
+
+def test_no_intervention_after_thinking_ends():
+    pol = policy(boost=["zh"], force="zh", top_k=5)
+    pol.observe(ZH)
+    pol.observe(END)
+    assert not pol.thinking
+    assert pol.tag_bias([EN, ZH]) == {} and pol.forced_token() is None
+    scores = logits(EN)
+    assert torch.equal(tag_step(pol, scores), scores)
+
+
+def test_switch_and_language_counters():
+    pol = policy()
+    for token in (EN, 4, 4, ZH, 4, EN, END, 4, 4, 1):
+        pol.observe(token)
+    assert pol.switches == 2
+    assert pol.thinking_tokens == 6 and pol.answer_tokens == 2
+    assert pol.language_mix() == {"en": 0.6667, "zh": 0.3333}
+    assert pol.done
+
+
+# -- budget forcing (s1) --------------------------------------------------------------------------
+
+
+def budget_step(pol: RequestPolicy, scores: torch.Tensor) -> int:
+    batch = PolicyBatch([pol])
+    batch.sync(torch.tensor([[2]]))
+    return int(BudgetForcingLogitsProcessor(batch)(torch.tensor([[2]]), scores.clone())[0].argmax())
+
+
+def test_spent_budget_forces_the_end_of_thinking():
+    pol = policy(max_thinking_tokens=2)
+    assert budget_step(pol, logits(4)) == 4
+    pol.observe(4)
+    pol.observe(4)
+    assert budget_step(pol, logits(4)) == END
+
+
+def test_zero_budget_ends_thinking_at_once_and_beats_force():
+    pol = policy(max_thinking_tokens=0, force="zh")
+    assert pol.forced_token() == END
+    scores = logits(4)
+    assert torch.equal(tag_step(pol, scores), scores)  # the tag processor leaves the position to budget
+    assert budget_step(pol, scores) == END
+
+
+def test_ignore_replaces_the_end_with_wait_then_lets_it_through():
+    pol = policy(num_ignore=1)
+    assert budget_step(pol, logits(END)) == WAIT[0]
+    pol.observe(WAIT[0])
+    assert pol.forced_token() == WAIT[1]  # the rest of ignore_str is forced
+    assert budget_step(pol, logits(END)) == WAIT[1]
+    pol.observe(WAIT[1])
+    assert pol.ignores_left == 0
+    assert budget_step(pol, logits(END)) == END
+
+
+def test_ignore_never_overdraws_the_budget():
+    pol = policy(num_ignore=3, max_thinking_tokens=4)
+    pol.observe(4)
+    pol.observe(4)  # 2 spent; "Wait" (2 tokens) would leave no room: end instead
+    assert pol.replace(END) == END
+    assert pol.ignores_left == 3
+
+
+def test_budget_and_ignore_validation():
+    for bad in (
+        {"max_thinking_tokens": -1},
+        {"max_thinking_tokens": 10**9},
+        {"num_ignore": -2},
+        {"ignore_str": ""},
+    ):
+        with pytest.raises(ValidationError):
+            InterventionConfig(**bad)
+
+
+# -- configuration and vocabulary errors ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "knobs, needle",
+    [
+        ({"boost": ["xx"]}, "unknown language code 'xx'"),
+        ({"force": "klingon"}, "unknown language code"),
+        ({"boost": ["zh"], "suppress": ["zh"]}, "both boost and suppress"),
+        ({"force": "zh", "suppress": ["zh"]}, "also suppressed"),
+        ({"beta": 500}, "less than or equal to 100"),
+    ],
+)
+def test_config_rejects(knobs, needle):
+    with pytest.raises(ValidationError, match=needle):
+        InterventionConfig(**knobs)
+
+
+def test_policy_rejects_languages_without_tags_and_budget_without_think_end():
+    with pytest.raises(PolicyError, match="lacks"):
+        RequestPolicy(InterventionConfig(boost=["ja"]), VOCAB)
+    no_end = ReasoningVocab(tag_ids={}, think_end_id=None, stop_ids=(1,))
+    with pytest.raises(PolicyError, match="</think>"):
+        RequestPolicy(InterventionConfig(max_thinking_tokens=5), no_end)
+    assert not InterventionConfig().active and InterventionConfig(max_switches=0).active
+
+
+# -- the other processors and helpers -------------------------------------------------------------
+
+
+def test_logit_bias_and_seeded_sampling_are_per_row():
+    scores = torch.zeros(2, V)
+    biased = LogitBiasLogitsProcessor([{4: 5.0}, {}])(torch.zeros(2, 1, dtype=torch.long), scores.clone())
+    assert biased[0, 4] == 5.0 and biased[1, 4] == 0.0
+
+    def sample(seeds, temperatures=(1.0, 1.0)):
+        sampler = SeededSamplingLogitsProcessor(list(temperatures), [1.0, 0.5], seeds)
+        return [
+            sampler(torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, V)).argmax(-1).tolist()
+            for _ in range(20)
+        ]
+
+    assert sample([1, 2]) == sample([1, 2])
+    # row 0 does not depend on what row 1 is seeded with: batching cannot change a request
+    assert [s[0] for s in sample([1, 2])] == [s[0] for s in sample([1, 99])]
+    greedy = SeededSamplingLogitsProcessor([0.0], [1.0], [0])(torch.zeros(1, 1, dtype=torch.long), logits(8))
+    assert torch.equal(greedy, logits(8))
+
+
+def test_policy_batch_feeds_each_token_once():
+    pol = policy()
+    batch = PolicyBatch([pol])
+    batch.sync(torch.tensor([[2]]))
+    batch.sync(torch.tensor([[2, EN, 4]]))
+    batch.sync(torch.tensor([[2, EN, 4]]))
+    assert pol.thinking_tokens == 2
+
+
+def test_prompt_opens_thinking_and_http_bias():
+    assert (
+        opens_thinking([4, 2], VOCAB)
+        and not opens_thinking([2, 4, 3], VOCAB)
+        and not opens_thinking([4], VOCAB)
+    )
+    assert to_http_bias({5: -math.inf, 6: 300.0, 7: 2.5}) == {5: -100.0, 6: 100.0, 7: 2.5}
+
+
+def test_thinking_splitter_holds_a_partial_marker():
+    splitter = ThinkingSplitter(thinking=True)
+    assert splitter.feed("abc</thi") == ("abc", "")
+    assert splitter.feed("nk>\n\nAns") == ("", "Ans")
+    assert splitter.feed("wer") == ("", "wer")
+    open_ended = ThinkingSplitter(thinking=True)
+    assert open_ended.feed("x </") == ("x ", "")
+    assert open_ended.finish() == ("</", "")

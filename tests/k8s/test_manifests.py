@@ -1,0 +1,139 @@
+"""Every KubeRay/Kubernetes manifest validates strictly (no unknown fields) and the overlays build."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = REPO.parent / "shared" / "kuberay-crds"
+KUBERAY_KINDS = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayService": "rayservices"}
+K8S_VERSION = "1.32"
+OVERLAYS = sorted(p.parent.name for p in (REPO / "k8s" / "overlays").glob("*/kustomization.yaml"))
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request) -> list[dict]:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed on this machine")
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(REPO / "k8s" / "overlays" / request.param)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def test_overlays_cover_cpu_demo_and_gpu():
+    assert {"cpu-demo", "gpu"} <= set(OVERLAYS)
+
+
+def test_every_built_document_validates_strictly(overlay):
+    kinds = {doc["kind"] for doc in overlay}
+    assert {"RayCluster", "RayJob", "RayService", "Deployment", "Service", "PersistentVolumeClaim"} <= kinds
+    for doc in overlay:
+        _validate(doc)
+
+
+def test_base_files_validate_strictly():
+    for path in sorted((REPO / "k8s" / "base").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            _validate(doc)
+
+
+def test_rayservice_serves_exactly_serve_config_yaml():
+    serve_config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    docs = yaml.safe_load_all((REPO / "k8s" / "base" / "rayservice.yaml").read_text())
+    service = next(d for d in docs if d["kind"] == "RayService")
+    assert yaml.safe_load(service["spec"]["serveConfigV2"]) == serve_config
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(serve_config)
+
+
+def test_clusters_use_token_auth_and_secrets_only_by_reference(overlay):
+    assert not [d for d in overlay if d["kind"] == "Secret"], "secrets are created by the user, never shipped"
+    for doc in overlay:
+        if doc["kind"] in KUBERAY_KINDS:
+            for cluster in _cluster_specs(doc):
+                assert cluster["authOptions"]["mode"] == "token"
+        for env in _env_entries(doc):
+            if any(word in env["name"] for word in SECRET_WORDS):
+                assert "value" not in env and "secretKeyRef" in env["valueFrom"], env
+
+
+def test_pipeline_rayjob_cleans_up_after_itself(overlay):
+    job = next(d for d in overlay if d["kind"] == "RayJob")
+    spec = job["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] > 0
+    assert spec["entrypoint"].startswith("python jobs/pipeline.py --config configs/")
+    recipe = spec["entrypoint"].split("--config ")[1].split()[0]
+    assert (REPO / recipe).exists()
+
+
+def test_validator_rejects_unknown_fields():
+    doc = yaml.safe_load((REPO / "k8s" / "base" / "raycluster.yaml").read_text())
+    doc["spec"]["headGroupSpec"]["rayStartParam"] = {}
+    with pytest.raises(jsonschema.ValidationError, match="rayStartParam"):
+        _validate(doc)
+    deployment = next(yaml.safe_load_all((REPO / "k8s" / "base" / "mlflow.yaml").read_text()))
+    deployment["spec"]["replica"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate(deployment)
+
+
+def _validate(doc: dict) -> None:
+    if doc["kind"] in KUBERAY_KINDS:
+        jsonschema.validate(doc, _strict_crd_schema(doc["kind"], doc["apiVersion"].split("/")[1]))
+    else:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@cache
+def _strict_crd_schema(kind: str, version: str) -> dict:
+    crd = yaml.load((CRDS / f"ray.io_{KUBERAY_KINDS[kind]}.yaml").read_text(), Loader=yaml.CSafeLoader)
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
+    return _forbid_unknown(schema)
+
+
+def _forbid_unknown(node):
+    """kubeconform's strict mode: objects with declared properties accept nothing else."""
+    if isinstance(node, dict):
+        node = {k: _forbid_unknown(v) for k, v in node.items()}
+        if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            node.setdefault("additionalProperties", False)
+        return node
+    if isinstance(node, list):
+        return [_forbid_unknown(v) for v in node]
+    return node
+
+
+def _cluster_specs(doc: dict) -> list[dict]:
+    spec = doc["spec"]
+    return [spec] if doc["kind"] == "RayCluster" else [spec.get("rayClusterSpec") or spec["rayClusterConfig"]]
+
+
+def _env_entries(node) -> list[dict]:
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "env" and isinstance(value, list):
+                found.extend(value)
+            else:
+                found.extend(_env_entries(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_env_entries(value))
+    return found

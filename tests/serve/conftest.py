@@ -1,0 +1,80 @@
+"""One Serve app for the whole folder: a student briefly trained on tagged traces, registered in a
+sqlite MLflow store under an alias, served as ``models:/NAME@champion`` with API keys configured."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from serve_support import API_KEY, MODEL_NAME, free_port, train_briefly
+
+
+@pytest.fixture(scope="session")
+def trained_student(student_path, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("trained") / "student"
+    shutil.copytree(student_path, path)
+    train_briefly(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def registry(trained_student, tmp_path_factory) -> tuple[str, str]:
+    """(tracking URI, ``models:/NAME@champion``) of the trained student logged with mlflow.transformers."""
+    import mlflow
+    from mlflow import MlflowClient
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("mlflow")
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.create_experiment("serve-test", artifact_location=(root / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.transformers.log_model(
+            transformers_model={
+                "model": AutoModelForCausalLM.from_pretrained(trained_student),
+                "tokenizer": AutoTokenizer.from_pretrained(trained_student),
+            },
+            name="model",
+            task="text-generation",
+            pip_requirements=["transformers", "torch"],
+            registered_model_name=MODEL_NAME,
+        )
+    MlflowClient(tracking_uri).set_registered_model_alias(
+        MODEL_NAME, "champion", info.registered_model_version
+    )
+    return tracking_uri, f"models:/{MODEL_NAME}@champion"
+
+
+@pytest.fixture(scope="session")
+def key_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("secrets") / "api_keys"
+    path.write_text(f"{API_KEY}\nsk-another-key-00000\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(ray_cluster, registry, key_file):
+    """The graph on the session's Ray cluster; yields the base URL (``http://127.0.0.1:PORT/v1``)."""
+    from ray import serve
+
+    from l2ray.serve.app import build_app
+
+    tracking_uri, model_uri = registry
+    port = free_port()
+    args = {
+        "model": model_uri,
+        "tracking_uri": tracking_uri,
+        "device": "cpu",
+        "num_cpus": 0.25,
+        "router_num_cpus": 0.1,
+        "api_keys_env": None,
+        "api_keys_file": str(key_file),
+        "max_body_bytes": 64 * 1024,
+        "max_concurrency_per_key": 8,
+        "max_tokens_limit": 2048,
+    }
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(args), name="l2ray", route_prefix="/")
+    yield f"http://127.0.0.1:{port}/v1"
+    serve.shutdown()

@@ -1,0 +1,365 @@
+"""The graph end to end on a local Ray cluster: official openai client (plain and streaming),
+interventions on a briefly trained student, budgets under concurrency, the HTTP segment loop,
+the MLflow alias, API keys, limits, and at least 15 bad requests answered 4xx with the server up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from serve_support import API_KEY, first_tag
+
+from l2ray.decode.config import InterventionConfig
+from l2ray.decode.engine import DecodeRequest, LocalGenerator
+from l2ray.decode.segment import run_segment_loop
+from l2ray.languages import tag_token
+from l2ray.serve.backends import OpenAICompletionsBackend
+from l2ray.text import tag_languages
+
+pytestmark = pytest.mark.slow
+
+QUESTION = [{"role": "user", "content": "What is 12+30?"}]
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server, api_key=API_KEY, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def local(trained_student) -> LocalGenerator:
+    return LocalGenerator(str(trained_student), device="cpu")
+
+
+def chat(client, n=1, **l2ray):
+    return client.chat.completions.create(
+        model="l2ray",
+        messages=QUESTION,
+        max_tokens=48,
+        temperature=1.0,
+        n=n,
+        seed=0,
+        extra_body={"l2ray": l2ray},
+    )
+
+
+def test_plain_and_streaming_agree_and_report_usage(client, local):
+    knobs = {"max_thinking_tokens": 20}
+    plain = client.chat.completions.create(
+        model="l2ray", messages=QUESTION, max_tokens=40, extra_body={"l2ray": knobs}
+    )
+    usage = plain.usage.model_dump()
+    for key in (
+        "prompt_tokens",
+        "completion_tokens",
+        "thinking_tokens",
+        "answer_tokens",
+        "language_mix",
+        "switches",
+    ):
+        assert key in usage
+    message = plain.choices[0].message.model_dump()
+    assert message["reasoning_content"]
+    assert usage["thinking_tokens"] <= 20
+    assert usage["completion_tokens"] == usage["thinking_tokens"] + usage["answer_tokens"] + 1  # + </think>
+
+    reasoning, content, last = "", "", None
+    stream = client.chat.completions.create(
+        model="l2ray", messages=QUESTION, max_tokens=40, stream=True, extra_body={"l2ray": knobs}
+    )
+    for chunk in stream:
+        delta = chunk.choices[0].delta.model_dump()
+        reasoning += delta.get("reasoning_content") or ""
+        content += delta.get("content") or ""
+        last = chunk
+    assert (reasoning, content) == (message["reasoning_content"], message["content"])
+    assert last.choices[0].finish_reason == plain.choices[0].finish_reason
+    assert last.model_dump()["usage"]["thinking_tokens"] == usage["thinking_tokens"]
+
+    # the served model is the registered version: the same greedy output as the local folder
+    [expected] = local.generate([QUESTION], InterventionConfig(**knobs), max_tokens=40)
+    assert expected.text.split("</think>")[0] == message["reasoning_content"]
+    assert expected.thinking_tokens == usage["thinking_tokens"]
+
+    hidden = client.chat.completions.create(
+        model="l2ray",
+        messages=QUESTION,
+        max_tokens=40,
+        extra_body={"l2ray": {**knobs, "show_thinking": False}},
+    )
+    assert "reasoning_content" not in hidden.choices[0].message.model_dump(exclude_none=True)
+    assert hidden.choices[0].message.content == message["content"]
+
+
+def test_force_yields_only_the_forced_tag(client):
+    response = chat(client, n=6, force="de")
+    for choice in response.choices:
+        thinking = choice.message.model_dump()["reasoning_content"]
+        assert thinking.startswith(tag_token("de"))
+        assert set(tag_languages(thinking)) == {"de"}
+    assert response.usage.model_dump()["language_mix"] == {"de": 1.0}
+
+
+def test_intervention_changes_the_tag_distribution(client):
+    """Baseline vs boost/suppress over the same 24 seeds (temperature 1): the share of traces that
+    open in German rises from about a quarter (the training mix) to most of them."""
+
+    def german_share(**l2ray) -> float:
+        firsts = []
+        for seed in (0, 8, 16):
+            response = client.chat.completions.create(
+                model="l2ray",
+                messages=QUESTION,
+                max_tokens=6,
+                temperature=1.0,
+                n=8,
+                seed=seed,
+                extra_body={"l2ray": l2ray},
+            )
+            firsts += [
+                first_tag(c.message.model_dump().get("reasoning_content") or "") for c in response.choices
+            ]
+        return firsts.count("de") / len(firsts)
+
+    baseline = german_share()
+    boosted = german_share(boost=["de"], suppress=["en", "zh", "fr"], beta=6.0)
+    assert baseline < 0.6
+    assert boosted > 0.8
+    assert boosted - baseline > 0.3
+
+
+def test_thinking_budget_holds_under_eight_concurrent_requests(server, local):
+    budgets = [2, 3, 4, 5, 6, 7, 8, 9]
+
+    async def one(aclient, budget):
+        return await aclient.chat.completions.create(
+            model="l2ray",
+            messages=QUESTION,
+            max_tokens=24,
+            extra_body={"l2ray": {"max_thinking_tokens": budget}},
+        )
+
+    async def all_at_once():
+        aclient = openai.AsyncOpenAI(base_url=server, api_key=API_KEY, max_retries=0)
+        try:
+            return await asyncio.gather(*(one(aclient, b) for b in budgets))
+        finally:
+            await aclient.close()
+
+    responses = asyncio.run(all_at_once())
+    for budget, response in zip(budgets, responses, strict=True):
+        usage = response.usage.model_dump()
+        assert usage["thinking_tokens"] <= budget
+        [alone] = local.generate([QUESTION], InterventionConfig(max_thinking_tokens=budget), max_tokens=24)
+        assert usage["thinking_tokens"] == alone.thinking_tokens  # batching changed nothing
+        assert (
+            response.choices[0].message.model_dump()["reasoning_content"] == alone.text.split("</think>")[0]
+        )
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"boost": ["fr"], "suppress": ["en"], "beta": 4.0, "alpha": 0.6},
+        {"boost": ["zh", "de"], "beta": 3.0, "alpha": 0.8, "max_switches": 1, "num_ignore": 1},
+    ],
+)
+def test_http_segment_loop_matches_the_processors(server, local, knobs):
+    """The controller's segment loop over real HTTP (/v1/completions of this server, no intervention
+    there) makes the same language choices as the in-replica processors for the same seed."""
+    engine = local.engine
+    request = DecodeRequest(engine.codec.chat_prompt(QUESTION), 40, InterventionConfig(**knobs), seed=4)
+    fast_policy = engine.codec.policy(request)
+    fast = [e.token for e in engine.run([request], [fast_policy])[0] if not e.is_stop]
+
+    async def loop():
+        backend = OpenAICompletionsBackend(server, "l2ray", api_key=API_KEY)
+        try:
+            policy = engine.codec.policy(request)
+            return policy, await run_segment_loop(backend, request.prompt_ids, policy, 40, chunk=8)
+        finally:
+            await backend.close()
+
+    loop_policy, result = asyncio.run(loop())
+    assert result.tokens == fast
+    assert loop_policy.language_tokens == fast_policy.language_tokens and fast_policy.language_tokens
+    assert loop_policy.switches == fast_policy.switches
+
+
+def test_api_keys(server):
+    body = {"model": "l2ray", "messages": QUESTION, "max_tokens": 2}
+    missing = httpx.post(f"{server}/chat/completions", json=body)
+    wrong = httpx.post(
+        f"{server}/chat/completions", json=body, headers={"Authorization": "Bearer sk-wrong-key-123"}
+    )
+    right = httpx.post(
+        f"{server}/chat/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.json()["error"]["type"] == "authentication_error"
+    assert right.status_code == 200
+    assert httpx.get(f"{server}/models").status_code == 401
+    assert httpx.get(server.removesuffix("/v1") + "/healthz").json() == {"status": "ok"}
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server, api_key="sk-wrong-key-123", max_retries=0).models.list()
+
+
+def test_keys_never_reach_the_logs(server, ray_cluster):
+    httpx.post(f"{server}/chat/completions", json={}, headers={"Authorization": "Bearer sk-wrong-key-123"})
+    logs = Path(ray_cluster._private.worker._global_node.get_session_dir_path()) / "logs"
+    leaked = [
+        str(path)
+        for path in logs.rglob("*")
+        if path.is_file() and any(k in path.read_bytes() for k in (API_KEY.encode(), b"sk-wrong-key-123"))
+    ]
+    assert not leaked
+
+
+def test_per_key_concurrency_limit(server):
+    async def burst():
+        async with httpx.AsyncClient(timeout=120, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+            body = {"model": "l2ray", "messages": QUESTION, "max_tokens": 200, "l2ray": {"num_ignore": 8}}
+            return await asyncio.gather(
+                *(http.post(f"{server}/chat/completions", json=body) for _ in range(14))
+            )
+
+    codes = [r.status_code for r in asyncio.run(burst())]
+    assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
+
+
+LONG = "x " * 6000
+BAD_REQUESTS = [
+    ("invalid JSON", "{not json", 400, "invalid_json"),
+    ("body is a list", [1, 2], 400, None),
+    ("missing messages", {"model": "l2ray"}, 400, "missing"),
+    ("empty messages", {"model": "l2ray", "messages": []}, 400, None),
+    ("messages wrong type", {"model": "l2ray", "messages": "hi"}, 400, None),
+    ("unknown role", {"model": "l2ray", "messages": [{"role": "robot", "content": "x"}]}, 400, None),
+    ("unknown model", {"model": "gpt-9", "messages": QUESTION}, 404, "model_not_found"),
+    ("unknown language", {"model": "l2ray", "messages": QUESTION, "l2ray": {"boost": ["xx"]}}, 400, None),
+    (
+        "unknown forced language",
+        {"model": "l2ray", "messages": QUESTION, "l2ray": {"force": "tlh"}},
+        400,
+        None,
+    ),
+    ("unknown l2ray option", {"model": "l2ray", "messages": QUESTION, "l2ray": {"boots": ["de"]}}, 400, None),
+    (
+        "boost and suppress",
+        {"model": "l2ray", "messages": QUESTION, "l2ray": {"boost": ["de"], "suppress": ["de"]}},
+        400,
+        None,
+    ),
+    (
+        "negative budget",
+        {"model": "l2ray", "messages": QUESTION, "l2ray": {"max_thinking_tokens": -5}},
+        400,
+        None,
+    ),
+    (
+        "absurd budget",
+        {"model": "l2ray", "messages": QUESTION, "l2ray": {"max_thinking_tokens": 10**12}},
+        400,
+        None,
+    ),
+    ("n zero", {"model": "l2ray", "messages": QUESTION, "n": 0}, 400, None),
+    ("n too large", {"model": "l2ray", "messages": QUESTION, "n": 1000}, 400, None),
+    ("stream with n>1", {"model": "l2ray", "messages": QUESTION, "n": 2, "stream": True}, 400, None),
+    ("max_tokens zero", {"model": "l2ray", "messages": QUESTION, "max_tokens": 0}, 400, None),
+    ("max_tokens over the limit", {"model": "l2ray", "messages": QUESTION, "max_tokens": 10**6}, 400, None),
+    ("max_tokens wrong type", {"model": "l2ray", "messages": QUESTION, "max_tokens": "many"}, 400, None),
+    ("temperature wrong type", {"model": "l2ray", "messages": QUESTION, "temperature": "hot"}, 400, None),
+    (
+        "prompt longer than the context",
+        {"model": "l2ray", "messages": [{"role": "user", "content": LONG}]},
+        400,
+        "context_length_exceeded",
+    ),
+    (
+        "prompt + max_tokens over the context",
+        {"model": "l2ray", "messages": [{"role": "user", "content": "x " * 3000}], "max_tokens": 2000},
+        400,
+        "context_length_exceeded",
+    ),
+    (
+        "logit_bias out of vocabulary",
+        {"model": "l2ray", "messages": QUESTION, "logit_bias": {"99999999": 5}},
+        400,
+        None,
+    ),
+    (
+        "body too large",
+        {"model": "l2ray", "messages": [{"role": "user", "content": "y" * 100_000}]},
+        413,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("name, body, status, code", BAD_REQUESTS, ids=[case[0] for case in BAD_REQUESTS])
+def test_bad_requests_get_openai_errors(server, name, body, status, code):
+    content = body if isinstance(body, str) else json.dumps(body)
+    response = httpx.post(
+        f"{server}/chat/completions",
+        content=content,
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] and error["type"]
+    if code:
+        assert error["code"] == code
+
+
+def test_raw_completions_and_bad_completions(server):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    ok = httpx.post(
+        f"{server}/completions",
+        json={"model": "l2ray", "prompt": "What is", "max_tokens": 4, "logprobs": 3},
+        headers=headers,
+    )
+    assert ok.status_code == 200
+    choice = ok.json()["choices"][0]
+    assert len(choice["logprobs"]["top_logprobs"]) == ok.json()["usage"]["completion_tokens"]
+    bad_ids = httpx.post(f"{server}/completions", json={"model": "l2ray", "prompt": [10**9]}, headers=headers)
+    too_many = httpx.post(
+        f"{server}/completions", json={"model": "l2ray", "prompt": "a", "logprobs": 50}, headers=headers
+    )
+    assert bad_ids.status_code == too_many.status_code == 400
+    assert httpx.get(f"{server}/chat/completions", headers=headers).status_code == 405
+    assert httpx.get(f"{server}/nope", headers=headers).json()["error"]["type"] == "not_found_error"
+    # still serving after every refusal
+    assert httpx.get(server.removesuffix("/v1") + "/healthz").status_code == 200
+
+
+def test_controller_with_an_http_only_generator_answers_like_the_graph(
+    server, client, trained_student, monkeypatch
+):
+    """The ReasoningController composed with ``generator_url`` (segment loop) gives the same
+    response as the graph's in-replica fast path (greedy, same seed)."""
+    from l2ray.serve.controller import ReasoningController
+
+    knobs = {"boost": ["de"], "suppress": ["en"], "beta": 3.0, "alpha": 0.7, "max_thinking_tokens": 24}
+    monkeypatch.setenv("L2RAY_TEST_GENERATOR_KEY", API_KEY)
+    settings = {
+        "model": str(trained_student),
+        "generator_url": server,
+        "generator_api_key_env": "L2RAY_TEST_GENERATOR_KEY",
+    }
+    controller = ReasoningController.func_or_class(None, settings)
+    payload = {"model": "l2ray", "messages": QUESTION, "max_tokens": 32, "seed": 2, "l2ray": knobs}
+    status, body = asyncio.run(controller.respond("chat", payload))
+    assert status == 200
+    fast = client.chat.completions.create(
+        model="l2ray", messages=QUESTION, max_tokens=32, seed=2, extra_body={"l2ray": knobs}
+    ).model_dump()
+    assert body["choices"][0]["message"] == {
+        k: v for k, v in fast["choices"][0]["message"].items() if k in body["choices"][0]["message"]
+    }
+    for key in ("thinking_tokens", "answer_tokens", "switches", "language_mix", "completion_tokens"):
+        assert body["usage"][key] == fast["usage"][key]

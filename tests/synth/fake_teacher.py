@@ -1,0 +1,210 @@
+r"""A deterministic OpenAI-compatible teacher on 127.0.0.1 that misbehaves on purpose.
+
+It understands l2ray's three synthesis prompts and answers each in the requested language, keeping
+every math span of the source (so translations verify): a question or a fragment becomes a fixed
+sentence in the target language followed by the source's math; a solve request becomes a short
+reasoning in the language and ``\boxed{N}``, N the last number of the question.
+
+Faults (``faults=True``): the first attempt of each request fails in one of six ways chosen by its
+fingerprint — 429 with ``Retry-After``, 500, a reply slower than the client's timeout, a dropped
+connection, malformed JSON, empty content — and the retry succeeds. Text markers make a request
+fail every time: ``[[ALWAYS500]]`` (HTTP 500) and ``[[EMPTY]]`` (empty content).
+
+Run in a thread (tests: ``with FakeTeacher() as server: server.base_url``) or as a process
+(bench: ``python tests/synth/fake_teacher.py --latency 0.1`` prints the base URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import re
+import threading
+from collections import Counter
+
+from aiohttp import web
+
+PHRASES = {
+    "zh": "我们先仔细整理题目中的条件，然后一步一步地计算结果。",
+    "ja": "まず問題の条件をていねいに整理して、それから順番に計算していきます。",
+    "fr": "Reprenons soigneusement les données du problème, puis calculons le résultat étape par étape.",
+    "de": "Wir ordnen zuerst sorgfältig die Angaben der Aufgabe und rechnen dann Schritt für Schritt weiter.",
+    "en": "Let us carefully restate the conditions of the problem and then compute the result step by step.",
+}
+ANSWER = {
+    "zh": "所以最终答案是",
+    "ja": "したがって最終的な答えは",
+    "fr": "Donc la réponse finale est",
+    "de": "Also ist die endgültige Antwort",
+    "en": "So the final answer is",
+}
+_TARGET = re.compile(r"Target language: [^()\n]+ \(([a-z]{2,3})\)")
+_SOLVE = re.compile(r"only in [^()\n]+ \(([a-z]{2,3})\)")
+_MATH = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\\\(.*?\\\)|\$[^$]*\$|\\boxed\{[^{}]*\}", re.S)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+FAULTS = ("rate_limit", "server_error", "timeout", "drop", "malformed", "empty")
+
+
+class FakeTeacher:
+    """The server. Counters (``requests``, ``by_fingerprint``, ``succeeded``, ``faults``) are read
+    by tests; ``expected_key`` (if set) must arrive as the bearer token, else 401."""
+
+    def __init__(
+        self,
+        latency: float = 0.0,
+        faults: bool = False,
+        slow_s: float = 2.0,
+        expected_key: str | None = None,
+        port: int = 0,
+    ) -> None:
+        self.latency, self.faults, self.slow_s = latency, faults, slow_s
+        self.expected_key, self.port = expected_key, port
+        self.requests = 0
+        self.by_fingerprint: Counter[str] = Counter()
+        self.succeeded: Counter[str] = Counter()
+        self.fault_counts: Counter[str] = Counter()
+        self._attempts: Counter[str] = Counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        return app
+
+    async def start_async(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # the port the OS picked
+
+    def __enter__(self) -> FakeTeacher:
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self.start_async())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._runner is not None
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        if self.expected_key and request.headers.get("Authorization") != f"Bearer {self.expected_key}":
+            return web.json_response({"error": "bad key"}, status=401)
+        body = await request.json()
+        fingerprint = request.headers.get("X-L2ray-Fingerprint") or _hash(body)
+        self.by_fingerprint[fingerprint] += 1
+        self._attempts[fingerprint] += 1
+        text = "\n".join(m["content"] for m in body["messages"])
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        fault = self._fault(fingerprint, text)
+        if fault:
+            self.fault_counts[fault] += 1
+            response = await self._misbehave(fault, request)
+            if response is not None:
+                return response
+        content = answer(body["messages"])
+        self.succeeded[fingerprint] += 1
+        return web.json_response(
+            {
+                "id": "fake",
+                "object": "chat.completion",
+                "model": body.get("model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4},
+            }
+        )
+
+    def _fault(self, fingerprint: str, text: str) -> str | None:
+        if "[[ALWAYS500]]" in text:
+            return "server_error"
+        if "[[EMPTY]]" in text:
+            return "empty"
+        if self.faults and self._attempts[fingerprint] == 1:
+            return FAULTS[int(fingerprint[:8], 16) % len(FAULTS)]
+        return None
+
+    async def _misbehave(self, fault: str, request: web.Request) -> web.StreamResponse | None:
+        if fault == "rate_limit":
+            return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "0.05"})
+        if fault == "server_error":
+            return web.json_response({"error": "boom"}, status=500)
+        if fault == "timeout":
+            await asyncio.sleep(self.slow_s)
+            return None
+        if fault == "drop":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()  # never reaches the client
+        if fault == "malformed":
+            return web.Response(text='{"choices": [', content_type="application/json")
+        return web.json_response(
+            {"choices": [{"message": {"role": "assistant", "content": ""}, "finish_reason": "stop"}]}
+        )
+
+
+def answer(messages: list[dict[str, str]]) -> str:
+    """The deterministic reply to one of l2ray's synthesis prompts."""
+    user = messages[-1]["content"]
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    target = _TARGET.search(user)
+    if target:
+        source = user.split("\n\n")[-1].split(":", 1)[-1]
+        return " ".join([PHRASES.get(target.group(1), PHRASES["en"]), *_MATH.findall(source)])
+    solve = _SOLVE.search(system)
+    lang = solve.group(1) if solve else "en"
+    question = user.split("\n\n")[0]
+    numbers = _NUMBER.findall(" ".join(_MATH.findall(question)) or question)
+    result = numbers[-1] if numbers else "0"
+    phrase = PHRASES.get(lang, PHRASES["en"])
+    return f"<think>\n{phrase}\n{phrase}\n</think>\n\n{ANSWER.get(lang, ANSWER['en'])} $\\boxed{{{result}}}$."
+
+
+def _hash(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.1)
+    args = parser.parse_args()
+    server = FakeTeacher(latency=args.latency, port=args.port)
+
+    async def run() -> None:
+        await server.start_async()
+        print(server.base_url, flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

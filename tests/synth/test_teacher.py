@@ -1,0 +1,154 @@
+"""The teacher layer against a real HTTP server on 127.0.0.1: retries, errors, cache, key hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from fake_teacher import FakeTeacher
+from synth_helpers import API_KEY, teacher_section
+
+from l2ray.teacher import (
+    CacheEntry,
+    ResponseCache,
+    SamplingParams,
+    TeacherClient,
+    TeacherConfig,
+    TeacherError,
+    build_teacher,
+)
+from l2ray.teacher.local import TransformersTeacher
+from l2ray.teacher.ratelimit import RateLimiter, TokenBucket
+
+
+def _client(server: FakeTeacher, cache_dir, **extra) -> TeacherClient:
+    config = TeacherConfig(**teacher_section(server.base_url, **extra))
+    return TeacherClient(build_teacher(config), ResponseCache(cache_dir), config, prompt_version="v1")
+
+
+def _ask_all(client: TeacherClient, contents: list[str]) -> list:
+    async def run():
+        try:
+            return await asyncio.gather(
+                *(client.ask([{"role": "user", "content": c}]) for c in contents), return_exceptions=True
+            )
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def test_every_fault_is_retried_until_it_succeeds(fake_teacher, api_key, tmp_path):
+    contents = [f"Target language: French (fr)\n\nFragment:\nthe value is ${i}$" for i in range(30)]
+    answers = _ask_all(_client(fake_teacher, tmp_path), contents)
+    assert all(not isinstance(a, Exception) for a in answers), answers
+    assert set(fake_teacher.fault_counts) == {
+        "rate_limit",
+        "server_error",
+        "timeout",
+        "drop",
+        "malformed",
+        "empty",
+    }
+    assert fake_teacher.requests == 60  # each request: one faulty attempt, one good
+    assert [a.text.endswith(f"${i}$") for i, a in enumerate(answers)] == [True] * 30
+    assert not any(a.cached for a in answers)
+
+
+def test_permanent_failures_raise_with_their_cause_and_never_the_key(fake_teacher, api_key, tmp_path):
+    always_500, empty = _ask_all(_client(fake_teacher, tmp_path), ["[[ALWAYS500]] x", "[[EMPTY]] y"])
+    assert isinstance(always_500, TeacherError) and always_500.reason == "http_500"
+    assert always_500.attempts == 4  # max_retries=3
+    assert isinstance(empty, TeacherError) and empty.reason == "empty_content"
+    with FakeTeacher(expected_key="another-key") as strict:
+        (denied,) = _ask_all(_client(strict, tmp_path / "c2"), ["hello"])
+    assert isinstance(denied, TeacherError) and denied.reason == "http_401" and denied.attempts == 1
+    assert all(API_KEY not in str(e) for e in (always_500, empty, denied))
+
+
+def test_cache_answers_finished_requests_across_clients_and_dedupes_in_flight(api_key, tmp_path):
+    with FakeTeacher(latency=0.05, expected_key=API_KEY) as server:
+        first = _ask_all(_client(server, tmp_path), ["same", "same", "other"])
+        assert server.requests == 2  # the two identical requests in flight were sent once
+        again = _ask_all(_client(server, tmp_path), ["same", "other"])
+        assert server.requests == 2
+    assert [a.cached for a in again] == [True, True]
+    assert again[0].text == first[0].text
+    (shard,) = tmp_path.glob("*.jsonl")
+    assert API_KEY not in shard.read_text()
+
+
+def test_cache_skips_a_torn_last_line_and_serves_preloaded_entries(tmp_path):
+    cache = ResponseCache(tmp_path, preload=[CacheEntry("recorded", "m", "from memory")])
+    cache.put(CacheEntry("fp-1", "m", "one", 3, 4))
+    cache.close()
+    with (tmp_path / "shard-crashed.jsonl").open("w") as fh:
+        fh.write(CacheEntry("fp-2", "m", "two").to_json() + "\n" + '{"fingerprint": "fp-3", "mo')
+    reopened = ResponseCache(tmp_path)
+    assert reopened.get("fp-1").completion_tokens == 4 and reopened.get("fp-2").text == "two"
+    assert "fp-3" not in reopened and "recorded" not in reopened  # preloaded entries are not written
+    assert cache.get("recorded").text == "from memory"
+
+
+def test_rate_limits_make_later_requests_wait():
+    bucket = TokenBucket(rate_per_minute=60)
+    assert bucket.wait_time(60) == 0
+    bucket.level -= 60
+    assert bucket.wait_time(1) > 0.9  # one unit refills in a second
+    limiter = RateLimiter(requests_per_minute=6000, tokens_per_minute=600)
+    asyncio.run(limiter.acquire(tokens=600))
+    limiter.charge_tokens(100)
+    assert limiter._tokens.wait_time(1) > 0  # the completion tokens went over the budget
+
+
+def test_usage_cost_uses_the_price_table():
+    config = TeacherConfig(price_per_mtok_input=1.0, price_per_mtok_output=4.0)
+    from l2ray.teacher.base import Usage
+
+    assert Usage(1_000_000, 500_000).cost(config) == pytest.approx(3.0)
+    assert Usage(10, 10).cost(TeacherConfig()) == 0.0
+
+
+def test_local_transformers_teacher_generates_with_the_offline_student(student_path):
+    teacher = TransformersTeacher(str(student_path), device="cpu")
+    reply = asyncio.run(
+        teacher.complete([{"role": "user", "content": "What is 2+3?"}], SamplingParams(0.0, 1.0, 6))
+    )
+    assert reply.usage.completion_tokens == 6 and reply.usage.prompt_tokens > 0
+    assert reply.finish_reason == "length"
+
+
+def test_translate_questions_shares_the_synthesis_prompt_and_cache(api_key, tmp_path):
+    from l2ray.config import recipe_from_dict
+    from l2ray.synth.api import MissingResponsesError, translate_questions
+
+    questions = ["Let $a = 3$. What is $a$?", "Compute $2 + 2$."]
+    with FakeTeacher(expected_key=API_KEY) as server:
+        teacher = {**teacher_section(server.base_url), "cache_dir": str(tmp_path / "cache")}
+        recipe = recipe_from_dict({"name": "p", "output_dir": str(tmp_path), "teacher": teacher})
+        first = translate_questions(recipe, questions, "de")
+        again = translate_questions(recipe, questions, "de")
+        assert server.requests == 2
+    assert first == again and first[0].endswith("$a = 3$ $a$") and first[0].startswith("Wir ordnen")
+    offline = recipe_from_dict(
+        {"name": "p", "output_dir": str(tmp_path), "teacher": {"cache_dir": str(tmp_path / "c2")}}
+    )
+    with pytest.raises(MissingResponsesError, match="question 1 into ja"):
+        translate_questions(offline, questions, "ja")
+
+
+def test_retry_after_is_honoured_and_capped_and_backoff_is_jittered():
+    import email.utils
+
+    from l2ray.teacher.openai_http import OpenAITeacher, _retry_after
+
+    assert _retry_after("1.5") == 1.5 and _retry_after(None) is None and _retry_after("soon") is None
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 55 < _retry_after(in_a_minute) <= 60
+    teacher = OpenAITeacher(
+        TeacherConfig(base_url="http://127.0.0.1:9/v1", backoff_base_s=1, backoff_max_s=10)
+    )
+    assert teacher._delay(0, retry_after=3.0) == 3.0 and teacher._delay(0, retry_after=600) == 10
+    delays = {teacher._delay(5, None) for _ in range(20)}
+    assert len(delays) > 1 and all(0 <= d <= 10 for d in delays)

@@ -1,0 +1,118 @@
+"""The data side of training, on the driver: mix selection, trace checks, encoding and masking.
+
+These run without Ray; the checks must fail before any worker starts.
+"""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from l2ray.train.api import plan_steps, train
+from l2ray.train.config import MixConfig, TrainConfig
+from l2ray.train.examples import IGNORE_INDEX, collate, encode_example
+from l2ray.train.mix import TrainDataError, read_traces, select_mix
+
+
+def test_mix_selects_kinds_languages_seeds_and_ratios(rows):
+    # rows: 10 original (en), 3 mixed (en+zh), 1 whole (fr)
+    everything = select_mix(rows, MixConfig(), ["zh", "fr"], seed=0)
+    assert everything.summary()["rows_per_kind"] == {"mixed": 3, "original": 10, "whole": 1}
+
+    no_chinese = select_mix(rows, MixConfig(languages=["en", "fr"]), ["zh", "fr"], seed=0)
+    assert {r.kind for r in no_chinese.rows} == {"original", "whole"}
+
+    six_seeds = select_mix(rows, MixConfig(kinds=["original"], max_seeds=6), ["zh"], seed=0)
+    assert len(six_seeds.rows) == 6 and len(six_seeds.seed_ids) == 6
+    assert (
+        six_seeds.seed_ids == select_mix(rows, MixConfig(kinds=["original"], max_seeds=6), ["zh"], 0).seed_ids
+    )
+
+    # 3 mixed rows at twice the share of original: the mixed rows bound the total (3 + 1.5 ≈ 2).
+    ratio = select_mix(
+        rows, MixConfig(kinds=["original", "mixed"], ratios={"original": 1, "mixed": 2}), ["zh"], 0
+    )
+    assert ratio.summary()["rows_per_kind"] == {"mixed": 3, "original": 2}
+
+    assert (
+        everything.fingerprint
+        == select_mix(list(reversed(rows)), MixConfig(), ["zh", "fr"], seed=0).fingerprint
+    )
+    assert everything.fingerprint != no_chinese.fingerprint
+    assert sorted(everything.summary()["row_ids"]) == sorted(r.id for r in rows)
+
+
+def test_train_config_rejects_inconsistent_settings():
+    with pytest.raises(ValueError, match="does not select"):
+        MixConfig(kinds=["original"], ratios={"mixed": 1.0})
+    with pytest.raises(ValueError, match="fsdp shards the model over GPUs"):
+        TrainConfig(fsdp=True)
+
+
+def test_plan_steps_splits_rows_evenly_over_workers():
+    assert plan_steps(14, TrainConfig(num_workers=2, batch_size=2, grad_accum=2, epochs=2)) == (2, 4)
+    assert plan_steps(14, TrainConfig(num_workers=2, max_steps=5)) == (7, 5)
+
+
+def test_zero_rows_fail_before_any_worker_starts(make_recipe, traces_dir):
+    recipe = make_recipe("zero-rows", mix={"kinds": ["whole"], "languages": ["en", "zh"]})
+    with pytest.raises(TrainDataError, match="selects 0 of 14 rows") as info:
+        train(recipe, traces_dir)
+    assert "whole" in str(info.value) and "fr" in str(info.value)
+    assert not (recipe.run_dir / "train" / "ray").exists()
+
+
+def test_missing_column_names_the_file_and_column(tmp_path, rows, write_traces, make_recipe):
+    folder = write_traces(tmp_path / "bad", [r.model_dump(exclude={"response"}) for r in rows])
+    with pytest.raises(TrainDataError, match=r"part-0000\.parquet: missing column\(s\) \['response'\]"):
+        train(make_recipe("missing-column"), folder)
+
+
+def test_unregistered_tag_names_the_row(tmp_path, rows, write_traces):
+    records = [r.model_dump() for r in rows]
+    records[4]["cot"] = "<|lang:en|>So x = 2. <|lang:xx|>Hmm."
+    folder = write_traces(tmp_path / "bad", records)
+    with pytest.raises(TrainDataError, match=r"row 4 \(id '.*'\), field 'cot': language\(s\) \['xx'\]"):
+        read_traces(folder)
+    with pytest.raises(TrainDataError, match="no trace shards"):
+        read_traces(tmp_path / "empty")
+
+
+def test_loss_mask_covers_exactly_the_assistant_turn(student_path, rows):
+    tokenizer = AutoTokenizer.from_pretrained(student_path)
+    row = rows[-2]  # a code-switched trace
+    assistant = row.messages()[1]["content"]
+    example = encode_example(tokenizer, row.question, assistant, max_seq_len=4096)
+    targets = [t for t in example.labels if t != IGNORE_INDEX]
+    context = example.input_ids[: len(example.input_ids) - len(targets)]
+    # The generation prompt (which opens <think>) is context; the rest of the turn is the target.
+    assert tokenizer.decode(context).endswith("<|im_start|>assistant\n<think>\n")
+    assert tokenizer.decode(targets) == assistant.removeprefix("<think>\n") + "<|im_end|>\n"
+    assert "<|lang:zh|>" in tokenizer.convert_ids_to_tokens(targets)
+    assert not example.truncated
+
+    cut = encode_example(tokenizer, row.question, assistant, max_seq_len=64)
+    assert cut.truncated and len(cut.input_ids) == 64
+    assert cut.dropped_tokens == len(example.input_ids) - 64
+
+    batch = collate([cut, example], pad_token_id=tokenizer.pad_token_id)
+    assert batch["input_ids"].shape == (2, len(example.input_ids))
+    assert int(batch["attention_mask"][0].sum()) == 64
+    assert (batch["labels"][0, 64:] == IGNORE_INDEX).all()
+
+
+def test_cli_train_reports_unusable_data_with_status_2(tmp_path, traces_dir):
+    from typer.testing import CliRunner
+
+    from l2ray.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: cli-zero\noutput_dir: {tmp_path / 'runs'}\ntrain:\n  mix:\n    kinds: [whole]\n"
+    )
+    result = CliRunner().invoke(
+        app,
+        ["train", "--config", str(recipe), "--traces", str(traces_dir), "--set", "train.mix.languages=[en]"],
+    )
+    assert result.exit_code == 2
+    assert "selects 0 of 14 rows" in result.output

@@ -1,0 +1,165 @@
+"""End-to-end training on a real Ray cluster (2 CPU workers) with real MLflow stores.
+
+Two ``fit()`` runs (plus one resumed run) keep this file inside its time budget:
+- full fine-tuning against a real ``mlflow server`` process, with a worker that fails once;
+- LoRA on a sqlite store: merged-model round trip through the registry, then ``resume``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from transformers import AutoModelForCausalLM
+
+from l2ray.student.resolve import load_student, resolve_student
+from l2ray.train.api import train
+from l2ray.train.model import MODEL_DIR, STATE_FILE, TRAINER_STATE, read_state
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on a free 127.0.0.1 port (sqlite backend, proxied artifacts)."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+        "--artifacts-destination", str(folder / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log = (folder / "server.log").open("w")
+    # Its own session, so teardown can stop the server and its uvicorn worker and nothing else.
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield _ServerHandle(url, process, folder / "server.log")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+class _ServerHandle:
+    """Started at fixture time (it boots while Ray starts); `ready()` waits for /health."""
+
+    def __init__(self, url: str, process: subprocess.Popen, log: Path) -> None:
+        self.url, self.process, self.log = url, process, log
+
+    def ready(self, timeout: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self.url
+            except OSError:
+                time.sleep(0.5)
+        raise TimeoutError(f"mlflow server at {self.url} not healthy after {timeout}s")
+
+
+def test_full_training_survives_a_worker_failure_and_registers_a_model(
+    mlflow_server, ray_cluster, tmp_path, traces_dir, make_recipe
+):
+    url = mlflow_server.ready()
+    recipe = make_recipe("full-ft", tracking_uri=url, fail_at_step=3)
+    result = train(recipe, traces_dir)
+
+    assert result.steps == 6 and result.rows == 14 and result.model_uri == "models:/full-ft/1"
+    assert result.truncated_examples > 0 and result.truncated_tokens > 0  # max_seq_len 192: counted
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    runs = client.search_runs([result.experiment_id])
+    assert [r.info.run_id for r in runs] == [result.run_id]  # one run, across the worker restart
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.lr"] == "0.001" and run.data.params["train.mode"] == "full"
+    assert {a.path for a in client.list_artifacts(result.run_id)} >= {"recipe.yaml", "data_summary.json"}
+
+    losses = {m.step: m.value for m in client.get_metric_history(result.run_id, "loss")}
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]  # the global step continued after the restart
+    assert losses[6] < losses[1]
+    resumed = client.get_metric_history(result.run_id, "resumed_from_step")
+    assert [m.value for m in resumed] == [2.0]  # the failing attempt died at step 3; checkpoint 2
+    for name in ("lr", "tokens_per_s"):
+        assert len(client.get_metric_history(result.run_id, name)) == 6
+
+    checkpoint = Path(result.checkpoint_path)
+    assert read_state(checkpoint)["step"] == 6
+    assert (checkpoint / TRAINER_STATE).is_file() and (checkpoint / MODEL_DIR / "config.json").is_file()
+    kept = sorted(p for p in checkpoint.parent.glob("checkpoint_*") if p.is_dir())
+    assert len(kept) == 2 and all((c / STATE_FILE).is_file() for c in kept)
+    assert (recipe.run_dir / "train" / "result.json").is_file()
+
+    version = client.get_model_version_by_alias("full-ft", "candidate")
+    assert str(version.version) == "1"
+    assert version.tags["data_fingerprint"] == result.data_fingerprint
+    assert version.tags["code_version"].startswith("l2ray ")
+
+    model, tokenizer = load_student(
+        "models:/full-ft@candidate", tracking_uri=url, cache_dir=tmp_path / "cache"
+    )
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is $2+3$?"}], add_generation_prompt=True, return_tensors="pt"
+    )
+    generated = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert generated.shape[1] > prompt["input_ids"].shape[1]
+
+
+def test_lora_round_trip_through_the_registry_and_resume(ray_cluster, tmp_path, traces_dir, make_recipe):
+    # Two rows on two workers: every step repeats the same batch, so the loss must go down.
+    lora = {
+        "r": 8,
+        "alpha": 16,
+        "dropout": 0.0,
+        "target_modules": ["q_proj", "v_proj", "up_proj", "down_proj"],
+    }
+    settings = {"mode": "lora", "lora": lora, "lr": 5e-3, "mix": {"kinds": ["whole", "mixed"], "max_rows": 2}}
+    recipe = make_recipe("lora", max_steps=4, **settings)
+    result = train(recipe, traces_dir)
+    assert result.rows == 2 and result.steps == 4
+    client = MlflowClient(tracking_uri=recipe.tracking_uri, registry_uri=recipe.tracking_uri)
+    losses = [m.value for m in sorted(client.get_metric_history(result.run_id, "loss"), key=lambda m: m.step)]
+    assert losses[-1] < losses[0]
+
+    # The registered model is the merged adapter: same logits as base + adapter, not the base's.
+    from peft import PeftModel
+
+    base_path = resolve_student("builtin:tiny", cache_dir=recipe.run_dir / "cache", config=recipe.student)
+    registered = AutoModelForCausalLM.from_pretrained(
+        resolve_student("models:/lora@candidate", recipe.tracking_uri, cache_dir=tmp_path / "cache")
+    )
+    with_adapter = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_path), Path(result.checkpoint_path) / MODEL_DIR
+    )
+    base = AutoModelForCausalLM.from_pretrained(base_path)
+    ids = torch.tensor([[5, 17, 99, 250, 31, 7]])
+    with torch.no_grad():
+        logits = {
+            name: m(input_ids=ids).logits
+            for name, m in [("reg", registered), ("ada", with_adapter), ("base", base)]
+        }
+    assert torch.allclose(logits["reg"], logits["ada"], atol=1e-4)
+    assert not torch.allclose(logits["reg"], logits["base"], atol=1e-3)
+
+    # --resume: the same MLflow run and Ray storage continue from the last checkpoint to step 6.
+    longer = make_recipe("lora", max_steps=6, **settings)
+    resumed = train(longer, traces_dir, resume=True)
+    assert resumed.run_id == result.run_id and resumed.steps == 6 and resumed.version == "2"
+    steps = sorted(m.step for m in client.get_metric_history(result.run_id, "loss"))
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert str(client.get_model_version_by_alias("lora", "candidate").version) == "2"
