@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from functools import cache
@@ -13,7 +14,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-CRDS = REPO.parent / "shared" / "kuberay-crds"
+# The KubeRay v1.7 CRDs (ray-project/kuberay, ray-operator/config/crd/bases) live beside the checkout in
+# CI; point L2RAY_KUBERAY_CRDS at a copy elsewhere.
+CRDS = Path(os.environ.get("L2RAY_KUBERAY_CRDS", REPO.parent / "shared" / "kuberay-crds"))
 KUBERAY_KINDS = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayService": "rayservices"}
 K8S_VERSION = "1.32"
 OVERLAYS = sorted(p.parent.name for p in (REPO / "k8s" / "overlays").glob("*/kustomization.yaml"))
@@ -103,6 +106,8 @@ def _validate(doc: dict) -> None:
 
 @cache
 def _strict_crd_schema(kind: str, version: str) -> dict:
+    if not CRDS.is_dir():
+        pytest.skip(f"KubeRay CRDs not found at {CRDS}; set L2RAY_KUBERAY_CRDS to validate against them")
     crd = yaml.load((CRDS / f"ray.io_{KUBERAY_KINDS[kind]}.yaml").read_text(), Loader=yaml.CSafeLoader)
     schema = next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
     return _forbid_unknown(schema)
