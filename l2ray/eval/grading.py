@@ -31,7 +31,7 @@ from l2ray.text.boxed import last_boxed
 AnswerType = Literal["math", "integer", "letter"]
 ANSWER_TYPES: tuple[AnswerType, ...] = ("math", "integer", "letter")
 
-GRADER_VERSION = "l2ray-grader-1"
+GRADER_VERSION = "l2ray-grader-2"
 """Part of every evaluation fingerprint: bump it whenever a change here can change a verdict."""
 
 THINK_END = "</think>"
@@ -186,8 +186,12 @@ def _math_verify(gold: str, candidate: str, from_box: bool) -> bool | None:
     # thread pools): elsewhere run without a timeout rather than raising.
     limit = 5 if threading.current_thread() is threading.main_thread() else None
     gold_parsed = parse(f"${gold}$", parsing_timeout=limit)
-    pred_text = f"\\boxed{{{candidate}}}" if from_box else candidate
-    pred_parsed = parse(pred_text, parsing_timeout=limit)
+    pred_parsed = parse(f"\\boxed{{{candidate}}}" if from_box else candidate, parsing_timeout=limit)
+    if not from_box and "\\" in candidate:
+        # An anchor's answer with LaTeX commands ("2\sqrt{2}") read as plain text keeps only the
+        # number before the first command, so read it as a math span. Prose such as "is 7" stays plain
+        # text: as a math span it would be the product i*s*7.
+        pred_parsed = parse(f"${candidate}$", parsing_timeout=limit) or pred_parsed
     if not pred_parsed:
         return None
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=limit))

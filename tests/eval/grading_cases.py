@@ -61,6 +61,9 @@ CASES: list[tuple[str, str, str, str | None, bool]] = [
     ("Ответ: 12", "12", "math", "12", True),
     ("The final answer is 7", "7", "math", "is 7", True),
     ("The answer is 210.", "210", "math", "210", True),
+    # a LaTeX command after an anchor (no box) is read as math, not cut at the backslash
+    (r"The answer is $2\sqrt{2}$.", r"2\sqrt{2}", "math", r"2\sqrt{2}", True),
+    (r"所以答案是 $15-10\sqrt{2}$。", r"15-10\sqrt{2}", "math", r"15-10\sqrt{2}", True),
     # --- no answer, truncated output
     ("I am not sure how to solve this.", "5", "math", None, False),
     ("", "5", "math", None, False),
