@@ -1,14 +1,20 @@
-"""Training throughput: `l2ray train` on Ray Train vs a plain single-process torch loop.
+"""Training throughput: `l2ray train` on Ray Train vs single-process baselines, in one run.
 
-Same student, same traces, same micro-batches, same loss and optimizer, in one run:
+Same student, same traces, same loss, fused AdamW and a constant learning rate everywhere:
 
 - the machine's matmul peak (``torch.matmul`` GFLOP/s; fp32 on CPU, bf16 on GPU);
-- plain: a single-process loop over `l2ray.train.examples` (no Ray, no DDP, no MLflow);
-- l2ray with 1 worker, then with 2 workers (skipped on a single GPU): the median tokens/s the
-  workers report per optimizer step, plus the wall time of the whole `train()` call (start-up,
-  logging and registering the model included);
+- ``hf_trainer``: a plain single-process HF ``Trainer`` (no Ray, no MLflow);
+- ``torch_loop``: a bare torch loop over l2ray's own micro-batches (no Ray, no DDP, no MLflow),
+  the strictest baseline;
+- l2ray with 1 worker, then with 2 workers (skipped on a single GPU), from the ``tokens`` and
+  ``step_seconds`` the workers log to MLflow, plus the wall time of the whole `train()` call
+  (start-up, logging and registering the model included);
 - model FLOP/s (6 × parameters touched per token, + attention) and MFU against the peak;
-- ratios: l2ray 1 worker / plain, l2ray 2 workers / 1 worker.
+- ratios: l2ray 1 worker / each baseline, l2ray 2 workers / 1 worker.
+
+Every throughput is measured the same way: all tokens over all time, one optimizer step's end to
+the next (data collation, logging and clipping included), leaving out the first step (warm-up) and
+the last (l2ray writes its checkpoint there, the Trainer closes its loop).
 
 Usage:
     python bench/train_throughput.py                                  # tiny offline student, CPU
@@ -19,6 +25,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -53,8 +61,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=4, help="per worker")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every measurement")
     parser.add_argument("--skip-two-workers", action="store_true")
-    parser.add_argument("--plain-only", action="store_true", help="peak and plain loop only (no Ray needed)")
+    parser.add_argument("--plain-only", action="store_true", help="peak and baselines only (no Ray needed)")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     args = parser.parse_args()
     for key, value in {
@@ -78,12 +87,20 @@ def main() -> None:
     results["load_average_before"] = os.getloadavg()[0]
     torch.set_num_threads(threads_one)
     results["matmul_peak_gflops"] = _matmul_peak(device)
-    results["plain"] = _plain_loop(student, rows, args, device)
-    results["model"] = results["plain"].pop("model")
-
-    results["l2ray_1_worker"] = results["l2ray_2_workers"] = None
-    if not args.plain_only:
-        _run_l2ray(results, student, rows, args, work, threads_one)
+    # A shared machine's speed drifts over minutes: rounds interleave every measurement, and each
+    # ratio is taken within a round, so a slow minute weighs on both sides of it.
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        print(f"round {number}/{args.rounds}", flush=True)
+        measured: dict[str, Any] = {
+            "hf_trainer": _hf_trainer(student, rows, args, work, device),
+            "torch_loop": _torch_loop(student, rows, args, device),
+        }
+        results["model"] = measured["torch_loop"].pop("model")
+        if not args.plain_only:
+            measured |= _run_l2ray(student, rows, args, work, threads_one, cpus)
+        rounds.append(measured)
+    results["rounds"] = rounds
     results["load_average_after"] = os.getloadavg()[0]
     _report(results)
     if args.out:
@@ -91,13 +108,15 @@ def main() -> None:
 
 
 def _run_l2ray(
-    results: dict[str, Any], student: str, rows: list[Any], args: argparse.Namespace, work: Path, threads: int
-) -> None:
-    """`l2ray train` with 1 worker, then 2 (not on a single GPU: two ranks cannot share one device)."""
+    student: str, rows: list[Any], args: argparse.Namespace, work: Path, threads: int, cpus: int
+) -> dict[str, Any]:
+    """`l2ray train` with 1 worker, then 2 (not on a single GPU: two ranks cannot share one device).
+
+    Ray runs only for these two, so the baselines never share the machine with an idle cluster.
+    """
     import ray
     import torch
 
-    cpus = results["cpus"]
     ray.init(
         address="local",
         num_cpus=cpus,
@@ -106,12 +125,13 @@ def _run_l2ray(
         log_to_driver=False,
     )
     try:
-        results["l2ray_1_worker"] = _l2ray(student, rows, args, work, workers=1, cpus_per_worker=threads)
+        measured = {"l2ray_1_worker": _l2ray(student, rows, args, work, workers=1, cpus_per_worker=threads)}
         if not args.skip_two_workers and not (args.use_gpu and torch.cuda.device_count() < 2):
             per_worker = 1 if args.use_gpu else max(cpus / 2, 0.5)
-            results["l2ray_2_workers"] = _l2ray(
+            measured["l2ray_2_workers"] = _l2ray(
                 student, rows, args, work, workers=2, cpus_per_worker=per_worker
             )
+        return measured
     finally:
         ray.shutdown()
 
@@ -181,33 +201,82 @@ def _matmul_peak(device: str) -> float:
     return best
 
 
-def _plain_loop(student: str, rows: list[Any], args: argparse.Namespace, device: str) -> dict[str, Any]:
-    """The baseline: the same examples, batches, loss and AdamW in one process."""
+def _hf_trainer(
+    student: str, rows: list[Any], args: argparse.Namespace, work: Path, device: str
+) -> dict[str, Any]:
+    """The issue's baseline: HF ``Trainer`` in one process on the same examples (its own shuffling)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+
+    from l2ray.train.examples import collate
+
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    examples = _examples(tokenizer, rows, args.seq_len)
+    batch_tokens: list[int] = []
+    step_ends: list[float] = []
+
+    def collator(batch: list[Any]) -> dict[str, Any]:
+        # Batches are collated in step order (one ahead at most), so the i-th call feeds step i.
+        collated = collate(batch, tokenizer.pad_token_id)
+        batch_tokens.append(int(collated["attention_mask"].sum()))
+        return collated
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *_: Any, **__: Any) -> None:
+            step_ends.append(time.perf_counter())
+
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            _sync(device)
+            step_ends.append(time.perf_counter())
+
+    torch.manual_seed(0)
+    trainer = Trainer(
+        model=AutoModelForCausalLM.from_pretrained(student),
+        args=TrainingArguments(
+            output_dir=str(work / "hf-trainer"),
+            max_steps=args.steps + 2,
+            per_device_train_batch_size=args.batch_size,
+            learning_rate=1e-4,
+            lr_scheduler_type="constant",
+            max_grad_norm=1.0,
+            bf16=device == "cuda",
+            use_cpu=device == "cpu",
+            dataloader_pin_memory=device == "cuda",
+            remove_unused_columns=False,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            seed=0,
+        ),
+        train_dataset=examples,
+        data_collator=collator,
+        callbacks=[Clock()],
+    )
+    trainer.train()
+    seconds = [end - start for start, end in itertools.pairwise(step_ends)]
+    return {"tokens_per_s": _throughput(batch_tokens[: len(seconds)], seconds)}
+
+
+def _torch_loop(student: str, rows: list[Any], args: argparse.Namespace, device: str) -> dict[str, Any]:
+    """The strictest baseline: l2ray's micro-batches, loss and fused AdamW in a bare loop."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from l2ray.traces import assistant_text
-    from l2ray.train.examples import IGNORE_INDEX, collate, encode_example, token_loss_sum
+    from l2ray.train.examples import IGNORE_INDEX, collate, micro_batch, token_loss_sum
 
     tokenizer = AutoTokenizer.from_pretrained(student)
+    examples = _examples(tokenizer, rows, args.seq_len)
+    torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(student).to(device)
     model.train()
-    examples = [encode_example(tokenizer, r.question, assistant_text(r), args.seq_len) for r in rows]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device == "cuda" else None
-    rates, seq_lens = [], []
-    for step in range(args.steps + 1):  # step 0 warms up
-        batch = collate(
-            [examples[(step * args.batch_size + i) % len(examples)] for i in range(args.batch_size)],
-            tokenizer.pad_token_id,
-        )
+    tokens, seconds, seq_lens = [], [], []
+    last = time.perf_counter()
+    for index in range(args.steps + 2):
+        batch = collate(micro_batch(examples, index, args.batch_size, seed=0), tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
-        _sync(device)
-        start = time.perf_counter()
-        if autocast is not None:
-            with autocast:
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        else:
+        with autocast if autocast is not None else contextlib.nullcontext():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         (token_loss_sum(logits, batch["labels"]) / max(targets, 1)).backward()
@@ -215,18 +284,24 @@ def _plain_loop(student: str, rows: list[Any], args: argparse.Namespace, device:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
-        if step > 0:
-            rates.append(int(batch["attention_mask"].sum()) / (time.perf_counter() - start))
-            seq_lens.append(batch["input_ids"].shape[1])
-    return {"tokens_per_s": statistics.median(rates), "model": _model_shape(model, statistics.mean(seq_lens))}
+        now = time.perf_counter()
+        seconds.append(now - last)
+        last = now
+        tokens.append(int(batch["attention_mask"].sum()))
+        seq_lens.append(batch["input_ids"].shape[1])
+    return {
+        "tokens_per_s": _throughput(tokens, seconds),
+        "model": _model_shape(model, statistics.mean(seq_lens)),
+    }
 
 
 def _l2ray(
     student: str, rows: list[Any], args: argparse.Namespace, work: Path, workers: int, cpus_per_worker: float
 ) -> dict[str, Any]:
-    """`l2ray.train.api.train` end to end; throughput is the median of the per-step tokens/s."""
+    """`l2ray.train.api.train` end to end; throughput from the per-step metrics rank 0 logged."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from mlflow import MlflowClient
 
     from l2ray.config import recipe_from_dict
     from l2ray.train.api import train
@@ -243,14 +318,14 @@ def _l2ray(
                 "lr": 1e-4,
                 "lr_schedule": "constant",
                 "warmup_ratio": 0.0,
-                "max_steps": args.steps + 1,
+                "max_steps": args.steps + 2,
                 "batch_size": args.batch_size,
                 "max_seq_len": args.seq_len,
                 "num_workers": workers,
                 "cpus_per_worker": cpus_per_worker,
                 "use_gpu": args.use_gpu,
                 "gpus_per_worker": 1.0,
-                "checkpoint_every": args.steps + 1,
+                "checkpoint_every": args.steps + 2,
                 "keep_checkpoints": 1,
                 "max_failures": 0,
             },
@@ -259,11 +334,28 @@ def _l2ray(
     start = time.perf_counter()
     result = train(recipe, traces)
     wall = time.perf_counter() - start
-    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=recipe.tracking_uri)
+    tokens, seconds = (
+        [m.value for m in sorted(client.get_metric_history(result.run_id, name), key=lambda m: m.step)]
+        for name in ("tokens", "step_seconds")
+    )
+    return {"tokens_per_s": _throughput(tokens, seconds), "train_wall_s": wall, "steps": result.steps}
 
-    history = MlflowClient(tracking_uri=recipe.tracking_uri).get_metric_history(result.run_id, "tokens_per_s")
-    rates = [m.value for m in sorted(history, key=lambda m: m.step)][1:]  # step 1 warms up
-    return {"tokens_per_s": statistics.median(rates), "train_wall_s": wall, "steps": result.steps}
+
+def _examples(tokenizer: Any, rows: list[Any], seq_len: int) -> list[Any]:
+    from l2ray.traces import assistant_text
+    from l2ray.train.examples import encode_example
+
+    return [encode_example(tokenizer, r.question, assistant_text(r), seq_len) for r in rows]
+
+
+def _throughput(tokens: list[float], seconds: list[float]) -> float:
+    """All tokens over all time, without the first step (warm-up) and the last (checkpoint, teardown)."""
+    if len(tokens) != len(seconds) or len(seconds) < 3:
+        raise ValueError(
+            f"need the same number (≥ 3) of token and time entries, got {len(tokens)}/{len(seconds)}"
+        )
+    return sum(tokens[1:-1]) / sum(seconds[1:-1])
 
 
 def _model_shape(model: Any, seq_len: float) -> dict[str, Any]:
@@ -280,29 +372,44 @@ def _model_shape(model: Any, seq_len: float) -> dict[str, Any]:
 
 
 def _report(results: dict[str, Any]) -> None:
+    """Median tokens/s over the rounds, and ratios taken within each round (their median first)."""
+    rounds = results["rounds"]
     peak = results["matmul_peak_gflops"]
     flops_per_token = results["model"]["flops_per_token"]
-    print(f"\nstudent {results['student']} on {results['device']} ({results['cpus']} CPUs)")
+    where = f"{results['device']} ({results['cpus']} CPUs)"
+    print(f"\nstudent {results['student']} on {where}, {len(rounds)} rounds")
     before, after = results["load_average_before"], results["load_average_after"]
     print(f"  load average (1 min) {before:.1f} before, {after:.1f} after")
     print(f"  parameters {results['model']['parameters']:,}; {flops_per_token / 1e6:.1f} MFLOP per token")
     print(f"  matmul peak: {peak:,.1f} GFLOP/s")
     print(f"  {'':18} {'tokens/s':>10} {'GFLOP/s':>9} {'MFU':>7} {'train() wall s':>15}")
-    for name in ("plain", "l2ray_1_worker", "l2ray_2_workers"):
-        entry = results[name]
-        if entry is None:
+    summary: dict[str, Any] = {}
+    for name in ("hf_trainer", "torch_loop", "l2ray_1_worker", "l2ray_2_workers"):
+        entries = [r[name] for r in rounds if name in r]
+        if not entries:
             print(f"  {name:18} skipped")
             continue
-        gflops = entry["tokens_per_s"] * flops_per_token / 1e9
-        entry["gflops"], entry["mfu"] = gflops, gflops / peak
-        wall = f"{entry['train_wall_s']:.1f}" if "train_wall_s" in entry else "-"
-        print(f"  {name:18} {entry['tokens_per_s']:>10,.0f} {gflops:>9,.2f} {entry['mfu']:>7.1%} {wall:>15}")
-    if results["l2ray_1_worker"] is None:
-        return
-    one = results["l2ray_1_worker"]["tokens_per_s"]
-    print(f"  ratio l2ray 1 worker / plain loop: {one / results['plain']['tokens_per_s']:.2f}")
-    if results["l2ray_2_workers"] is not None:
-        print(f"  ratio l2ray 2 workers / 1 worker:  {results['l2ray_2_workers']['tokens_per_s'] / one:.2f}")
+        rate = statistics.median(e["tokens_per_s"] for e in entries)
+        gflops = rate * flops_per_token / 1e9
+        walls = [e["train_wall_s"] for e in entries if "train_wall_s" in e]
+        wall = f"{statistics.median(walls):.1f}" if walls else "-"
+        summary[name] = {"tokens_per_s": rate, "gflops": gflops, "mfu": gflops / peak}
+        print(f"  {name:18} {rate:>10,.0f} {gflops:>9,.2f} {gflops / peak:>7.1%} {wall:>15}")
+    pairs = [
+        ("l2ray_1_worker", "hf_trainer"),
+        ("l2ray_1_worker", "torch_loop"),
+        ("l2ray_2_workers", "l2ray_1_worker"),
+    ]
+    for measured, baseline in pairs:
+        per_round = [
+            r[measured]["tokens_per_s"] / r[baseline]["tokens_per_s"] for r in rounds if measured in r
+        ]
+        if not per_round:
+            continue
+        summary[f"ratio_{measured}_vs_{baseline}"] = statistics.median(per_round)
+        each = ", ".join(f"{ratio:.2f}" for ratio in per_round)
+        print(f"  ratio {measured} / {baseline}: {statistics.median(per_round):.2f} (rounds: {each})")
+    results["summary"] = summary
 
 
 def _sync(device: str) -> None:

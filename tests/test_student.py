@@ -47,3 +47,23 @@ def test_ensure_reasoning_tokens_adds_missing_tags_with_mean_embeddings(student_
     embeddings = model.get_input_embeddings().weight
     assert embeddings.shape[0] == len(tokenizer)
     assert torch.allclose(embeddings[-1], embeddings[:-1].mean(dim=0), atol=1e-6)
+
+
+def test_new_tags_take_the_mean_of_the_known_vocabulary_on_a_padded_matrix(student_path):
+    """Like Qwen2.5 (151,936 rows, 151,665 tokens): the new ids reuse padding rows, nothing shrinks."""
+    tokenizer = AutoTokenizer.from_pretrained(student_path)
+    model = AutoModelForCausalLM.from_pretrained(student_path)
+    known = len(tokenizer)
+    model.resize_token_embeddings(known + 64, mean_resizing=False)  # 64 untrained padding rows
+    with torch.no_grad():
+        model.get_input_embeddings().weight[known:] = 100.0  # would drag a mean over all rows away
+
+    added = ensure_reasoning_tokens(tokenizer, model, codes=["zh", "xx", "yy"])
+    assert added == ["<|lang:xx|>", "<|lang:yy|>"]
+    embeddings = model.get_input_embeddings().weight
+    assert embeddings.shape[0] == known + 64  # not cut down to len(tokenizer)
+    new_ids = tokenizer.convert_tokens_to_ids(added)
+    assert all(known <= i < known + 64 for i in new_ids)
+    mean = embeddings[:known].mean(dim=0)
+    assert all(torch.allclose(embeddings[i], mean, atol=1e-6) for i in new_ids)
+    assert bool((embeddings[known + 2 :] == 100.0).all())  # the remaining padding rows are untouched

@@ -28,22 +28,29 @@ def missing_reasoning_tokens(tokenizer: Any, codes: list[str] | None = None) -> 
 def ensure_reasoning_tokens(
     tokenizer: Any, model: Any | None = None, codes: list[str] | None = None
 ) -> list[str]:
-    """Add missing reasoning tokens as special tokens; resize and mean-initialise ``model`` if given.
+    """Add missing reasoning tokens as special tokens; grow and mean-initialise ``model`` if given.
+
+    The new rows start at the mean of the rows of the tokenizer's existing vocabulary. Many models
+    carry more embedding rows than their tokenizer has tokens (Qwen2.5: 151,936 rows for 151,665
+    tokens), so the new ids may already have (untrained) rows: the matrix is only ever grown, never
+    cut down to ``len(tokenizer)``, and the padding rows are left out of the mean.
 
     Returns the tokens that were added (empty when the tokenizer already had them all).
     """
     added = missing_reasoning_tokens(tokenizer, codes)
     if not added:
         return []
+    known = len(tokenizer)
     tokenizer.add_special_tokens({"extra_special_tokens": added}, replace_extra_special_tokens=False)
     if model is not None:
         import torch
 
-        old = model.get_input_embeddings().weight.shape[0]
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        new_ids = torch.tensor(tokenizer.convert_tokens_to_ids(added))
         with torch.no_grad():
             for embedding in _embedding_matrices(model):
-                embedding[old:] = embedding[:old].mean(dim=0, keepdim=True)
+                embedding[new_ids] = embedding[:known].mean(dim=0, keepdim=True)
     return added
 
 

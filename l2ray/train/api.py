@@ -109,10 +109,10 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
     )
     try:
         result = _fit(mix, config, settings, train_dir / "ray", ray_run_name)
+        return _publish(recipe, tracker, mix, result, run_id, ray_run_name, train_dir, started)
     except BaseException:
         tracker.finish(run_id, "FAILED")
         raise
-    return _publish(recipe, tracker, mix, result, run_id, ray_run_name, train_dir, started)
 
 
 def plan_steps(rows: int, config: TrainConfig) -> tuple[int, int]:
@@ -134,6 +134,13 @@ def _open_run(recipe: Recipe, tracker: Tracker, mix: Mix, train_dir: Path, resum
         if not state_path.exists():
             raise TrainDataError(f"nothing to resume: {state_path} does not exist; start without --resume")
         state = json.loads(state_path.read_text())
+        trained_on = tracker.client.get_run(state["run_id"]).data.tags.get("l2ray.data_fingerprint")
+        if trained_on != mix.fingerprint:
+            raise TrainDataError(
+                f"cannot resume run {state['run_id']}: it trained on data {trained_on} but the recipe "
+                f"now selects {mix.fingerprint}; restore the traces and train.mix it used, or start "
+                "without --resume"
+            )
         tracker.reopen(state["run_id"])
         return state["ray_run_name"], state["run_id"]
     ray_run_name = f"{recipe.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
@@ -157,7 +164,7 @@ def _open_run(recipe: Recipe, tracker: Tracker, mix: Mix, train_dir: Path, resum
 def _fit(mix: Mix, config: TrainConfig, settings: LoopSettings, storage: Path, name: str) -> Result:
     """Run the TorchTrainer on the current Ray cluster (a local one is started if there is none)."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
@@ -178,6 +185,8 @@ def _fit(mix: Mix, config: TrainConfig, settings: LoopSettings, storage: Path, n
             failure_config=FailureConfig(max_failures=config.max_failures),
         ),
         datasets={"train": dataset},
+        # Every worker reads the whole (small) mix and keeps its fixed share (`rank_share`).
+        dataset_config=DataConfig(datasets_to_split=[]),
     )
     return trainer.fit()
 

@@ -44,6 +44,12 @@ class MixConfig(Section):
                 raise ValueError(
                     f"mix.ratios names kinds {unknown} that mix.kinds {self.kinds} does not select"
                 )
+            unshared = sorted(set(self.kinds) - set(self.ratios))
+            if unshared:  # a selected kind without a share would silently get none
+                raise ValueError(
+                    f"mix.ratios gives no share to kinds {unshared} that mix.kinds selects: "
+                    "add them to mix.ratios or drop them from mix.kinds"
+                )
             if any(share <= 0 for share in self.ratios.values()):
                 raise ValueError(f"mix.ratios must be positive, got {self.ratios}")
         return self
@@ -71,7 +77,8 @@ class TrainConfig(Section):
     parallel_strategy="fsdp")``, one FSDP unit per decoder layer): needed when the student does not
     fit in one GPU with its optimizer state (the paper's 32B student on 8 GPUs). Checkpoints gather
     the full weights on rank 0; on resume the optimizer moments restart (weights, schedule and step
-    do not). Every worker first loads the whole student into host memory.
+    do not). Every worker first loads the whole student into host memory in float32 (4 bytes per
+    parameter: 128 GB for 32B), the optimizer's master precision; bf16 is autocast on the GPU.
     """
 
     mode: Literal["full", "lora"] = "full"
@@ -94,6 +101,11 @@ class TrainConfig(Section):
     bf16: Literal["auto", "on", "off"] = Field(default="auto", description="auto: on when use_gpu")
     fsdp: bool = False
     checkpoint_every: int = Field(default=10, ge=1)
+    metrics_flush_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="seconds between rank 0's MLflow writes (every step is kept); 0: write each step",
+    )
     keep_checkpoints: int = Field(default=2, ge=1)
     max_failures: int = Field(default=1, ge=0)
     fail_at_step: int | None = Field(

@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +68,25 @@ def encode_example(tokenizer: Any, question: str, assistant: str, max_seq_len: i
     return Example(ids[:max_seq_len], labels[:max_seq_len], truncated=dropped > 0, dropped_tokens=dropped)
 
 
+def micro_batch(
+    examples: list[Example], index: int, batch_size: int, seed: int, rank: int = 0
+) -> list[Example]:
+    """Micro-batch number ``index`` of worker ``rank``: a seeded reshuffle every pass over its examples.
+
+    A function of the index alone, so a resumed run sees exactly the batches it would have seen.
+
+    >>> rows = [Example([i], [i], False, 0) for i in range(5)]
+    >>> [len(micro_batch(rows, index, 2, seed=0)) for index in range(4)]  # a pass's last batch is short
+    [2, 2, 1, 2]
+    """
+    per_pass = math.ceil(len(examples) / batch_size)
+    epoch, position = divmod(index, per_pass)
+    order = list(range(len(examples)))
+    random.Random(f"{seed}:{rank}:{epoch}").shuffle(order)
+    chosen = order[position * batch_size : (position + 1) * batch_size]
+    return [examples[i] for i in chosen]
+
+
 def collate(examples: list[Example], pad_token_id: int) -> dict[str, Any]:
     """Right-pad a micro-batch: ``input_ids``, ``attention_mask`` and ``labels`` tensors."""
     import torch
@@ -86,15 +107,16 @@ def token_loss_sum(logits: Any, labels: Any) -> Any:
     """Sum (not mean) of next-token cross-entropy over target positions.
 
     Summing lets gradient accumulation divide by the number of target tokens of the whole
-    accumulation window, so a short trace weighs no more per token than a long one.
+    accumulation window, so a short trace weighs no more per token than a long one. The labels are
+    shifted, not the logits: slicing ``logits[:, :-1]`` would copy the largest tensor of the step
+    (batch × sequence × vocabulary) forward and backward.
     """
     import torch.nn.functional as F
 
-    shifted_logits = logits[:, :-1, :].float()
-    shifted_labels = labels[:, 1:]
+    next_tokens = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
     return F.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.shape[-1]),
-        shifted_labels.reshape(-1),
+        logits.float().reshape(-1, logits.shape[-1]),
+        next_tokens.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
     )

@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from l2ray.train.config import LoraConfig
-from l2ray.train.examples import IGNORE_INDEX, Example, collate, encode_example, token_loss_sum
+from l2ray.train.examples import (
+    IGNORE_INDEX,
+    Example,
+    collate,
+    encode_example,
+    micro_batch,
+    token_loss_sum,
+)
+from l2ray.train.mix import rank_share
 from l2ray.train.model import load_for_training, read_state, read_trainer_state, save_checkpoint
+from l2ray.train.tracking import StepMetricWriter, Tracker
 
 
 class LoopSettings(BaseModel):
@@ -44,6 +51,7 @@ class LoopSettings(BaseModel):
     bf16: bool
     fsdp: bool
     checkpoint_every: int
+    metrics_flush_s: float
     seed: int
     tracking_uri: str
     run_id: str
@@ -64,7 +72,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     settings = LoopSettings.model_validate(config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(settings.seed + rank)
 
     checkpoint = ray.train.get_checkpoint()
     start_step, trainer_state = 0, None
@@ -75,63 +82,80 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if restored is not None:
             start_step = read_state(restored)["step"]
             trainer_state = read_trainer_state(restored)
+    model.train()  # from_pretrained returns eval mode, which would switch LoRA dropout off
 
-    records = list(ray.train.get_dataset_shard("train").iter_rows())
+    records = rank_share(list(ray.train.get_dataset_shard("train").iter_rows()), rank, world)
     examples = [
         encode_example(tokenizer, r["question"], r["assistant"], settings.max_seq_len) for r in records
     ]
     if not examples:
         raise RuntimeError(f"worker {rank} received no rows; use fewer workers than mix rows")
     device = get_device()
-    model = (
-        prepare_model(model, parallel_strategy="fsdp", parallel_strategy_kwargs=_fsdp_options(model))
-        if settings.fsdp
-        else prepare_model(model)
-    )
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.fsdp:
+        # The model stays on the host: FSDP moves one decoder layer at a time to ``device_id`` and
+        # shards it there, where `prepare_model`'s default would first move the whole model to one GPU.
+        options = _fsdp_options(model) | {"device_id": device}
+        model = prepare_model(
+            model, move_to_device=False, parallel_strategy="fsdp", parallel_strategy_kwargs=options
+        )
+    else:
+        model = prepare_model(model)
+    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], settings)
     scheduler = _scheduler(optimizer, settings)
     if trainer_state is not None:
-        _restore(trainer_state, optimizer, scheduler, settings.fsdp)
+        _restore(trainer_state, optimizer, scheduler)
 
-    logger = _rank_zero_logger(settings, rank)
+    writer = _rank_zero_writer(settings, rank)
     data_stats = _all_reduce(
         [sum(e.truncated for e in examples), sum(e.dropped_tokens for e in examples), len(examples)], device
     )
-    if logger is not None:
+    if writer is not None:
         summary = {
             "truncated_examples": data_stats[0],
             "truncated_tokens": data_stats[1],
             "examples": data_stats[2],
         }
-        logger(summary | ({"resumed_from_step": start_step} if start_step else {}), max(start_step, 1))
+        writer.add(summary | ({"resumed_from_step": start_step} if start_step else {}), max(start_step, 1))
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     # Throughput spans one step's end to the next, so logging and checkpointing count against it.
     last = time.perf_counter()
-    for step in range(start_step + 1, settings.total_steps + 1):
-        _maybe_inject_failure(settings, step, rank, world)
-        loss_sum, targets, tokens = _optimizer_step(
-            model, optimizer, examples, step, rank, settings, device, pad_id
-        )
-        scheduler.step()
-        loss_sum, targets, tokens = _all_reduce([loss_sum, targets, tokens], device)
-        now = time.perf_counter()
-        elapsed, last = now - last, now
-        metrics = {
-            "step": step,
-            "epoch": step / settings.steps_per_epoch,
-            "loss": loss_sum / max(targets, 1),
-            "lr": optimizer.param_groups[0]["lr"],
-            "tokens_per_s": tokens / elapsed,
-            "target_tokens": targets,
-            "truncated_examples": data_stats[0],
-            "truncated_tokens": data_stats[1],
-        }
-        if logger is not None:
-            logger({k: v for k, v in metrics.items() if k != "step"}, step)
-        if step % settings.checkpoint_every == 0 or step == settings.total_steps:
-            _report_with_checkpoint(model, tokenizer, optimizer, scheduler, settings, added, metrics, rank)
+    try:
+        for step in range(start_step + 1, settings.total_steps + 1):
+            _maybe_inject_failure(settings, step, rank, world)
+            # Dropout draws from a seed fixed by (seed, rank, step): a resumed run repeats them exactly.
+            torch.manual_seed(settings.seed * 1_000_003 + rank * 100_003 + step)
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used, before the schedule moves
+            loss_sum, targets, tokens = _optimizer_step(
+                model, optimizer, examples, step, rank, settings, device, pad_id
+            )
+            scheduler.step()
+            loss_sum, targets, tokens = _all_reduce([loss_sum, targets, tokens], device)
+            now = time.perf_counter()
+            elapsed, last = now - last, now
+            metrics = {
+                "step": step,
+                "epoch": step / settings.steps_per_epoch,
+                "loss": loss_sum / max(targets, 1),
+                "lr": lr,
+                "tokens": tokens,
+                "step_seconds": elapsed,
+                "tokens_per_s": tokens / elapsed,
+                "target_tokens": targets,
+                "truncated_examples": data_stats[0],
+                "truncated_tokens": data_stats[1],
+            }
+            if writer is not None:
+                writer.add({k: v for k, v in metrics.items() if k != "step"}, step)
+            if step % settings.checkpoint_every == 0 or step == settings.total_steps:
+                if writer is not None:  # a checkpointed step's metrics are durable before it is
+                    writer.flush()
+                _report_with_checkpoint(
+                    model, tokenizer, optimizer, scheduler, settings, added, metrics, rank
+                )
+    finally:  # a failing step still leaves every finished step's metrics in the run
+        if writer is not None:
+            writer.flush()
 
 
 def _optimizer_step(
@@ -147,8 +171,9 @@ def _optimizer_step(
     """One optimizer step over ``grad_accum`` micro-batches; returns (loss sum, target tokens, tokens)."""
     import torch
 
+    first = (step - 1) * settings.grad_accum
     batches = [
-        collate(_micro_batch(examples, (step - 1) * settings.grad_accum + k, rank, settings), pad_id)
+        collate(micro_batch(examples, first + k, settings.batch_size, settings.seed, rank), pad_id)
         for k in range(settings.grad_accum)
     ]
     # Normalise by the target tokens of the whole window, known before the first backward.
@@ -182,17 +207,15 @@ def _optimizer_step(
     return loss_total, window_targets, tokens
 
 
-def _micro_batch(examples: list[Example], index: int, rank: int, settings: LoopSettings) -> list[Example]:
-    """Micro-batch number ``index`` of this worker: a seeded reshuffle every pass over its examples.
+def _optimizer(parameters: list[Any], settings: LoopSettings) -> Any:
+    """AdamW, with the fused kernel where the device has one (HF ``Trainer``'s default as well)."""
+    import torch
 
-    A function of the index alone, so a resumed run sees exactly the batches it would have seen.
-    """
-    per_pass = math.ceil(len(examples) / settings.batch_size)
-    epoch, position = divmod(index, per_pass)
-    order = list(range(len(examples)))
-    random.Random(f"{settings.seed}:{rank}:{epoch}").shuffle(order)
-    chosen = order[position * settings.batch_size : (position + 1) * settings.batch_size]
-    return [examples[i] for i in chosen]
+    options = {"lr": settings.lr, "weight_decay": settings.weight_decay}
+    try:
+        return torch.optim.AdamW(parameters, fused=True, **options)
+    except RuntimeError:  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(parameters, **options)
 
 
 def _scheduler(optimizer: Any, settings: LoopSettings) -> Any:
@@ -268,8 +291,8 @@ def _gathered_state_dict(model: Any) -> dict[str, Any] | None:
         return model.state_dict()
 
 
-def _restore(trainer_state: dict[str, Any], optimizer: Any, scheduler: Any, fsdp: bool) -> None:
-    if trainer_state["optimizer"] is not None and not fsdp:
+def _restore(trainer_state: dict[str, Any], optimizer: Any, scheduler: Any) -> None:
+    if trainer_state["optimizer"] is not None:  # None under FSDP (see `_report_with_checkpoint`)
         optimizer.load_state_dict(trainer_state["optimizer"])
     scheduler.load_state_dict(trainer_state["scheduler"])
 
@@ -286,14 +309,23 @@ def _all_reduce(values: list[float], device: Any) -> list[float]:
     return tensor.tolist()
 
 
-def _rank_zero_logger(settings: LoopSettings, rank: int) -> Callable[[dict[str, float], int], None] | None:
-    """A ``(metrics, step) -> None`` that logs into the driver's MLflow run; ``None`` off rank 0."""
+def _rank_zero_writer(settings: LoopSettings, rank: int) -> StepMetricWriter | None:
+    """The writer into the driver's MLflow run on rank 0; ``None`` elsewhere."""
     if rank != 0:
         return None
-    from l2ray.train.tracking import Tracker
-
     tracker = Tracker(settings.tracking_uri)
-    return lambda metrics, step: tracker.log_metrics(settings.run_id, metrics, step)
+    try:
+        tracker.client.get_run(settings.run_id)
+    except Exception as exc:  # MlflowException, or a driver error for an unreachable server
+        import socket
+
+        raise RuntimeError(
+            f"rank 0 on {socket.gethostname()} cannot see MLflow run {settings.run_id} in "
+            f"{settings.tracking_uri} ({type(exc).__name__}): a local store (sqlite/file) works only where "
+            "every worker shares the driver's file system; point tracking.tracking_uri at an mlflow "
+            "server (k8s/ deploys one)"
+        ) from exc
+    return StepMetricWriter(tracker, settings.run_id, settings.metrics_flush_s)
 
 
 def _maybe_inject_failure(settings: LoopSettings, step: int, rank: int, world: int) -> None:

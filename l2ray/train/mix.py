@@ -69,6 +69,18 @@ class Mix:
         return [{"id": r.id, "question": r.question, "assistant": assistant_text(r)} for r in self.rows]
 
 
+def rank_share(records: list[dict[str, Any]], rank: int, world: int) -> list[dict[str, Any]]:
+    """Worker ``rank``'s records: every ``world``-th by id, so the shares are fixed, disjoint and
+    together hold every record (Ray Data's ``streaming_split`` hands blocks out as workers ask and
+    drops the remainder for equal shares; a resumed run must see the same rows).
+
+    >>> [r["id"] for r in rank_share([{"id": i} for i in "edcba"], 1, 2)]
+    ['b', 'd']
+    """
+    ordered = sorted(records, key=lambda record: record["id"])
+    return ordered[rank::world]
+
+
 def read_traces(traces_dir: str | Path) -> list[TraceRow]:
     """Read every ``*.parquet`` shard of ``traces_dir`` into validated `TraceRow`s.
 

@@ -1,7 +1,7 @@
 """The student as training sees it: load, add reasoning tokens, wrap in LoRA, checkpoint, export.
 
 No Ray import. A checkpoint folder holds ``model/`` (the full model, or the LoRA adapter, with the
-tokenizer), ``trainer_state.pt`` (optimizer, scheduler, RNG) and ``l2ray_state.json`` (the global
+tokenizer), ``trainer_state.pt`` (optimizer and scheduler) and ``l2ray_state.json`` (the global
 step and what the driver needs to export the final model).
 
 Example:
@@ -32,7 +32,10 @@ def load_for_training(
     """The trainable model, its tokenizer and the reasoning tokens that were added to the base.
 
     From a checkpoint, the full model (or the base plus the saved adapter) is restored instead.
+    Weights are float32 whatever the checkpoint's dtype (transformers 5 loads ``dtype="auto"``, i.e.
+    bf16 for most published students): the optimizer keeps fp32 masters and bf16 is autocast only.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if checkpoint_dir is not None:
@@ -40,13 +43,14 @@ def load_for_training(
         saved = Path(checkpoint_dir) / MODEL_DIR
         tokenizer = AutoTokenizer.from_pretrained(saved)
         if state["mode"] == "full":
-            return AutoModelForCausalLM.from_pretrained(saved), tokenizer, state["added_tokens"]
+            model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32)
+            return model, tokenizer, state["added_tokens"]
         from peft import PeftModel
 
-        base = _base_with_vocab(state["base_path"], len(tokenizer))
+        base = _base_with_vocab(state["base_path"], len(tokenizer), torch.float32)
         return PeftModel.from_pretrained(base, saved, is_trainable=True), tokenizer, state["added_tokens"]
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    model = AutoModelForCausalLM.from_pretrained(base_path)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     added = ensure_reasoning_tokens(tokenizer, model)
     if mode == "lora":
         model = wrap_lora(model, lora, train_embeddings=bool(added))
@@ -111,7 +115,7 @@ def read_state(checkpoint_dir: str | Path) -> dict[str, Any]:
 
 
 def read_trainer_state(checkpoint_dir: str | Path) -> dict[str, Any]:
-    """Optimizer, scheduler and RNG state of a checkpoint."""
+    """Optimizer and scheduler state of a checkpoint (the loop reseeds every step, so no RNG state)."""
     import torch
 
     return torch.load(Path(checkpoint_dir) / TRAINER_STATE, map_location="cpu", weights_only=False)
@@ -133,17 +137,20 @@ def export_model(checkpoint_dir: str | Path) -> tuple[Any, Any]:
         return AutoModelForCausalLM.from_pretrained(saved), tokenizer
     from peft import PeftModel
 
-    base = _base_with_vocab(state["base_path"], len(tokenizer))
+    base = _base_with_vocab(state["base_path"], len(tokenizer), "auto")  # the base's own dtype
     merged = PeftModel.from_pretrained(base, saved).merge_and_unload()
     return merged, tokenizer
 
 
-def _base_with_vocab(base_path: str, vocab_size: int) -> Any:
-    """The base model with its embeddings resized to the training tokenizer (rows come from the adapter)."""
+def _base_with_vocab(base_path: str, vocab_size: int, dtype: Any) -> Any:
+    """The base model grown to the training tokenizer as training grew it (rows come from the adapter).
+
+    Like `ensure_reasoning_tokens`, it never cuts a padded embedding matrix down to the tokenizer.
+    """
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_path)
-    if base.get_input_embeddings().weight.shape[0] != vocab_size:
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    if base.get_input_embeddings().weight.shape[0] < vocab_size:
         base.resize_token_embeddings(vocab_size, mean_resizing=False)
     return base
 

@@ -6,12 +6,20 @@ These run without Ray; the checks must fail before any worker starts.
 from __future__ import annotations
 
 import pytest
-from transformers import AutoTokenizer
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from l2ray.train.api import plan_steps, train
 from l2ray.train.config import MixConfig, TrainConfig
-from l2ray.train.examples import IGNORE_INDEX, collate, encode_example
-from l2ray.train.mix import TrainDataError, read_traces, select_mix
+from l2ray.train.examples import (
+    IGNORE_INDEX,
+    Example,
+    collate,
+    encode_example,
+    micro_batch,
+    token_loss_sum,
+)
+from l2ray.train.mix import TrainDataError, rank_share, read_traces, select_mix
 
 
 def test_mix_selects_kinds_languages_seeds_and_ratios(rows):
@@ -45,8 +53,19 @@ def test_mix_selects_kinds_languages_seeds_and_ratios(rows):
 def test_train_config_rejects_inconsistent_settings():
     with pytest.raises(ValueError, match="does not select"):
         MixConfig(kinds=["original"], ratios={"mixed": 1.0})
+    with pytest.raises(ValueError, match=r"gives no share to kinds \['whole'\]"):
+        MixConfig(kinds=["original", "whole"], ratios={"original": 1.0})
     with pytest.raises(ValueError, match="fsdp shards the model over GPUs"):
         TrainConfig(fsdp=True)
+
+
+def test_rank_shares_are_fixed_disjoint_and_complete():
+    records = [{"id": f"row-{i:02d}"} for i in range(11)]
+    shares = [rank_share(records, rank, 3) for rank in range(3)]
+    assert [len(share) for share in shares] == [4, 4, 3]  # uneven: no row is dropped
+    assert sorted(r["id"] for share in shares for r in share) == sorted(r["id"] for r in records)
+    # The order Ray Data delivers rows in does not matter: a restarted worker gets the same share.
+    assert rank_share(list(reversed(records)), 1, 3) == shares[1]
 
 
 def test_plan_steps_splits_rows_evenly_over_workers():
@@ -99,6 +118,31 @@ def test_loss_mask_covers_exactly_the_assistant_turn(student_path, rows):
     assert batch["input_ids"].shape == (2, len(example.input_ids))
     assert int(batch["attention_mask"][0].sum()) == 64
     assert (batch["labels"][0, 64:] == IGNORE_INDEX).all()
+
+
+def test_summed_loss_matches_the_models_own_causal_lm_loss(student_path, rows):
+    """Per target token, the loop's loss is transformers' loss on the same padded, masked batch."""
+    tokenizer = AutoTokenizer.from_pretrained(student_path)
+    model = AutoModelForCausalLM.from_pretrained(student_path)
+    examples = [encode_example(tokenizer, r.question, r.messages()[1]["content"], 96) for r in rows[:3]]
+    batch = collate(examples, pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        output = model(**batch)
+        summed = token_loss_sum(output.logits, batch["labels"])
+    targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert targets > 0
+    assert torch.allclose(summed / targets, output.loss, rtol=1e-5)
+
+
+def test_micro_batches_cover_every_example_once_per_pass_and_replay_identically():
+    examples = [Example([i], [i], truncated=False, dropped_tokens=0) for i in range(7)]
+    first_pass = [micro_batch(examples, index, 3, seed=5) for index in range(3)]
+    assert [len(b) for b in first_pass] == [3, 3, 1]
+    assert sorted(e.input_ids[0] for b in first_pass for e in b) == list(range(7))
+    second_pass = [e.input_ids[0] for index in range(3, 6) for e in micro_batch(examples, index, 3, seed=5)]
+    assert second_pass != [e.input_ids[0] for b in first_pass for e in b]  # reshuffled per pass
+    assert micro_batch(examples, 4, 3, seed=5) == micro_batch(examples, 4, 3, seed=5)  # resume replays
+    assert micro_batch(examples, 0, 3, seed=5, rank=1) != first_pass[0]  # ranks draw their own order
 
 
 def test_cli_train_reports_unusable_data_with_status_2(tmp_path, traces_dir):

@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM
 
 from l2ray.student.resolve import load_student, resolve_student
 from l2ray.train.api import train
+from l2ray.train.mix import TrainDataError
 from l2ray.train.model import MODEL_DIR, STATE_FILE, TRAINER_STATE, read_state
 
 pytestmark = pytest.mark.slow
@@ -95,7 +96,7 @@ def test_full_training_survives_a_worker_failure_and_registers_a_model(
     assert losses[6] < losses[1]
     resumed = client.get_metric_history(result.run_id, "resumed_from_step")
     assert [m.value for m in resumed] == [2.0]  # the failing attempt died at step 3; checkpoint 2
-    for name in ("lr", "tokens_per_s"):
+    for name in ("lr", "tokens", "step_seconds", "tokens_per_s"):
         assert len(client.get_metric_history(result.run_id, name)) == 6
 
     checkpoint = Path(result.checkpoint_path)
@@ -121,14 +122,22 @@ def test_full_training_survives_a_worker_failure_and_registers_a_model(
 
 
 def test_lora_round_trip_through_the_registry_and_resume(ray_cluster, tmp_path, traces_dir, make_recipe):
-    # Two rows on two workers: every step repeats the same batch, so the loss must go down.
+    # Two rows on two workers: every step repeats the same batch, so the loss must go down. Two
+    # micro-batches per step exercise gradient accumulation (DDP's no_sync on the first).
     lora = {
         "r": 8,
         "alpha": 16,
         "dropout": 0.0,
         "target_modules": ["q_proj", "v_proj", "up_proj", "down_proj"],
     }
-    settings = {"mode": "lora", "lora": lora, "lr": 5e-3, "mix": {"kinds": ["whole", "mixed"], "max_rows": 2}}
+    settings = {
+        "mode": "lora",
+        "lora": lora,
+        "lr": 5e-3,
+        "batch_size": 1,
+        "grad_accum": 2,
+        "mix": {"kinds": ["whole", "mixed"], "max_rows": 2},
+    }
     recipe = make_recipe("lora", max_steps=4, **settings)
     result = train(recipe, traces_dir)
     assert result.rows == 2 and result.steps == 4
@@ -156,7 +165,13 @@ def test_lora_round_trip_through_the_registry_and_resume(ray_cluster, tmp_path, 
     assert torch.allclose(logits["reg"], logits["ada"], atol=1e-4)
     assert not torch.allclose(logits["reg"], logits["base"], atol=1e-3)
 
-    # --resume: the same MLflow run and Ray storage continue from the last checkpoint to step 6.
+    # --resume refuses other data before any worker starts ...
+    other_data = make_recipe(
+        "lora", max_steps=6, **(settings | {"mix": {"kinds": ["original"], "max_rows": 2}})
+    )
+    with pytest.raises(TrainDataError, match=f"cannot resume run {result.run_id}: it trained on data"):
+        train(other_data, traces_dir, resume=True)
+    # ... and with the same data continues the MLflow run and Ray storage from the last checkpoint.
     longer = make_recipe("lora", max_steps=6, **settings)
     resumed = train(longer, traces_dir, resume=True)
     assert resumed.run_id == result.run_id and resumed.steps == 6 and resumed.version == "2"
