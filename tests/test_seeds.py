@@ -68,6 +68,26 @@ def test_skip_records_every_bad_row_with_its_reason(tmp_path):
     assert len(written) == 5 and json.loads(written[0])["row"] == 2
 
 
+def test_rows_of_odd_shapes_and_bad_bytes_cost_their_row_not_the_load(tmp_path):
+    bespoke = {
+        "id": "b1",
+        "conversations": [{"from": "user", "value": ["not", "text"]}, {"from": "assistant", "value": 3}],
+    }
+    path = tmp_path / "s.jsonl"
+    with path.open("wb") as fh:
+        fh.write((json.dumps(GOOD) + "\n").encode())
+        fh.write(b'{"id": "x", "question": "caf\xe9?"}\n')  # Latin-1, not UTF-8
+        fh.write((json.dumps(bespoke) + "\n").encode())
+        fh.write((json.dumps({**GOOD, "id": "z"}) + "\n").encode())
+    result = load_seeds(SeedsConfig(source=str(path), on_error="skip"))
+    assert [r.id for r in result.rows] == [GOOD["id"], "z"]
+    reasons = {f.row: f.reason for f in result.failures}
+    assert reasons[2] == "not UTF-8 text (bad byte at offset 28)"
+    assert sorted(reasons) == [2, 3] and reasons[3].split(":")[0] in {"TypeError", "ValueError"}
+    with pytest.raises(SeedError, match=r"row 2.*not UTF-8"):
+        load_seeds(SeedsConfig(source=str(path)))
+
+
 def test_parquet_and_limit(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -93,7 +93,12 @@ def load_seeds(config: SeedsConfig | None = None) -> SeedLoadResult:
             if isinstance(record, _Unreadable):
                 raise _RowProblem("<row>", record.reason)
             mapper = _pick_field_map(config.field_map, record)
-            row = mapper(record, source)
+            try:
+                row = mapper(record, source)
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                # A value of an unexpected shape (a list where text belongs, a field that fails
+                # SeedRow's validation): this row's problem, not the load's.
+                raise _RowProblem("<row>", f"{type(exc).__name__}: {str(exc)[:200]}") from None
             if row.id in seen:
                 raise _RowProblem("id", f"duplicate id {row.id!r}")
         except _RowProblem as problem:
@@ -170,8 +175,18 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | _Unreadable]
             f"seeds file {path} does not exist; set seeds.source to a JSONL/Parquet file, "
             "a saved dataset folder or a Hugging Face id"
         )
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:  # decoded per line: one bad byte costs its row, not the file
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield (
+                    line_no,
+                    _Unreadable(
+                        f"not UTF-8 text (bad byte at offset {exc.start})", raw.decode("utf-8", "replace")
+                    ),
+                )
+                continue
             if not line.strip():
                 continue
             try:

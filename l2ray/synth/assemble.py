@@ -2,7 +2,9 @@ r"""Assemble a trace from its task and the teacher's replies, and verify it (pur
 
 `assemble` returns ``("accepted", TraceRow fields)`` or ``("rejected", rejected-row fields)``; a
 rejected row keeps the candidate text and says why (``reason`` is a short code, ``detail`` a
-sentence). Reasons: ``teacher:<code>`` and ``cache_miss`` (the request failed; a rerun retries them),
+sentence). Reasons: ``teacher:<code>``, ``cache_miss`` and ``internal:<type>`` (the request or our
+code failed; a rerun retries them), ``truncated`` (a reply stopped at ``max_tokens``),
+``teacher_markup`` (the teacher wrote ``<think>``/``</think>`` or a language tag into text we keep),
 ``wrong_answer``, ``no_reasoning``, ``language_share``, ``question_language``, ``fragment_language``,
 ``fragment_math``, ``no_switch`` (a mixed plan that translated nothing), ``single_fragment``.
 
@@ -39,8 +41,11 @@ REJECTED_COLUMNS = (
     "teacher",
     "usage",
 )
-RETRYABLE_PREFIXES = ("teacher:", "cache_miss")
-"""Rejections caused by a failed request, not by the content: a rerun tries these tasks again."""
+RETRYABLE_PREFIXES = ("teacher:", "cache_miss", "internal:")
+"""Rejections caused by a failed request or a crash, not by the content: a rerun tries these again
+(every reply that was paid for is in the response cache, so a retry re-sends only what failed)."""
+MARKUP = ("<think>", "</think>", "<|lang:")
+"""What only l2ray may write into a trace: the thinking delimiters and the language tags."""
 
 
 def assemble(
@@ -54,6 +59,23 @@ def assemble(
         model: the teacher model name (recorded in the ``teacher`` column).
         min_language_share: the least character share of the target language in a whole trace.
     """
+    try:
+        return _assemble(task, outcome, model, min_language_share)
+    except Exception as exc:  # an unforeseen reply or a bug costs this row, never the run
+        base = {
+            "id": task["id"],
+            "seed_id": task["seed_id"],
+            "kind": task["kind"],
+            "languages": json.loads(task["languages"]),
+            "teacher": json.dumps({"model": model, "requests": []}),
+            "usage": json.dumps(_usage(outcome.get("requests") or [])),
+        }
+        return "rejected", _rejected(base, f"internal:{type(exc).__name__}", str(exc)[:500])
+
+
+def _assemble(
+    task: dict[str, Any], outcome: dict[str, Any], model: str, min_language_share: float
+) -> tuple[str, dict[str, Any]]:
     seed = SeedRow.model_validate_json(task["seed"])
     langs: list[str] = json.loads(task["languages"])
     base = {
@@ -79,6 +101,9 @@ def _whole(
 ) -> tuple[str, dict[str, Any]]:
     question = parse_translation(responses["question"])
     cot, response = parse_solution(responses["solution"])
+    markup = _markup({"question": question, "reasoning": cot, "answer": response})
+    if markup:
+        return "rejected", _rejected(base, "teacher_markup", markup, question, cot, response)
     tagged = insert_tags([(lang, cot)]) if cot else ""
     if not cot:
         return "rejected", _rejected(base, "no_reasoning", "the reply has no chain of thought", question)
@@ -126,6 +151,9 @@ def _mixed(
             pieces.append((code, source))
             continue
         translation = parse_translation(responses["fragments"][str(index)])
+        markup = _markup({f"fragment {index}": translation})
+        if problem is None and markup:
+            problem = ("teacher_markup", markup)
         detected = detect_segment_language(translation)
         lost = _lost_math(source, translation)
         fragment_checks.append({"index": index, "lang": code, "detected": detected, "math_ok": not lost})
@@ -139,6 +167,15 @@ def _mixed(
     if problem:
         return "rejected", _rejected(base, *problem, seed.question, tagged, seed.final_response(), checks)
     return "accepted", _trace(base, seed.question, "en", tagged, seed, checks)
+
+
+def _markup(texts: dict[str, str]) -> str | None:
+    """Which teacher text holds our markup (e.g. a reasoning reply cut off before ``</think>``)."""
+    for name, text in texts.items():
+        found = [m for m in MARKUP if m in text]
+        if found:
+            return f"the teacher's {name} contains {found}; only l2ray writes these"
+    return None
 
 
 def _lost_math(source: str, translation: str) -> list[str]:

@@ -41,8 +41,12 @@ class SynthOutput:
         self.summary_path = self.root / "summary.json"
         for folder in (self.traces_dir, self.rejected_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        # Sortable by time, unique per process: later shards win when a rerun repeats a rejection.
-        self._stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        # Sortable by time (to the nanosecond: two runs in one second keep their order), unique per
+        # process: later shards win when a rerun repeats a rejection.
+        now = time.time_ns()
+        self._stamp = (
+            f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now // 10**9))}.{now % 10**9:09d}-{os.getpid()}"
+        )
         self._seq = 0
 
     def finished_ids(self) -> set[str]:
@@ -138,6 +142,14 @@ def usage_totals(usages: Iterable[str]) -> dict[str, int]:
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Write, fsync, rename, fsync the folder: after a crash or power loss the shard is whole or absent."""
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

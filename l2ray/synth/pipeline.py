@@ -1,6 +1,7 @@
 """The Ray Data pipeline: trace tasks → teacher actor pool → assemble + verify → rows on the driver.
 
-    tasks ─ from_items ─▶ map_batches(TeacherWorker, ActorPoolStrategy(size=actors), num_cpus=actor_cpus)
+    tasks ─ group_tasks ─ from_items
+          ─▶ map_batches(TeacherWorker, ActorPoolStrategy(size=actors), num_cpus=actor_cpus)
           ─▶ map_batches(Verifier, ActorPoolStrategy(size=verify_actors), num_cpus=verify_cpus)
           ─▶ iter_batches on the driver
 
@@ -12,6 +13,7 @@ response cache keeps every finished request.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
@@ -21,6 +23,7 @@ import ray
 from l2ray.eval.grading import grade_answer
 from l2ray.synth.assemble import assemble
 from l2ray.synth.config import SynthConfig
+from l2ray.synth.plan import group_tasks
 from l2ray.synth.worker import TeacherWorker
 from l2ray.teacher.base import Secret
 from l2ray.teacher.cache import CacheEntry
@@ -83,8 +86,11 @@ def _execute(
     cache_dir: str,
     recorded: list[CacheEntry],
 ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    blocks = max(1, min(len(tasks), max(synth.actors * 8, len(tasks) // synth.batch_size)))
-    ds = ray.data.from_items(tasks, override_num_blocks=blocks)
+    # Tasks that share a request run on one actor (its client sends the request once).
+    groups = group_tasks(tasks, max_group=max(64, math.ceil(len(tasks) / (synth.actors * 8))))
+    rows = [{"tasks": json.dumps(group, ensure_ascii=False)} for group in groups]
+    blocks = max(1, min(len(rows), max(synth.actors * 8, len(rows) // synth.batch_size)))
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
     ds = ds.map_batches(
         TeacherWorker,
         fn_constructor_kwargs={

@@ -2,8 +2,8 @@
 fragment goes into which language.
 
 A task is a flat dict (one Ray Data row). Its ``id`` is the id of the trace it will become: a hash of
-the seed id, the kind, the mixed index, the fragment languages and the recipe fingerprint, so a
-rerun recognises finished traces.
+the seed (id and content), the kind, the mixed index, the fragment languages and the recipe
+fingerprint, so a rerun recognises finished traces and redoes those of an edited seed.
 
 Example:
     >>> import random
@@ -20,6 +20,7 @@ from typing import Any
 
 from l2ray.data.seeds import SeedRow, stable_id
 from l2ray.synth.config import SynthConfig
+from l2ray.synth.prompts import translate_fragment_messages, translate_question_messages
 from l2ray.teacher.config import TeacherConfig
 from l2ray.text import segment
 
@@ -27,12 +28,15 @@ SOURCE_LANGUAGE = "en"
 
 
 def recipe_fingerprint(teacher: TeacherConfig, synth: SynthConfig, seed: int) -> str:
-    """What makes a trace differ between recipes: teacher model, sampling, prompts and the seed."""
+    """What makes a trace differ between recipes: teacher model, sampling, prompts, the seed and the
+    verifier's threshold (a stricter ``min_language_share`` judges every trace again; the requests
+    come from the cache)."""
     return stable_id(
         teacher.model,
         repr((teacher.temperature, teacher.top_p, teacher.max_tokens)),
         synth.prompt_version,
         str(seed),
+        repr(synth.min_language_share),
     )
 
 
@@ -44,9 +48,11 @@ def expand_seed(
     seed_json = seed.model_dump_json()
     targets = [code for code in languages if code != SOURCE_LANGUAGE]
 
+    content = stable_id(seed_json)
+
     def task(kind: str, langs: list[str], index: int = 0) -> dict[str, Any]:
         return {
-            "id": stable_id(seed.id, kind, str(index), ",".join(langs), recipe_fp),
+            "id": stable_id(seed.id, content, kind, str(index), ",".join(langs), recipe_fp),
             "seed_id": seed.id,
             "kind": kind,
             "index": index,
@@ -57,7 +63,7 @@ def expand_seed(
     if "original" in synth.kinds:
         tasks.append(task("original", [SOURCE_LANGUAGE]))
     if "whole" in synth.kinds:
-        tasks.extend(task("whole", [code]) for code in languages)
+        tasks.extend(task("whole", [code]) for code in targets)  # English is the original itself
     if "mixed" in synth.kinds:
         fragments = len(segment(seed.cot))
         for index in range(synth.mixed_per_seed):
@@ -92,3 +98,61 @@ def plan_languages(
         else:
             langs.append(SOURCE_LANGUAGE)
     return langs
+
+
+def group_tasks(tasks: list[dict[str, Any]], max_group: int) -> list[list[dict[str, Any]]]:
+    r"""Tasks that would send an identical request, in one group: one actor runs a group, and its
+    client sends a request only once however many of its tasks need it.
+
+    Actors do not share their response caches while a run lasts, so two tasks that need the same
+    request (a seed's mixed plans translating the same fragment into the same language, a question
+    two seeds share) would each pay for it on different actors. A seed's tasks always stay together;
+    groups of different seeds merge over a shared request while the merged group holds at most
+    ``max_group`` tasks, so one very common fragment cannot pull every task onto one actor (such a
+    request may then be sent once per group that needs it).
+
+    >>> seed = SeedRow(id="s", source="t", question="1+1?", cot="So 2.\n\nWait, yes.", answer="2")
+    >>> tasks = expand_seed(seed, ["zh"], SynthConfig(mixed_per_seed=2, p_switch=1.0), "fp", 0)
+    >>> [len(group) for group in group_tasks(tasks, max_group=8)]
+    [4]
+    """
+    parent = list(range(len(tasks)))
+    size = [1] * len(tasks)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def merge(i: int, j: int, capped: bool) -> None:
+        a, b = root(i), root(j)
+        if a != b and (not capped or size[a] + size[b] <= max_group):
+            parent[b], size[a] = a, size[a] + size[b]
+
+    first_of_seed: dict[str, int] = {}
+    first_of_request: dict[str, int] = {}
+    for i, task in enumerate(tasks):
+        merge(first_of_seed.setdefault(task["seed_id"], i), i, capped=False)
+        for key in request_keys(task):
+            merge(first_of_request.setdefault(key, i), i, capped=True)
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for i, task in enumerate(tasks):
+        groups.setdefault(root(i), []).append(task)
+    return list(groups.values())
+
+
+def request_keys(task: dict[str, Any]) -> list[str]:
+    """The requests a task sends that are known before it runs (the messages themselves)."""
+    seed = SeedRow.model_validate_json(task["seed"])
+    langs: list[str] = json.loads(task["languages"])
+    if task["kind"] == "whole":
+        return [json.dumps(translate_question_messages(seed.question, langs[0]))]
+    if task["kind"] == "mixed":
+        fragments = segment(seed.cot)
+        return [
+            json.dumps(translate_fragment_messages(fragments[i], code))
+            for i, code in enumerate(langs)
+            if code != SOURCE_LANGUAGE
+        ]
+    return []

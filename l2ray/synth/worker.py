@@ -6,7 +6,8 @@ once and the client keeps at most ``teacher.concurrency`` requests in flight. `r
 per-task logic, also used without Ray by `l2ray.synth.api.translate_questions`.
 
 A failed request does not fail the batch: the task's outcome carries the error and the task becomes
-a rejected row with the cause.
+a rejected row with the cause. So does a reply cut off at ``max_tokens`` (``truncated``) and any
+unforeseen error (``internal:<type>``): one task is lost to it, never the run.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from l2ray.text import segment
 
 
 class TeacherWorker:
-    """Ray Data UDF: a batch of tasks in, ``{"id", "task", "outcome"}`` columns out (JSON strings).
+    """Ray Data UDF: a batch of task groups in (``{"tasks"}``: a JSON list of tasks, see
+    `l2ray.synth.plan.group_tasks`), one ``{"id", "task", "outcome"}`` row per task out (JSON strings).
 
     Args:
         teacher: the teacher section as a JSON string (pydantic-dumped).
@@ -55,7 +57,7 @@ class TeacherWorker:
         self.client = TeacherClient(build_teacher(config, rate_share, api_key), cache, config, prompt_version)
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        tasks = _rows(batch)
+        tasks = [task for group in _rows(batch) for task in json.loads(group["tasks"])]
         outcomes = await asyncio.gather(*(run_task(task, self.client) for task in tasks))
         self.client.sync()  # everything these rows used is durable before the rows move on
         return {
@@ -82,17 +84,35 @@ async def run_task(task: dict[str, Any], client: TeacherClient) -> dict[str, Any
         elif task["kind"] == "mixed":
             fragments = segment(seed.cot)
             wanted = [(i, code) for i, code in enumerate(langs) if code != "en"]
+            # Every fragment request finishes (and is logged: it is paid for) before a failure counts.
             answers = await asyncio.gather(
                 *(
                     _ask(client, translate_fragment_messages(fragments[i], code), requests, meta)
                     for i, code in wanted
-                )
+                ),
+                return_exceptions=True,
             )
+            failed = next((a for a in answers if isinstance(a, BaseException)), None)
+            if failed is not None:
+                raise failed
             responses["fragments"] = {str(i): a.text for (i, _), a in zip(wanted, answers, strict=True)}
     except (TeacherError, CacheMissError) as exc:
         reason = f"teacher:{exc.reason}" if isinstance(exc, TeacherError) else "cache_miss"
-        return {"responses": responses, "requests": requests, "error": {"reason": reason, "detail": str(exc)}}
-    return {"responses": responses, "requests": requests, "error": None}
+        return _outcome(responses, requests, reason, str(exc))
+    except Exception as exc:  # a bug or an unforeseen reply costs this task, not the batch or the run
+        return _outcome(responses, requests, f"internal:{type(exc).__name__}", str(exc)[:500])
+    cut = [r["fingerprint"][:16] for r in requests if r["finish_reason"] == "length"]
+    if cut:
+        detail = f"reply {', '.join(cut)} stopped at teacher.max_tokens; raise it to keep such traces"
+        return _outcome(responses, requests, "truncated", detail)
+    return _outcome(responses, requests)
+
+
+def _outcome(
+    responses: dict[str, Any], requests: list[dict[str, Any]], reason: str | None = None, detail: str = ""
+) -> dict[str, Any]:
+    error = {"reason": reason, "detail": detail} if reason else None
+    return {"responses": responses, "requests": requests, "error": error}
 
 
 async def _ask(
@@ -105,6 +125,7 @@ async def _ask(
             "cached": answer.cached,
             "prompt_tokens": answer.usage.prompt_tokens,
             "completion_tokens": answer.usage.completion_tokens,
+            "finish_reason": answer.finish_reason,
         }
     )
     return answer

@@ -36,6 +36,7 @@ class CacheEntry:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    finish_reason: str = "stop"  # "length": the reply hit max_tokens (entries before this field: "stop")
 
     def to_json(self) -> str:
         # A literal dict, not dataclasses.asdict: this runs once per response on the hot path.
@@ -46,6 +47,7 @@ class CacheEntry:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "meta": self.meta,
+            "finish_reason": self.finish_reason,
         }
         return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 

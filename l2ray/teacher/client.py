@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from l2ray.teacher.base import Message, SamplingParams, Secret, Teacher, Usage, request_fingerprint
@@ -29,12 +29,14 @@ from l2ray.teacher.ratelimit import RateLimiter
 
 @dataclass(frozen=True)
 class Answer:
-    """A teacher answer as synthesis sees it: text, usage, fingerprint, whether it came from the cache."""
+    """A teacher answer as synthesis sees it: text, usage, fingerprint, whether this call sent it (not
+    ``cached``), and why the teacher stopped (``"length"``: cut off at ``max_tokens``)."""
 
     text: str
     usage: Usage
     fingerprint: str
     cached: bool
+    finish_reason: str = "stop"
 
 
 class CacheMissError(LookupError):
@@ -85,8 +87,8 @@ class TeacherClient:
         if self.teacher is None:
             raise CacheMissError(fingerprint, meta or {})
         pending = self._in_flight.get(fingerprint)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        if pending is not None:  # sent (and paid for) by the first caller, not by this one
+            return replace(await asyncio.shield(pending), cached=True)
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._in_flight[fingerprint] = future
         try:
@@ -122,6 +124,7 @@ class TeacherClient:
             reply.usage.prompt_tokens,
             reply.usage.completion_tokens,
             meta,
+            reply.finish_reason,
         )
         self.cache.put(entry)
         return _answer(entry, cached=False)
@@ -151,4 +154,5 @@ def build_teacher(
 
 
 def _answer(entry: CacheEntry, cached: bool) -> Answer:
-    return Answer(entry.text, Usage(entry.prompt_tokens, entry.completion_tokens), entry.fingerprint, cached)
+    usage = Usage(entry.prompt_tokens, entry.completion_tokens)
+    return Answer(entry.text, usage, entry.fingerprint, cached, entry.finish_reason)

@@ -102,7 +102,9 @@ class OpenAITeacher:
             async with session.post(self.endpoint, json=body, headers=headers) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
-                    detail = f"HTTP {resp.status}: {raw[:200].decode('utf-8', 'replace')}"
+                    # Scrubbed before it is cut: a key straddling the cut would leak its first half.
+                    body = self._scrub(raw.decode("utf-8", "replace"))[:200]
+                    detail = f"HTTP {resp.status}: {body}"
                     if resp.status in RETRYABLE_STATUS:
                         reason = "rate_limited" if resp.status == 429 else f"http_{resp.status}"
                         raise _Retryable(reason, detail, _retry_after(resp.headers.get("Retry-After")))
@@ -155,12 +157,19 @@ def _parse_reply(raw: bytes) -> TeacherReply:
     if not isinstance(content, str) or not content.strip():
         raise _Retryable("empty_content", "the reply has no content")
     text = f"<think>\n{reasoning.strip()}\n</think>\n\n{content.strip()}" if reasoning else content
-    usage = data.get("usage") or {}
-    return TeacherReply(
-        text=text,
-        usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
-        finish_reason=str(choice.get("finish_reason") or "stop"),
-    )
+    finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+    return TeacherReply(text=text, usage=_usage(data.get("usage")), finish_reason=str(finish or "stop"))
+
+
+def _usage(raw: object) -> Usage:
+    """Token counts of a reply; a reply that is paid for is never dropped over a malformed ``usage``."""
+    counts = raw if isinstance(raw, dict) else {}
+
+    def count(name: str) -> int:
+        value = counts.get(name)
+        return int(value) if isinstance(value, int | float) and value >= 0 else 0
+
+    return Usage(count("prompt_tokens"), count("completion_tokens"))
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -8,7 +8,9 @@ reasoning in the language and ``\boxed{N}``, N the last number of the question.
 Faults (``faults=True``): the first attempt of each request fails in one of six ways chosen by its
 fingerprint — 429 with ``Retry-After``, 500, a reply slower than the client's timeout, a dropped
 connection, malformed JSON, empty content — and the retry succeeds. Text markers make a request
-fail every time: ``[[ALWAYS500]]`` (HTTP 500) and ``[[EMPTY]]`` (empty content).
+fail every time: ``[[ALWAYS500]]`` (HTTP 500) and ``[[EMPTY]]`` (empty content); others change a
+successful reply: ``[[CUTOFF]]`` (``finish_reason: length``), ``[[MARKUP]]`` (a language tag in the
+text) and ``[[BADUSAGE]]`` (``usage`` is not an object).
 
 Run in a thread (tests: ``with FakeTeacher() as server: server.base_url``) or as a process
 (bench: ``python tests/synth/fake_teacher.py --latency 0.1`` prints the base URL).
@@ -109,8 +111,10 @@ class FakeTeacher:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
-        if self.expected_key and request.headers.get("Authorization") != f"Bearer {self.expected_key}":
-            return web.json_response({"error": "bad key"}, status=401)
+        auth = request.headers.get("Authorization", "")
+        if self.expected_key and auth != f"Bearer {self.expected_key}":
+            # Like some real gateways, the error echoes what it got: the client must scrub it.
+            return web.json_response({"error": f"bad key in {auth!r}"}, status=401)
         body = await request.json()
         fingerprint = request.headers.get("X-L2ray-Fingerprint") or _hash(body)
         self.by_fingerprint[fingerprint] += 1
@@ -121,10 +125,11 @@ class FakeTeacher:
         fault = self._fault(fingerprint, text)
         if fault:
             self.fault_counts[fault] += 1
-            response = await self._misbehave(fault, request)
+            response = await self._misbehave(fault, request, auth)
             if response is not None:
                 return response
-        content = answer(body["messages"])
+        content = answer(body["messages"]) + (" <|lang:de|>" if "[[MARKUP]]" in text else "")
+        usage = {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4}
         self.succeeded[fingerprint] += 1
         return web.json_response(
             {
@@ -135,10 +140,10 @@ class FakeTeacher:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
+                        "finish_reason": "length" if "[[CUTOFF]]" in text else "stop",
                     }
                 ],
-                "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4},
+                "usage": [1] if "[[BADUSAGE]]" in text else usage,
             }
         )
 
@@ -151,11 +156,11 @@ class FakeTeacher:
             return FAULTS[int(fingerprint[:8], 16) % len(FAULTS)]
         return None
 
-    async def _misbehave(self, fault: str, request: web.Request) -> web.StreamResponse | None:
+    async def _misbehave(self, fault: str, request: web.Request, auth: str) -> web.StreamResponse | None:
         if fault == "rate_limit":
             return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "0.05"})
         if fault == "server_error":
-            return web.json_response({"error": "boom"}, status=500)
+            return web.json_response({"error": f"boom while serving {auth!r}"}, status=500)
         if fault == "timeout":
             await asyncio.sleep(self.slow_s)
             return None

@@ -88,6 +88,37 @@ def test_every_seed_is_accounted_for_and_the_key_never_leaks(
     assert API_KEY not in captured.out + captured.err
 
 
+def test_two_actors_send_each_request_once_and_odd_replies_cost_one_row(ray_cluster, api_key, tmp_path):
+    """Three identical mixed plans per seed and a seed that repeats another's question and CoT: every
+    request reaches the teacher once, although two actors share the work. A reply cut off at
+    max_tokens, one with our markup and one with a malformed usage field each cost at most one row."""
+    records = [
+        seed_record(0),
+        {**seed_record(0), "id": "s0-again"},
+        seed_record(1),
+        seed_record(2, marker="[[CUTOFF]] "),
+        seed_record(3, marker="[[MARKUP]] "),
+        seed_record(4, marker="[[BADUSAGE]] "),
+    ]
+    seeds = write_seeds(tmp_path / "seeds.jsonl", records)
+    with FakeTeacher() as server:
+        # One target language: each mixed plan switches the same fragments into zh.
+        raw = _recipe(tmp_path, seeds, teacher_section(server.base_url), ["zh"], actors=2, mixed_per_seed=3)
+        recipe = recipe_from_dict(raw)
+        summary = synthesize(recipe).summary
+
+    assert server.by_fingerprint and max(server.by_fingerprint.values()) == 1  # no request sent twice
+    assert summary["this_run"]["requests_sent"] == len(server.by_fingerprint)
+    traces, rejected = _table(recipe.run_dir / "synth/traces"), _table(recipe.run_dir / "synth/rejected")
+    assert len({r["id"] for r in traces + rejected}) == len(traces) + len(rejected) == 6 * 5
+    assert {(r["seed_id"], r["kind"], r["reason"]) for r in rejected} == {
+        ("s2", "whole", "truncated"),
+        ("s3", "whole", "teacher_markup"),
+    }
+    assert "teacher.max_tokens" in next(r["detail"] for r in rejected if r["reason"] == "truncated")
+    assert {r["seed_id"] for r in traces if r["kind"] == "whole"} == {"s0", "s0-again", "s1", "s4"}
+
+
 def test_a_killed_run_resumes_without_duplicates_or_resent_requests(ray_cluster, api_key, tmp_path):
     seeds = write_seeds(tmp_path / "seeds.jsonl", [seed_record(i) for i in range(6)])
     with FakeTeacher(latency=0.25, expected_key=API_KEY) as server:

@@ -11,7 +11,7 @@ from synth_helpers import seed_record
 from l2ray.data.seeds import SeedRow
 from l2ray.synth.assemble import assemble
 from l2ray.synth.config import SynthConfig
-from l2ray.synth.plan import expand_seed, plan_languages, recipe_fingerprint
+from l2ray.synth.plan import expand_seed, group_tasks, plan_languages, recipe_fingerprint, request_keys
 from l2ray.synth.prompts import (
     parse_solution,
     restore_whitespace,
@@ -115,6 +115,43 @@ def test_whole_traces_need_the_gold_answer_and_the_target_language():
         _task(seed, "whole", ["zh"]), _outcome(question=question, solution=english), "m", 0.6
     )
     assert (status, row["reason"]) == ("rejected", "language_share")
+
+
+def test_teacher_markup_and_unforeseen_errors_reject_one_row_with_their_cause():
+    seed = SeedRow(source="t", **seed_record(3))
+    question = "设 $a = 13$。求 $a$ 的值。"
+    # A reasoning reply cut off before </think>: the opening <think> would land inside the trace.
+    cut = "<think>\n题目直接给出了这个值，所以答案是 $\\boxed{13}$，不需要额外计算。"
+    status, row = assemble(_task(seed, "whole", ["zh"]), _outcome(question=question, solution=cut), "m", 0.6)
+    assert (status, row["reason"]) == ("rejected", "teacher_markup") and "<think>" in row["detail"]
+
+    fragments = {"1": "Attendez <|lang:de|> : $a$ était défini comme $13$.", "2": "嗯，是的，值是 $13$。"}
+    status, row = assemble(_task(seed, "mixed", ["en", "fr", "zh"]), _outcome(fragments=fragments), "m", 0.6)
+    assert (status, row["reason"]) == ("rejected", "teacher_markup") and "fragment 1" in row["detail"]
+
+    status, row = assemble(_task(seed, "whole", ["zh"]), _outcome(question=question), "m", 0.6)
+    assert (status, row["reason"]) == ("rejected", "internal:KeyError") and "solution" in row["detail"]
+    assert row["id"] == "t" and row["seed_id"] == seed.id  # still accounted for
+
+
+def test_tasks_that_share_a_request_are_grouped_within_the_cap():
+    synth = SynthConfig(mixed_per_seed=3, p_switch=1.0)
+    one = SeedRow(source="t", **seed_record(1))
+    twin = SeedRow(source="t", **{**seed_record(1), "id": "twin"})  # same question and CoT
+    other = SeedRow(source="t", **seed_record(2))
+    tasks = [t for seed in (one, twin, other) for t in expand_seed(seed, ["zh"], synth, "fp", 0)]
+    # With one target, the three mixed plans of a seed switch the same fragments: identical requests.
+    mixed = [request_keys(t) for t in tasks[:5] if t["kind"] == "mixed"]
+    assert mixed[0] and mixed[0] == mixed[1] == mixed[2]
+
+    groups = group_tasks(tasks, max_group=64)
+    assert sorted(sorted({t["seed_id"] for t in g}) for g in groups) == [["s1", "twin"], ["s2"]]
+    assert sorted(t["id"] for g in groups for t in g) == sorted(t["id"] for t in tasks)
+    # Under a cap of 5 the twins stay apart (their shared requests may then be sent twice), but a
+    # seed's own tasks are never split.
+    capped = group_tasks(tasks, max_group=5)
+    assert sorted(len(g) for g in capped) == [5, 5, 5]
+    assert all(len({t["seed_id"] for t in g}) == 1 for g in capped)
 
 
 def test_recorded_content_becomes_cache_entries_under_the_real_fingerprints(tmp_path):

@@ -64,6 +64,8 @@ def test_permanent_failures_raise_with_their_cause_and_never_the_key(fake_teache
     with FakeTeacher(expected_key="another-key") as strict:
         (denied,) = _ask_all(_client(strict, tmp_path / "c2"), ["hello"])
     assert isinstance(denied, TeacherError) and denied.reason == "http_401" and denied.attempts == 1
+    # The server echoed the Authorization header into its error bodies; the errors carry them scrubbed.
+    assert "***" in str(always_500) and "***" in str(denied)
     assert all(API_KEY not in str(e) for e in (always_500, empty, denied))
 
 
