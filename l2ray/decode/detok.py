@@ -2,7 +2,8 @@
 
 `IncrementalDecoder` turns token ids into text deltas without re-decoding the whole sequence and
 without emitting half a UTF-8 character; `ThinkingSplitter` routes the text before ``</think>``
-to ``reasoning`` and the rest (leading whitespace dropped) to ``content``.
+to ``reasoning`` and the rest (leading whitespace dropped) to ``content``; `StopStrings` cuts the
+content before the first stop string, never emitting any part of one.
 
 Example:
     >>> splitter = ThinkingSplitter(thinking=True)
@@ -80,3 +81,44 @@ class ThinkingSplitter:
             text = text.lstrip()
             self._started_content = bool(text)
         return text
+
+
+class StopStrings:
+    """OpenAI ``stop``: pass streamed text through until it contains a stop string, which is cut off.
+
+    Text that could be the start of a stop string is held back until the next delta decides, so a
+    stream never shows a stop string or a piece of one; `flush` releases it when generation ends.
+
+    Example:
+        >>> stops = StopStrings(["\\n\\n"])
+        >>> stops.feed("x = 2.\\n"), stops.hit, stops.feed("\\nMore"), stops.hit
+        ('x = 2.', False, '', True)
+    """
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hit = False
+        self._pending = ""
+
+    def feed(self, delta: str) -> str:
+        """The part of ``delta`` that is safe to emit; sets `hit` once a stop string has appeared."""
+        if self.hit:
+            return ""
+        text = self._pending + delta
+        found = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.hit, self._pending = True, ""
+            return text[: min(found)]
+        keep = max((self._overlap(text, s) for s in self.stops), default=0)
+        self._pending = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        """Held-back text at the end of generation (it was no stop string after all)."""
+        pending, self._pending = self._pending, ""
+        return "" if self.hit else pending
+
+    @staticmethod
+    def _overlap(text: str, stop: str) -> int:
+        """Length of the longest suffix of ``text`` that is a proper prefix of ``stop``."""
+        return next((n for n in range(min(len(stop) - 1, len(text)), 0, -1) if text.endswith(stop[:n])), 0)

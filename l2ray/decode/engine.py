@@ -44,7 +44,10 @@ class DecodeRequest:
     """One row of a batch: token ids in, limits and intervention.
 
     ``logprobs`` asks for that many top alternatives per token, from the distribution *before* any
-    processor (what the HTTP segment loop needs to find switch points).
+    processor (what the HTTP segment loop needs to find switch points). ``cancelled`` may be set
+    while the row decodes (by whoever holds the same object, in the same process): the row ends at
+    the next step without further events, so a caller that stopped listening (a stop string, a
+    disconnect) does not keep a batch slot busy up to ``max_tokens``.
     """
 
     prompt_ids: list[int]
@@ -56,6 +59,7 @@ class DecodeRequest:
     logit_bias: dict[int, float] = field(default_factory=dict)
     logprobs: int = 0
     ignore_eos: bool = False
+    cancelled: bool = field(default=False, compare=False, repr=False)
 
 
 @dataclass
@@ -135,7 +139,7 @@ class DecodeEngine:
     def stream(
         self, requests: Sequence[DecodeRequest], policies: Sequence[RequestPolicy] | None = None
     ) -> Iterator[list[TokenEvent | None]]:
-        """Decode a batch; yield, per step, one event per row (``None`` once a row has finished).
+        """Decode a batch; yield, per step, one event per row (``None`` once it finished or was cancelled).
 
         ``policies`` (from `policy`) may be passed in to read their counters afterwards.
         """
@@ -166,6 +170,7 @@ class DecodeEngine:
                 tokens = scores.argmax(dim=-1).tolist()
                 events: list[TokenEvent | None] = []
                 for row, token in enumerate(tokens):
+                    finished[row] = finished[row] or requests[row].cancelled
                     if finished[row]:
                         events.append(None)
                         tokens[row] = self.pad_id

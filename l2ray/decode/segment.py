@@ -14,7 +14,12 @@ replays the policy over it token by token exactly as the processors would:
   new prefix.
 
 For greedy decoding this reproduces the fast path token for token (same seed → same draws → same
-language choices); with sampling the generator's own RNG decides the non-tag tokens.
+language choices); with sampling (`Sampling`) the generator's own RNG decides the non-tag tokens,
+each call seeded from the request's seed and the call's number, so a seeded request is
+reproducible. The request's own ``logit_bias`` travels with every call, added to the policy's.
+
+`stream_segment_loop` yields the accepted tokens after every generator call (what streaming
+responses need); `run_segment_loop` collects them.
 
 Example:
     >>> result = await run_segment_loop(backend, prompt_ids, policy, max_tokens=256)  # doctest: +SKIP
@@ -25,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
 
 HTTP_BAN = -100.0
 """OpenAI's ``logit_bias`` floor; stands in for ``-inf`` over HTTP."""
+SEED_RANGE = 2**63
+"""Seeds sent to a generator stay below this (OpenAI servers take a signed 64-bit seed)."""
 
 
 @dataclass
@@ -54,6 +61,27 @@ class BackendResult:
     finish_reason: str
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a generator call picks tokens: greedy at temperature 0 (the default), else seeded sampling."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def for_call(self, call: int) -> Sampling:
+        """The options of the ``call``-th generator call: a seed of its own, derived from this one.
+
+        Reusing one seed for every call would replay the same random stream at each position.
+        """
+        if self.temperature <= 0 or self.seed is None:
+            return self
+        return Sampling(self.temperature, self.top_p, (self.seed + call) % SEED_RANGE)
+
+
+GREEDY = Sampling()
+
+
 class CompletionBackend(Protocol):
     """A generator that continues token ids (an OpenAI-compatible ``/v1/completions`` or in-process)."""
 
@@ -64,6 +92,7 @@ class CompletionBackend(Protocol):
         top_logprobs: int,
         logit_bias: dict[int, float],
         ignore_eos: bool = False,
+        sampling: Sampling = GREEDY,
     ) -> BackendResult: ...
 
 
@@ -76,21 +105,67 @@ class SegmentResult:
     calls: int
 
 
+@dataclass
+class SegmentDelta:
+    """Tokens accepted since the previous delta; the last delta has ``finish_reason`` set."""
+
+    tokens: list[int]
+    finish_reason: str | None
+    calls: int
+
+
 async def run_segment_loop(
     backend: CompletionBackend,
     prompt_ids: Sequence[int],
     policy: RequestPolicy,
     max_tokens: int,
     chunk: int = 32,
+    sampling: Sampling = GREEDY,
+    logit_bias: dict[int, float] | None = None,
 ) -> SegmentResult:
     """Generate up to ``max_tokens`` with ``policy`` applied at every position (see the module doc)."""
+    tokens: list[int] = []
+    async for delta in stream_segment_loop(
+        backend, prompt_ids, policy, max_tokens, chunk, sampling, logit_bias
+    ):
+        tokens += delta.tokens
+        if delta.finish_reason is not None:
+            return SegmentResult(tokens, delta.finish_reason, delta.calls)
+    raise AssertionError("stream_segment_loop ended without a finish_reason")  # pragma: no cover
+
+
+async def stream_segment_loop(
+    backend: CompletionBackend,
+    prompt_ids: Sequence[int],
+    policy: RequestPolicy,
+    max_tokens: int,
+    chunk: int = 32,
+    sampling: Sampling = GREEDY,
+    logit_bias: dict[int, float] | None = None,
+) -> AsyncIterator[SegmentDelta]:
+    """`run_segment_loop`, yielding the tokens accepted after each generator call as they come."""
     out: list[int] = []
+    sent = 0
     calls = 0
     prompt = list(prompt_ids)
+    user_bias = dict(logit_bias or {})
 
     def accept(token: int) -> None:
         out.append(token)
         policy.observe(token)
+
+    def delta(finish_reason: str | None) -> SegmentDelta:
+        nonlocal sent
+        fresh, sent = out[sent:], len(out)
+        return SegmentDelta(fresh, finish_reason, calls)
+
+    async def complete(
+        prefix: list[int], n: int, top: int, bias: dict[int, float], ignore_eos: bool = False
+    ) -> BackendResult:
+        nonlocal calls
+        calls += 1
+        merged = to_http_bias(_add_biases(user_bias, bias))
+        return await backend.complete(prefix, n, top, merged, ignore_eos, sampling.for_call(calls))
 
     while len(out) < max_tokens:
         forced = policy.forced_token()
@@ -99,21 +174,21 @@ async def run_segment_loop(
             continue
         remaining = max_tokens - len(out)
         if not policy.thinking:  # the intervention only acts while thinking
-            result = await backend.complete(prompt + out, remaining, 0, {})
-            calls += 1
+            result = await complete(prompt + out, remaining, 0, {})
             for step in result.steps:
                 accept(step.token)
-            return SegmentResult(out, result.finish_reason, calls)
-        result = await backend.complete(prompt + out, min(chunk, remaining), policy.config.top_k, {})
-        calls += 1
+            yield delta(result.finish_reason)
+            return
+        result = await complete(prompt + out, min(chunk, remaining), policy.config.top_k, {})
         steps = list(result.steps)
         stopped = result.finish_reason == "stop"
         if stopped and len(steps) < min(chunk, remaining):
-            # The EOS position goes through the policy too: fetch it with its alternatives.
+            # The EOS position goes through the policy too: fetch it with its alternatives. The token
+            # stays the EOS the generator chose (a sampled re-draw would make stopping rarer).
             prefix = prompt + out + [s.token for s in steps]
-            tail = await backend.complete(prefix, 1, policy.config.top_k, {}, ignore_eos=True)
-            calls += 1
-            steps += tail.steps
+            [tail] = (await complete(prefix, 1, policy.config.top_k, {}, ignore_eos=True)).steps
+            eos = tail.token if tail.token in policy.vocab.stop_ids else policy.vocab.stop_ids[0]
+            steps.append(BackendStep(eos, tail.top))
         diverged = False
         for step in steps:
             if policy.forced_token() is not None:
@@ -121,14 +196,16 @@ async def run_segment_loop(
                 break
             token = step.token
             bias = policy.tag_bias([t for t, _ in step.top])
-            if bias and any(t in policy.vocab.code_of for t, _ in step.top[: policy.config.top_k]):
-                choice = await backend.complete(prompt + out, 1, 0, to_http_bias(bias), ignore_eos=True)
-                calls += 1
+            at_tag = any(t in policy.vocab.code_of for t, _ in step.top[: policy.config.top_k])
+            # A sampled tag outside the top-k still has to obey a ban (force, max_switches).
+            if bias and (at_tag or token in bias):
+                choice = await complete(prompt + out, 1, 0, bias, ignore_eos=True)
                 token = choice.steps[0].token
             token = policy.replace(token)
             if token in policy.vocab.stop_ids:
                 policy.observe(token)
-                return SegmentResult(out, "stop", calls)
+                yield delta("stop")
+                return
             accept(token)
             if token != step.token:
                 diverged = True
@@ -136,8 +213,11 @@ async def run_segment_loop(
             if len(out) >= max_tokens:
                 break
         if not diverged and stopped and not steps:
-            return SegmentResult(out, "stop", calls)
-    return SegmentResult(out, "length", calls)
+            yield delta("stop")
+            return
+        if sent < len(out):
+            yield delta(None)
+    yield delta("length")
 
 
 def to_http_bias(bias: dict[int, float]) -> dict[int, float]:
@@ -146,6 +226,14 @@ def to_http_bias(bias: dict[int, float]) -> dict[int, float]:
         token: HTTP_BAN if math.isinf(value) else max(min(value, 100.0), HTTP_BAN)
         for token, value in bias.items()
     }
+
+
+def _add_biases(first: dict[int, float], second: dict[int, float]) -> dict[int, float]:
+    """Both biases, summed where they overlap (the processors add them one after the other)."""
+    total = dict(first)
+    for token, value in second.items():
+        total[token] = total.get(token, 0.0) + value
+    return total
 
 
 class EngineBackend:
@@ -162,12 +250,16 @@ class EngineBackend:
         top_logprobs: int,
         logit_bias: dict[int, float],
         ignore_eos: bool = False,
+        sampling: Sampling = GREEDY,
     ) -> BackendResult:
         from l2ray.decode.engine import DecodeRequest
 
         request = DecodeRequest(
             list(prompt_ids),
             max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed or 0,
             logit_bias=dict(logit_bias),
             logprobs=top_logprobs,
             ignore_eos=ignore_eos,

@@ -73,7 +73,11 @@ class EvalConfig(Section):
         default=None, description="model to evaluate (default: student.model); models:/NAME@alias allowed"
     )
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL; default in-process")
-    served_model: str | None = Field(default=None, description="`model` field sent to the endpoint")
+    served_model: str | None = Field(
+        default=None,
+        description="`model` field sent to the endpoint (default: the model's URI if the endpoint's "
+        "/models lists it, else the one id it lists)",
+    )
     l2ray_body: bool = Field(default=True, description='send {"l2ray": {intervention}} in request bodies')
     api_key_env: str | None = Field(default="OPENAI_API_KEY", description="env var holding the bearer key")
     request_timeout_s: float = Field(default=600.0, gt=0.0)

@@ -2,8 +2,12 @@
 
 Both take `SampleRequest`s and return one `Generation` per request, in order. A request that fails
 (HTTP 5xx after retries, a timeout, a malformed body) becomes a `Generation` with ``error`` set: the
-report counts failures instead of dropping them. Only an endpoint that cannot be reached at all is an
-error for the whole run (`check_endpoint`).
+report counts failures instead of dropping them. Only an endpoint that cannot be reached at all, or that
+does not say which model to ask for, is an error for the whole run (`check_endpoint`, `served_model_id`).
+
+Both engines mark a generation that began inside ``<think>`` (``Generation.starts_in_thinking``): the
+in-process prompt always opens the block, and a server that returns the reasoning apart has opened it.
+Grading then gives such a generation no answer unless its thinking closed, the same on either engine.
 
 Over HTTP the intervention travels as ``{"l2ray": {<InterventionConfig fields>, "show_thinking": true}}``
 in the request body (l2ray's own server reads it; set ``eval.l2ray_body`` off for servers that reject
@@ -42,13 +46,19 @@ class SampleRequest:
 
 @dataclass
 class Generation:
-    """The engine's answer to one request (``text`` is ``None`` when it failed)."""
+    """The engine's answer to one request (``text`` is ``None`` when it failed).
+
+    ``starts_in_thinking``: the text began inside a ``<think>`` block opened before it (by the prompt,
+    or by a server that split the reasoning out); without a ``</think>`` in ``text`` the thinking never
+    closed and there is no answer to grade.
+    """
 
     text: str | None
     finish_reason: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     latency_s: float = 0.0
+    starts_in_thinking: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,7 +144,14 @@ class LocalEngine:
                     "answer_tokens": completion.answer_tokens,
                     "switches": completion.switches,
                 }
-                results[i] = Generation(completion.text, completion.finish_reason, usage, latency_s=latency)
+                # The generator's prompt always ends inside <think> (`Codec.chat_prompt`).
+                results[i] = Generation(
+                    completion.text,
+                    completion.finish_reason,
+                    usage,
+                    latency_s=latency,
+                    starts_in_thinking=True,
+                )
         return [r if r is not None else Generation(None, error="no result") for r in results]
 
 
@@ -221,11 +238,52 @@ class HttpEngine:
 
 def check_endpoint(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> None:
     """Raise `EndpointError` when nothing answers at ``base_url`` (any HTTP status counts as reachable)."""
+    _get_models(base_url, api_key, timeout_s)
+
+
+def served_model_id(
+    base_url: str, api_key: str | None = None, prefer: str | None = None, timeout_s: float = 10.0
+) -> str:
+    """The ``model`` to send to ``base_url``, read from its ``GET /models``.
+
+    ``prefer`` (the evaluated model's URI) when the endpoint lists it, else the one id it lists. An
+    l2ray server lists only its ``served_model_name`` and refuses other names with 404, so sending a
+    registry URI such as ``models:/NAME/3`` would fail every request.
+
+    Raises:
+        EndpointError: unreachable; ``/models`` does not answer a model list (e.g. HTTP 401); or it lists
+            no model, or several without ``prefer`` — set ``eval.served_model`` then.
+    """
+    response = _get_models(base_url, api_key, timeout_s)
+    url = base_url.rstrip("/") + "/models"
+    try:
+        ids = [str(card["id"]) for card in response.json()["data"]] if response.status_code == 200 else None
+    except (ValueError, KeyError, TypeError):
+        ids = None
+    if ids is None:
+        hint = " (check eval.api_key_env)" if response.status_code in (401, 403) else ""
+        raise EndpointError(
+            f"{url} answered HTTP {response.status_code}, not a model list{hint}: "
+            f"{response.text[:200]!r}; set eval.served_model to the model name the endpoint serves"
+        )
+    if prefer is not None and prefer in ids:
+        return prefer
+    if len(ids) == 1:
+        return ids[0]
+    served = ", ".join(repr(i) for i in ids) or "none"
+    raise EndpointError(
+        f"{url} lists {len(ids)} models ({served}), so which one to evaluate is ambiguous; "
+        "set eval.served_model to one of them"
+    )
+
+
+def _get_models(base_url: str, api_key: str | None, timeout_s: float) -> Any:
+    """``GET <base_url>/models``; `EndpointError` when nothing answers."""
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout_s)
+        return httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise EndpointError(
             f"endpoint {base_url} is unreachable ({type(exc).__name__}: {exc}); start the server "
@@ -243,10 +301,17 @@ def _parse_chat(raw: str, latency: float) -> Generation:
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         finish = choice.get("finish_reason")
         if reasoning and THINK_END not in content:
-            # Cut off while thinking: there is no answer part, and the thinking never closed.
-            cut = finish == "length" and not content.strip()
-            content = reasoning if cut else f"{reasoning}{THINK_END}\n\n{content}"
-        return Generation(content, finish, data.get("usage") or {}, latency_s=latency)
+            # The server split the thinking out at its </think>. No content means the model stopped
+            # inside the thinking (cut off, or an end token mid-thought): it stays unclosed, so it is
+            # graded as no answer — as the in-process engine grades the same output.
+            content = f"{reasoning}{THINK_END}\n\n{content}" if content.strip() else reasoning
+        return Generation(
+            content,
+            finish,
+            data.get("usage") or {},
+            latency_s=latency,
+            starts_in_thinking=bool(reasoning),
+        )
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         return Generation(None, error=f"malformed response ({type(exc).__name__}: {exc}): {raw[:300]}")
 
@@ -259,5 +324,6 @@ __all__ = [
     "SampleRequest",
     "chat_body",
     "check_endpoint",
+    "served_model_id",
     "split_thinking",
 ]

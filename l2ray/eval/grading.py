@@ -1,9 +1,13 @@
 r"""Grade one model response against a gold answer: math (math-verify), integers, or letters.
 
-Where the answer is looked for: after the last ``</think>`` when the response has one, else in the whole
-text. Math and integer answers come from the last complete ``\boxed{…}`` first, then from the text after
-the last answer anchor of any registered language ("the answer is", "答案是", "die Antwort ist", …; see
-`l2ray.languages.Language.answer_anchors`). Letters (multiple choice) are extracted strictly: a boxed
+Where the answer is looked for: after the last ``</think>`` when the response has one; nowhere when the
+response opened thinking and never closed it (a ``<think>`` without ``</think>``, or ``starts_in_thinking``
+when the generation prompt opened the block), since a ``\boxed{}`` inside cut-off reasoning is no answer;
+else in the whole text (a model that does not think). Math and integer answers come from the last
+complete ``\boxed{…}`` first, then from the text after the last answer anchor of any registered language
+("the answer is", "答案是", "die Antwort ist", …; see `l2ray.languages.Language.answer_anchors`).
+Integers are read strictly: commas only as thousands separators ("1,000"), and never digits joined across
+spaces ("2 3" and "3, 5" are not 23 and 35). Letters (multiple choice) are extracted strictly: a boxed
 letter, a letter right after an anchor, or a last line that is only a letter — never a letter guessed
 from prose. No answer found means not correct, with the reason saying so.
 
@@ -31,10 +35,12 @@ from l2ray.text.boxed import last_boxed
 AnswerType = Literal["math", "integer", "letter"]
 ANSWER_TYPES: tuple[AnswerType, ...] = ("math", "integer", "letter")
 
-GRADER_VERSION = "l2ray-grader-2"
+GRADER_VERSION = "l2ray-grader-3"
 """Part of every evaluation fingerprint: bump it whenever a change here can change a verdict."""
 
+THINK_START = "<think>"
 THINK_END = "</think>"
+NEVER_CLOSED = "thinking never closed"
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -57,7 +63,9 @@ class Grade:
         return asdict(self)
 
 
-def grade_answer(response: str, gold: str, answer_type: AnswerType = "math") -> Grade:
+def grade_answer(
+    response: str, gold: str, answer_type: AnswerType = "math", *, starts_in_thinking: bool = False
+) -> Grade:
     r"""Grade ``response`` against ``gold``.
 
     Args:
@@ -65,13 +73,18 @@ def grade_answer(response: str, gold: str, answer_type: AnswerType = "math") -> 
         gold: the reference answer (LaTeX or plain for math, digits for integer, one letter for letter).
         answer_type: ``"math"`` (math-verify equivalence), ``"integer"`` (exact integer value, math-verify
             as fallback for forms like ``\frac{84}{2}``) or ``"letter"`` (strict choice letter).
+        starts_in_thinking: the text began inside a ``<think>`` block that is not part of it (the chat
+            template's generation prompt opened it, or a server returned the reasoning apart); without a
+            ``</think>`` such a response has no answer.
 
     Raises:
         ValueError: an unknown ``answer_type``, or a gold answer that does not fit it (e.g. ``"AB"`` for
             a letter item) — that is a data problem, not a wrong response.
     """
     validate_gold(gold, answer_type)
-    region = answer_region(response)
+    region = answer_region(response, starts_in_thinking)
+    if region is None:
+        return Grade(None, False, NEVER_CLOSED)
     if answer_type == "letter":
         return _grade_letter(region, gold)
     return _grade_math(region, gold, integer=answer_type == "integer")
@@ -90,10 +103,14 @@ def validate_gold(gold: str, answer_type: AnswerType) -> None:
         raise ValueError(f"gold answer {gold!r} is not an integer; use answer_type 'math' for it")
 
 
-def answer_region(response: str) -> str:
-    """The part of a response that holds the final answer: after the last ``</think>``, else all of it."""
+def answer_region(response: str, starts_in_thinking: bool = False) -> str | None:
+    """The part of a response that holds the final answer: after the last ``</think>``; ``None`` when
+    thinking was opened (``<think>`` in the text, or ``starts_in_thinking``) and never closed — the
+    output was cut off mid-reasoning; else all of it (a model that does not think)."""
     _, sep, tail = response.rpartition(THINK_END)
-    return tail if sep else response
+    if sep:
+        return tail
+    return None if starts_in_thinking or THINK_START in response else response
 
 
 def extract_math_answer(region: str) -> tuple[str | None, str]:
@@ -212,9 +229,21 @@ def _bare_letter(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+# An integer literal: plain digits ("033"), or digits grouped in threes by commas ("1,000", "-12,345").
+_INTEGER = re.compile(r"[-+]?(?:\d+|\d{1,3}(?:,\d{3})+)")
+
+
 def _as_integer(text: str) -> int | None:
-    plain = re.sub(r"\\text\{([^}]*)\}|\\[,!; ]|[\s$]", r"\1", text).replace(",", "")
-    return int(plain) if re.fullmatch(r"[-+]?\d+", plain) else None
+    """The integer ``text`` writes, else ``None`` (math-verify then judges it).
+
+    Commas count only as thousands separators (LaTeX's ``{,}`` and ``\\,`` too), and whitespace never
+    joins digits: "3, 5", "2 3" and "1,2" are lists or prose, not 35, 23 and 12.
+    """
+    plain = re.sub(r"\\text\{([^{}]*)\}", r"\1", text).replace("$", "")
+    plain = re.sub(r"\{,\}|\\,", ",", plain)
+    plain = re.sub(r"\\[!; ]|~", " ", plain).strip()
+    plain = re.sub(r"^([-+])\s+", r"\1", plain)  # "- 5": the sign may stand apart from its number
+    return int(plain.replace(",", "")) if _INTEGER.fullmatch(plain) else None
 
 
 __all__ = [

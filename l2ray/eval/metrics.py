@@ -57,7 +57,9 @@ def score_sample(row: dict[str, Any], generation: Generation, encode: Encode) ->
         )
         return record
     thinking, answer, closed = split_thinking(generation.text)
-    grade = grade_answer(generation.text, row["gold"], row["answer_type"])
+    grade = grade_answer(
+        generation.text, row["gold"], row["answer_type"], starts_in_thinking=generation.starts_in_thinking
+    )
     mix = measure_language_mix(thinking)
     record.update(
         thinking_tokens=len(encode(thinking)) if thinking else 0,

@@ -9,7 +9,9 @@ character of the same questions, and tokens relative to English — so that "few
 apart from a tokenizer that simply packs a language more densely.
 
 Output: ``<run_dir>/eval/<label>/`` (default label ``pilot``) with the files of `l2ray eval` plus
-``pilot.png`` and a compression table in ``summary.json`` and ``report.md``.
+``pilot.png`` and a compression table in ``summary.json`` and ``report.md``. The MLflow run is tagged
+``l2ray.stage=pilot`` and is not attached to the model version: promotion reads the version's
+`l2ray eval` only, which a pilot of the same version must not replace.
 
 Example:
     >>> result = run_pilot(recipe)  # doctest: +SKIP
@@ -37,6 +39,7 @@ from l2ray.eval.runner import (
     eval_fingerprint,
     generate_and_score,
     resolve_model,
+    served_model_for,
     task_row,
 )
 
@@ -55,6 +58,7 @@ def run_pilot(recipe: Recipe, *, label: str = "pilot", model: str | None = None)
     for lang in languages[1:]:
         questions[lang] = translate_questions(recipe, questions["en"], lang)
     ref = resolve_model(model or cfg.model or recipe.student.model, recipe.tracking_uri)
+    served = served_model_for(recipe, ref, cfg.endpoint)
     rows = [
         task_row(problem, sample, lang, questions[lang][i], lang, seed)
         for lang in languages
@@ -62,7 +66,7 @@ def run_pilot(recipe: Recipe, *, label: str = "pilot", model: str | None = None)
         for sample in range(cfg.samples)
     ]
     interventions = {lang: InterventionConfig() for lang in languages}
-    records = generate_and_score(recipe, rows, interventions, ref, cfg.endpoint)
+    records = generate_and_score(recipe, rows, interventions, ref, cfg.endpoint, served)
     for record in records:
         record["language"] = record["configuration"]
     data = BenchmarkData(
@@ -75,7 +79,9 @@ def run_pilot(recipe: Recipe, *, label: str = "pilot", model: str | None = None)
         "math",
         stable_id(*(q for lang in languages for q in questions[lang])),
     )
-    fingerprint = eval_fingerprint(recipe, ref, cfg.endpoint, [data], seed, interventions)
+    fingerprint = eval_fingerprint(
+        recipe, ref, cfg.endpoint, [data], seed, interventions, served_model=served
+    )
     compression = tokenizer_compression(_tokenizer_path(recipe, ref.uri), questions)
     summary = {
         "label": label,
@@ -97,7 +103,7 @@ def run_pilot(recipe: Recipe, *, label: str = "pilot", model: str | None = None)
     plot_pilot(summary["per_language"], out_dir / "pilot.png")
     from l2ray.eval.tracking import log_evaluation
 
-    run_id = log_evaluation(recipe, out_dir, summary, ref)
+    run_id = log_evaluation(recipe, out_dir, summary, ref, stage="pilot")
     return EvalResult(label, out_dir, summary, run_id, ref.name, ref.version)
 
 

@@ -26,7 +26,7 @@ from l2ray.config import Recipe
 from l2ray.data.seeds import stable_id
 from l2ray.decode.config import InterventionConfig
 from l2ray.eval.benchmarks import BenchmarkData, load_benchmark
-from l2ray.eval.engines import SampleRequest, check_endpoint
+from l2ray.eval.engines import EndpointError, SampleRequest, check_endpoint, served_model_id
 from l2ray.eval.grading import GRADER_VERSION
 from l2ray.eval.metrics import score_sample, summarise
 from l2ray.eval.report import write_report
@@ -68,12 +68,14 @@ def run_eval(
 
     Raises:
         BenchmarkError: an unknown benchmark or a dataset without the needed fields.
-        EndpointError: the endpoint cannot be reached at all.
+        EndpointError: the endpoint cannot be reached at all, does not say which model it serves, or
+            refused every request (HTTP 4xx) — nothing is logged or tagged then.
     """
     cfg = recipe.eval
     seed = cfg.seed if cfg.seed is not None else recipe.seed
     ref = resolve_model(model or cfg.model or recipe.student.model, recipe.tracking_uri)
     endpoint = endpoint or cfg.endpoint
+    served = served_model_for(recipe, ref, endpoint)
     datasets = [load_benchmark(b, limit=cfg.limit, seed=seed) for b in cfg.benchmarks]
     rows = [
         task_row(problem, sample, name, problem.question, "en", seed)
@@ -82,8 +84,10 @@ def run_eval(
         for name in cfg.configurations
         for sample in range(cfg.samples)
     ]
-    records = generate_and_score(recipe, rows, dict(cfg.configurations), ref, endpoint)
-    fingerprint = eval_fingerprint(recipe, ref, endpoint, datasets, seed, cfg.configurations)
+    records = generate_and_score(recipe, rows, dict(cfg.configurations), ref, endpoint, served)
+    fingerprint = eval_fingerprint(
+        recipe, ref, endpoint, datasets, seed, cfg.configurations, served_model=served
+    )
     label = label or cfg.label or default_label(ref, endpoint)
     summary = {
         "label": label,
@@ -111,6 +115,25 @@ def resolve_model(uri: str, tracking_uri: str) -> ModelRef:
     _, version = registered_version(uri, tracking_uri)
     name = version.name
     return ModelRef(f"models:/{name}/{version.version}", name, str(version.version), version.run_id)
+
+
+def served_model_for(recipe: Recipe, ref: ModelRef, endpoint: str | None) -> str | None:
+    """The ``model`` field sent to ``endpoint`` (``None`` in-process).
+
+    ``eval.served_model`` when set; else what the endpoint's ``/models`` lists — the model's URI when it
+    is listed, else its one id. Not the URI alone: a server names its model itself (l2ray serve lists
+    ``serve.served_model_name`` and refuses a pinned ``models:/NAME/V``).
+
+    Raises:
+        EndpointError: unreachable, or the model to ask for cannot be told (see `served_model_id`).
+    """
+    if not endpoint:
+        return None
+    api_key = _api_key(recipe)
+    if recipe.eval.served_model:
+        check_endpoint(endpoint, api_key)
+        return recipe.eval.served_model
+    return served_model_id(endpoint, api_key, prefer=ref.uri)
 
 
 def build_messages(question: str, lang: str = "en") -> list[dict[str, str]]:
@@ -141,20 +164,26 @@ def generate_and_score(
     interventions: dict[str, InterventionConfig],
     ref: ModelRef,
     endpoint: str | None,
+    served: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Generate and score ``rows`` on a Ray Data actor pool; records come back in ``rows`` order."""
+    """Generate and score ``rows`` on a Ray Data actor pool; records come back in ``rows`` order.
+
+    ``served`` is the ``model`` sent to ``endpoint`` (default: `served_model_for`).
+
+    Raises:
+        EndpointError: see `served_model_for`; or the endpoint refused every request with an HTTP 4xx (a
+            wrong model name or key, not the model's accuracy).
+    """
     import ray
 
     cfg = recipe.eval
-    api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
     local_path = None
     if endpoint:
-        check_endpoint(endpoint, api_key)
         engine = {
             "kind": "http",
             "base_url": endpoint,
-            "served_model": cfg.served_model or ref.uri,
-            "api_key": api_key,
+            "served_model": served or served_model_for(recipe, ref, endpoint),
+            "api_key": _api_key(recipe),
             "concurrency": cfg.concurrency,
             "timeout_s": cfg.request_timeout_s,
             "max_retries": cfg.max_retries,
@@ -184,8 +213,26 @@ def generate_and_score(
         num_cpus=0.5,
         num_gpus=0 if http else cfg.num_gpus,
     )
-    records = [json.loads(row["record"]) for row in ds.take_all()]
-    return sorted(records, key=lambda r: r.pop("order"))
+    records = sorted((json.loads(row["record"]) for row in ds.take_all()), key=lambda r: r.pop("order"))
+    refusal = refused_by_endpoint(records)
+    if refusal is not None:
+        raise EndpointError(
+            f"endpoint {endpoint} refused all {len(records)} requests (first: {refusal}); nothing was "
+            "evaluated, so no report is written and no model version tagged. Check the model name sent "
+            f"({engine['served_model']!r}; set eval.served_model) and the key (eval.api_key_env)"
+        )
+    return records
+
+
+def refused_by_endpoint(records: list[dict[str, Any]]) -> str | None:
+    """The first error when every record failed with an HTTP 4xx, else ``None``.
+
+    A 4xx on every request means the requests were wrong (model name, key, body), so an accuracy of 0
+    would be a measurement of our configuration; 5xx and timeouts stay counted failures of the server.
+    """
+    if not records or not all(r["failed"] and (r["error"] or "").startswith("HTTP 4") for r in records):
+        return None
+    return records[0]["error"]
 
 
 def eval_fingerprint(
@@ -195,12 +242,21 @@ def eval_fingerprint(
     datasets: list[BenchmarkData],
     seed: int,
     configurations: dict[str, InterventionConfig],
+    served_model: str | None = None,
 ) -> dict[str, Any]:
-    """Everything that decides the numbers: model, engine, sampling, configurations, data, prompt, grader."""
+    """Everything that decides the numbers: model, engine, sampling, configurations, data, prompt, grader.
+
+    ``served_model`` is the model name the endpoint was asked for (``None`` in-process): the endpoint,
+    not the URI, decides which weights answered, so the report records both.
+    """
     cfg = recipe.eval
     return {
         "model": ref.to_dict(),
-        "engine": {"kind": "http" if endpoint else "local", "endpoint": endpoint},
+        "engine": {
+            "kind": "http" if endpoint else "local",
+            "endpoint": endpoint,
+            "served_model": served_model,
+        },
         "sampling": {
             "temperature": cfg.temperature,
             "max_tokens": cfg.max_tokens,
@@ -296,6 +352,11 @@ def load_encoder(tokenizer: str) -> Any:
     return lambda text: tok.encode(text, add_special_tokens=False)
 
 
+def _api_key(recipe: Recipe) -> str | None:
+    env = recipe.eval.api_key_env
+    return os.environ.get(env) if env else None
+
+
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     """pandas hands back numpy scalars; JSON wants Python ones."""
     return {k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
@@ -328,7 +389,9 @@ __all__ = [
     "eval_fingerprint",
     "generate_and_score",
     "load_encoder",
+    "refused_by_endpoint",
     "resolve_model",
     "run_eval",
+    "served_model_for",
     "task_row",
 ]

@@ -1,8 +1,9 @@
 """MLflow side of evaluation: one run per evaluation, linked to the model version it evaluated.
 
 The run holds the metrics (``<benchmark>.<configuration>.<metric>``), the fingerprint as params and
-every file of ``<run_dir>/eval/<label>/`` under the artifact path ``eval/``. A registry model's version
-gets tags pointing at that run (`EVAL_RUN_TAG`, `EVAL_HASH_TAG`), which is what promotion reads.
+every file of ``<run_dir>/eval/<label>/`` under the artifact path ``eval/``. After an `l2ray eval` of a
+registry model, its version gets tags pointing at that run (`EVAL_RUN_TAG`, `EVAL_HASH_TAG`), which is
+what promotion reads; other stages (the pilot) are logged beside it and leave the version alone.
 
 Example:
     >>> run_id = log_evaluation(recipe, out_dir, summary, ref)  # doctest: +SKIP
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from l2ray.config import Recipe
@@ -25,22 +26,34 @@ EVAL_RUN_TAG = "l2ray.eval.run_id"
 EVAL_HASH_TAG = "l2ray.eval.comparable_hash"
 EVAL_LABEL_TAG = "l2ray.eval.label"
 ARTIFACT_DIR = "eval"
+STAGE_TAG = "l2ray.stage"
+
+Stage = Literal["eval", "pilot"]
 
 
-def log_evaluation(recipe: Recipe, out_dir: Path, summary: dict[str, Any], ref: ModelRef) -> str:
-    """Log one evaluation as an MLflow run (and tag the model version when there is one)."""
+def log_evaluation(
+    recipe: Recipe, out_dir: Path, summary: dict[str, Any], ref: ModelRef, stage: Stage = "eval"
+) -> str:
+    """Log one evaluation as an MLflow run; an ``eval`` of a registry model also tags its version.
+
+    A ``pilot`` run keeps the model's name and version as run tags (to find it) but never touches the
+    version's tags: those say which evaluation promotion compares, and a pilot asks other questions
+    (translated seed problems, no intervention) whose numbers must not stand in for it.
+    """
     from mlflow.entities import Metric, Param
 
     client = registry_client(recipe.tracking_uri)
     experiment_id = ensure_experiment(client, recipe)
     tags = {
-        "l2ray.stage": "eval",
+        STAGE_TAG: stage,
         EVAL_LABEL_TAG: summary["label"],
         EVAL_HASH_TAG: summary["comparable_hash"],
     }
     if ref.name:
         tags.update({"l2ray.model_name": ref.name, "l2ray.model_version": ref.version})
-    run = client.create_run(experiment_id, run_name=f"eval-{summary['label']}", tags=tags)
+    label = summary["label"]
+    run_name = label if label == stage else f"{stage}-{label}"  # "pilot", not "pilot-pilot"
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     now = run.info.start_time
     metrics = [
@@ -63,7 +76,7 @@ def log_evaluation(recipe: Recipe, out_dir: Path, summary: dict[str, Any], ref: 
     client.log_batch(run_id, metrics=metrics, params=params)
     client.log_artifacts(run_id, str(out_dir), artifact_path=ARTIFACT_DIR)
     client.set_terminated(run_id)
-    if ref.name:
+    if ref.name and stage == "eval":
         attach_evaluation(client, ref.name, ref.version, run_id, summary)
     return run_id
 
@@ -126,6 +139,7 @@ def _scalar_metrics(values: dict[str, Any]) -> dict[str, float]:
 __all__ = [
     "EVAL_HASH_TAG",
     "EVAL_RUN_TAG",
+    "STAGE_TAG",
     "attach_evaluation",
     "ensure_experiment",
     "load_version_evaluation",

@@ -2,7 +2,8 @@
 
 It sends token-id prompts and asks for token ids back (``return_tokens_as_token_ids``, a vLLM
 extension l2ray's server implements too), ``logprobs`` for the top alternatives, ``logit_bias`` for
-the policy's choice and ``ignore_eos`` to see the alternatives at an end-of-sequence position.
+the policy's choice, ``ignore_eos`` to see the alternatives at an end-of-sequence position, and the
+request's ``temperature``/``top_p``/``seed`` (greedy when temperature is 0).
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from typing import Any
 
 import httpx
 
-from l2ray.decode.segment import BackendResult, BackendStep
+from l2ray.decode.segment import GREEDY, BackendResult, BackendStep, Sampling
 
 TOKEN_ID_PREFIX = "token_id:"
 
 
 class OpenAICompletionsBackend:
-    """Greedy continuations from an OpenAI-compatible server.
+    """Continuations (greedy or seeded sampling) from an OpenAI-compatible server.
 
     Args:
         base_url: e.g. ``http://127.0.0.1:8000/v1``.
@@ -39,16 +40,21 @@ class OpenAICompletionsBackend:
         top_logprobs: int,
         logit_bias: dict[int, float],
         ignore_eos: bool = False,
+        sampling: Sampling = GREEDY,
     ) -> BackendResult:
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": prompt_ids,
             "max_tokens": max_tokens,
-            "temperature": 0.0,
+            "temperature": sampling.temperature,
             "logprobs": max(top_logprobs, 1),  # at least 1: the token ids come back with them
             "return_tokens_as_token_ids": True,
             "ignore_eos": ignore_eos,
         }
+        if sampling.temperature > 0:
+            body["top_p"] = sampling.top_p
+            if sampling.seed is not None:
+                body["seed"] = sampling.seed
         if logit_bias:
             body["logit_bias"] = {str(token): value for token, value in logit_bias.items()}
         response = await self.client.post("/completions", json=body)

@@ -41,8 +41,13 @@ class ServeConfig(Section):
     max_ongoing_requests: int = Field(default=64, ge=1)
     max_tokens_limit: int = Field(default=32768, ge=1)
     max_n: int = Field(default=8, ge=1)
-    api_keys_env: str | None = "L2RAY_API_KEYS"
-    api_keys_file: str | None = Field(default=None, description="a file with one API key per line")
+    api_keys_env: str | None = Field(
+        default=None,
+        description="env var with comma-separated API keys; once named it must hold one (else no start)",
+    )
+    api_keys_file: str | None = Field(
+        default=None, description="a file with one API key per line; once named it must hold one"
+    )
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_concurrency_per_key: int = Field(default=16, ge=1)
 

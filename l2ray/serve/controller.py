@@ -2,26 +2,29 @@
 
 With a ``Generator`` handle the policy runs inside the replica's logits processors; with
 ``generator_url`` the controller drives an HTTP-only generator through the segment loop. Either way
-it tokenizes, checks limits, splits thinking from answer, and fills ``usage``.
+it tokenizes, checks limits, splits thinking from answer, applies ``stop`` strings to the answer
+(stopping the generator early), and fills ``usage``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from l2ray.decode.detok import IncrementalDecoder, ThinkingSplitter
+from l2ray.decode.detok import IncrementalDecoder, StopStrings, ThinkingSplitter
 from l2ray.decode.engine import Codec, DecodeRequest
-from l2ray.decode.policy import PolicyError, opens_thinking
-from l2ray.decode.segment import run_segment_loop
+from l2ray.decode.policy import PolicyError, RequestPolicy, opens_thinking
+from l2ray.decode.segment import Sampling, stream_segment_loop
 from l2ray.serve.backends import OpenAICompletionsBackend
 from l2ray.serve.config import ServeConfig
 from l2ray.serve.generator import GenStep, usage_counters
@@ -35,15 +38,24 @@ class Plan:
     index: int
     request: DecodeRequest
     thinking: bool
+    stop: list[str] = field(default_factory=list)
 
 
 @dataclass
 class ChoiceText:
-    """The text, logprobs and counters of one choice as its tokens arrive."""
+    """The text, logprobs and counters of one choice as its tokens arrive.
+
+    ``stops`` cut the content (the answer, or the whole text of a raw completion) before the first
+    stop string; thinking is never cut, so a stop string cannot end a response before its answer.
+    Once one is found the choice is finished (``finish_reason`` ``"stop"``) and ``replay``, a fresh
+    policy that has observed every token, supplies the counters the generator never got to send.
+    """
 
     index: int
     decoder: IncrementalDecoder
     splitter: ThinkingSplitter | None
+    stops: StopStrings | None = None
+    replay: RequestPolicy | None = None
     reasoning: str = ""
     content: str = ""
     tokens: list[int] = field(default_factory=list)
@@ -57,14 +69,24 @@ class ChoiceText:
         if not step.is_stop:
             self.tokens.append(step.token)
             self.logprobs.append(step)
-        if step.finish_reason is not None:
-            self.finish_reason = step.finish_reason
-            self.counters = step.usage
+            if self.replay is not None:
+                self.replay.observe(step.token)
+        last = step.finish_reason is not None
+        if last:
             delta += self.decoder.flush()
         reasoning, content = self.splitter.feed(delta) if self.splitter else ("", delta)
-        if step.finish_reason is not None and self.splitter:
+        if last and self.splitter:
             tail_reasoning, tail_content = self.splitter.finish()
             reasoning, content = reasoning + tail_reasoning, content + tail_content
+        if self.stops is not None:
+            content = self.stops.feed(content)
+            content += "" if self.stops.hit or not last else self.stops.flush()
+        if self.stops is not None and self.stops.hit:
+            self.finish_reason = "stop"
+            self.counters = usage_counters(self.replay) if self.replay is not None else step.usage
+        elif last:
+            self.finish_reason = step.finish_reason
+            self.counters = step.usage
         self.reasoning += reasoning
         self.content += content
         return reasoning, content
@@ -115,18 +137,21 @@ class ReasoningController:
         choice = self._choice_text(kind, plan)
         if kind == "chat":
             yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-        async for step in self._steps(plan):
-            reasoning, content = choice.add(step)
-            final = step.finish_reason is not None
-            if not (reasoning and show) and not content and not final:
-                continue
-            chunk = {
-                **head,
-                "choices": [_delta(kind, reasoning if show else "", content, step.finish_reason)],
-            }
-            if final:
-                chunk["usage"] = _usage(len(plan.request.prompt_ids), [choice])
-            yield chunk
+        async with aclosing(self._steps(plan)) as steps:
+            async for step in steps:
+                reasoning, content = choice.add(step)
+                final = choice.finish_reason is not None
+                if not (reasoning and show) and not content and not final:
+                    continue
+                chunk = {
+                    **head,
+                    "choices": [_delta(kind, reasoning if show else "", content, choice.finish_reason)],
+                }
+                if final:
+                    chunk["usage"] = _usage(len(plan.request.prompt_ids), [choice])
+                yield chunk
+                if final:  # a stop string ends the choice before the generator does
+                    return
 
     # -- planning ----------------------------------------------------------------------------------
 
@@ -150,6 +175,10 @@ class ReasoningController:
                 raise RequestError(400, f"prompt: token ids must be in [0, {vocab_size})", "prompt")
         limit = self._token_limit(request, len(prompt), codec.context_length)
         bias = self._logit_bias(request, len(codec.tokenizer))
+        self._check_generator_url(request)
+        # Without a seed every request samples differently (and draws its own intervention choices);
+        # with one it is reproducible. Choice i uses seed + i either way.
+        seed = request.seed if request.seed is not None else secrets.randbits(63)
         requests = [
             DecodeRequest(
                 prompt,
@@ -157,7 +186,7 @@ class ReasoningController:
                 request.l2ray.intervention(),
                 temperature=request.temperature,
                 top_p=request.top_p,
-                seed=request.seed + index,
+                seed=seed + index,
                 logit_bias=bias,
                 logprobs=getattr(request, "logprobs", None) or 0,
                 ignore_eos=getattr(request, "ignore_eos", False),
@@ -169,7 +198,24 @@ class ReasoningController:
         except PolicyError as exc:
             raise RequestError(400, f"l2ray: {exc}", "l2ray") from None
         thinking = opens_thinking(prompt, codec.vocab)
-        return request, [Plan(i, r, thinking) for i, r in enumerate(requests)]
+        return request, [Plan(i, r, thinking, request.stop or []) for i, r in enumerate(requests)]
+
+    def _check_generator_url(self, request: Any) -> None:
+        """Refuse what the segment loop cannot do over HTTP (it passes sampling and logit_bias on)."""
+        if self.backend is None:
+            return
+        asked = {  # raw completions only; logprobs=0 asks for the chosen tokens' logprobs
+            "logprobs": getattr(request, "logprobs", None) is not None,
+            "ignore_eos": getattr(request, "ignore_eos", False),
+        }
+        refused = [name for name, on in asked.items() if on]
+        if refused:
+            raise RequestError(
+                400,
+                f"{refused[0]}: not available while this server generates through generator_url; omit it",
+                refused[0],
+                "unsupported_parameter",
+            )
 
     def _token_limit(self, request: Any, prompt_tokens: int, context: int) -> int:
         if request.n > self.config.max_n:
@@ -224,31 +270,55 @@ class ReasoningController:
     def _choice_text(self, kind: str, plan: Plan) -> ChoiceText:
         assert self._codec is not None
         splitter = ThinkingSplitter(plan.thinking) if kind == "chat" else None
-        return ChoiceText(plan.index, IncrementalDecoder(self._codec.tokenizer), splitter)
+        stops = StopStrings(plan.stop) if plan.stop else None
+        replay = self._codec.policy(plan.request) if plan.stop else None
+        return ChoiceText(plan.index, IncrementalDecoder(self._codec.tokenizer), splitter, stops, replay)
 
     async def _collect(self, kind: str, plan: Plan) -> ChoiceText:
         choice = self._choice_text(kind, plan)
-        async for step in self._steps(plan):
-            choice.add(step)
+        async with aclosing(self._steps(plan)) as steps:
+            async for step in steps:
+                choice.add(step)
+                if choice.finish_reason is not None:
+                    break
         return choice
 
     async def _steps(self, plan: Plan) -> AsyncIterator[GenStep]:
+        """The plan's tokens; closing this early (stop string, disconnect) stops the generator too."""
         if self.backend is None:
             assert self.generator is not None
-            async for group in self.generator.options(stream=True).generate.remote(plan.request):
-                for step in group:
-                    yield step
+            response = self.generator.options(stream=True).generate.remote(plan.request)
+            finished = False
+            try:
+                async for group in response:
+                    for step in group:
+                        finished = finished or step.finish_reason is not None
+                        yield step
+            finally:
+                if not finished:
+                    response.cancel()  # the replica frees the row (see Generator.generate)
             return
         assert self._codec is not None
-        policy = self._codec.policy(plan.request)
-        result = await run_segment_loop(
-            self.backend, plan.request.prompt_ids, policy, plan.request.max_tokens
+        request = plan.request
+        policy = self._codec.policy(request)
+        sampling = Sampling(request.temperature, request.top_p, request.seed)
+        deltas = stream_segment_loop(
+            self.backend,
+            request.prompt_ids,
+            policy,
+            request.max_tokens,
+            sampling=sampling,
+            logit_bias=request.logit_bias,
         )
-        steps = [GenStep(token) for token in result.tokens] or [GenStep(self._codec.pad_id, is_stop=True)]
-        steps[-1].finish_reason = result.finish_reason
-        steps[-1].usage = usage_counters(policy)
-        for step in steps:
-            yield step
+        async with aclosing(deltas):
+            async for delta in deltas:  # one group per generator call: streams as the loop goes
+                steps = [GenStep(token) for token in delta.tokens]
+                if delta.finish_reason is not None:
+                    steps = steps or [GenStep(self._codec.pad_id, is_stop=True)]
+                    steps[-1].finish_reason = delta.finish_reason
+                    steps[-1].usage = usage_counters(policy)
+                for step in steps:
+                    yield step
 
 
 def _codec_from_uri(model: str, tracking_uri: str | None) -> Codec:

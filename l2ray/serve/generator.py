@@ -59,16 +59,27 @@ class Generator:
         }
 
     async def generate(self, request: DecodeRequest) -> AsyncIterator[list[GenStep]]:
-        """Stream one request's tokens (batched with whatever else is in flight), in small groups."""
+        """Stream one request's tokens (batched with whatever else is in flight), in small groups.
+
+        A caller that goes away early (a stop string was found, the client disconnected) cancels
+        this call; the request is then marked cancelled so the decode loop drops its row instead of
+        decoding it to ``max_tokens`` for no one.
+        """
         group: list[GenStep] = []
         flushed = time.monotonic()
-        async for step in self._batched(request):
-            group.append(step)
-            if step.finish_reason is not None or time.monotonic() - flushed >= FLUSH_S:
+        finished = False
+        try:
+            async for step in self._batched(request):
+                group.append(step)
+                finished = step.finish_reason is not None
+                if finished or time.monotonic() - flushed >= FLUSH_S:
+                    yield group
+                    group, flushed = [], time.monotonic()
+            if group:
                 yield group
-                group, flushed = [], time.monotonic()
-        if group:
-            yield group
+        finally:
+            # The batch holds this very object (same process): the engine reads the flag each step.
+            request.cancelled = request.cancelled or not finished
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01, max_concurrent_batches=2)
     async def _batched(self, requests: list[DecodeRequest]) -> AsyncIterator[list[Any]]:

@@ -1,14 +1,17 @@
 """The HTTP front door: OpenAI-compatible routes, API keys, body limit, per-key concurrency.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming SSE or not),
-``GET /v1/models``, ``GET /healthz`` (always open). Every refusal is an OpenAI-style error body.
+``GET /v1/models``, ``GET /healthz`` (always open). Every refusal is an OpenAI-style error body; a
+failure after a stream has started arrives as an SSE ``data: {"error": …}`` event before ``[DONE]``
+(the status line has already gone out). Configured API keys that cannot be read stop the replica
+from starting (see `l2ray.serve.security`).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the route signatures that Serve rebinds.
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -49,6 +52,30 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(RequestError(500, f"internal error: {type(exc).__name__}"))
 
 
+def _sse_data(body: Any) -> str:
+    """One SSE event carrying ``body`` as JSON."""
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+async def sse_events(
+    chunks: AsyncIterator[dict[str, Any]], release: Callable[[], None]
+) -> AsyncIterator[str]:
+    """Chunk bodies as SSE events, then ``[DONE]``; ``release`` runs once the stream is over.
+
+    An exception mid-stream is logged and sent as an OpenAI error event (clients such as the openai
+    package raise it) followed by ``[DONE]``, so a failure never looks like a short, finished answer.
+    """
+    try:
+        async for chunk in chunks:
+            yield _sse_data(chunk)
+    except Exception as exc:
+        logger.exception("error while streaming a response")
+        yield _sse_data(RequestError(500, f"internal error while streaming: {type(exc).__name__}").body())
+    finally:
+        release()
+    yield "data: [DONE]\n\n"
+
+
 @serve.deployment(name="Ingress", max_ongoing_requests=256)
 @serve.ingress(api)
 class Ingress:
@@ -57,10 +84,17 @@ class Ingress:
     def __init__(self, controller: DeploymentHandle, settings: dict[str, Any]) -> None:
         self.config = ServeConfig.model_validate(settings)
         self.controller = controller
+        # Raises ApiKeyConfigError (the replica does not start) when configured keys cannot be read.
         self.guard = KeyGuard(load_keys(self.config.api_keys_env, self.config.api_keys_file))
         self.limiter = ConcurrencyLimiter(self.config.max_concurrency_per_key)
         self.names = {self.config.served_model_name} | ({self.config.model} if self.config.model else set())
-        logger.info("l2ray ingress up; API keys %s", "required" if self.guard.enabled else "off")
+        if self.guard.enabled:
+            logger.info("l2ray ingress up; API keys required")
+        else:
+            logger.warning(
+                "l2ray ingress up WITHOUT API keys: anyone who reaches this port can use it "
+                "(set serve.api_keys_env or serve.api_keys_file to require keys)"
+            )
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -111,15 +145,8 @@ class Ingress:
             if head["status"] != 200:
                 return JSONResponse(head["body"], status_code=head["status"])
             streaming = True
-            return StreamingResponse(self._sse(chunks, who), media_type="text/event-stream")
+            events = sse_events(chunks, lambda: self.limiter.release(who))
+            return StreamingResponse(events, media_type="text/event-stream")
         finally:
             if not streaming:
                 self.limiter.release(who)
-
-    async def _sse(self, chunks: AsyncIterator[dict[str, Any]], who: str) -> AsyncIterator[str]:
-        try:
-            async for chunk in chunks:
-                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
-            yield "data: [DONE]\n\n"
-        finally:
-            self.limiter.release(who)

@@ -1,7 +1,11 @@
 """The OpenAI-compatible wire format: request schemas, l2ray options, error bodies.
 
-Unknown top-level OpenAI fields are ignored (clients send many); the ``l2ray`` options object is
-strict, so a misspelt knob is an error instead of a silent no-op.
+Unknown top-level fields that cannot change the output are ignored (``user``, ``metadata``,
+``stream_options``…: clients send many). OpenAI fields that would change the output but are not
+implemented (penalties, chat ``logprobs``, ``tools``, ``response_format``, ``echo``…) are refused
+with a 400 naming the field when they carry anything but their neutral value, so a client never gets
+an answer that silently ignored what it asked for. The ``l2ray`` options object is strict, so a
+misspelt knob is an error instead of a silent no-op.
 
 Example:
     >>> body = {"model": "l2ray", "messages": [{"role": "user", "content": "1+1?"}],
@@ -14,9 +18,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from l2ray.decode.config import InterventionConfig
+
+MAX_SEED = 2**63 - 1
+MAX_STOP = 4
+"""OpenAI's limit on stop sequences; each is searched for after every token, so they stay few."""
+MAX_STOP_CHARS = 200
 
 
 class L2rayOptions(InterventionConfig):
@@ -38,6 +48,11 @@ class Message(BaseModel):
     content: str
 
 
+def unsupported(fix: str) -> PydanticCustomError:
+    """The error of a known OpenAI field this server does not implement (code ``unsupported_parameter``)."""
+    return PydanticCustomError("unsupported_parameter", "not supported by this server; {fix}", {"fix": fix})
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -46,9 +61,37 @@ class _Common(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1)
     stream: bool = False
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    """``None``: the controller draws a fresh seed per request, so sampling varies between calls."""
+    stop: list[str] | None = None
+    """Stop strings (a single string is accepted): the answer ends before the first one it contains."""
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[int, float] | None = None
     l2ray: L2rayOptions = Field(default_factory=L2rayOptions)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("stop")
+    @classmethod
+    def _valid_stop(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop strings, got {len(value)}; send fewer")
+        if any(not s or len(s) > MAX_STOP_CHARS for s in value):
+            raise ValueError(f"each stop string must have 1 to {MAX_STOP_CHARS} characters")
+        return value or None
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_penalty(cls, value: float | None) -> float | None:
+        if value:
+            raise unsupported("omit it or send 0")
+        return value
 
 
 class ChatRequest(_Common):
@@ -57,6 +100,32 @@ class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("logprobs", "top_logprobs")
+    @classmethod
+    def _no_chat_logprobs(cls, value: bool | int | None) -> bool | int | None:
+        if value:
+            raise unsupported("omit it (/v1/completions returns logprobs)")
+        return value
+
+    @field_validator("tools", "functions")
+    @classmethod
+    def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
+        if value:
+            raise unsupported("omit it; the model answers in text only")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value and value.get("type", "text") != "text":
+            raise unsupported("omit it or send {'type': 'text'}")
+        return value
 
     def token_limit(self) -> int | None:
         """``max_completion_tokens`` (the newer name) or ``max_tokens``."""
@@ -71,6 +140,23 @@ class CompletionRequest(_Common):
     logprobs: int | None = Field(default=None, ge=0, le=20)
     return_tokens_as_token_ids: bool = False
     ignore_eos: bool = False
+    echo: bool = False
+    best_of: int | None = Field(default=None, ge=1)
+    suffix: str | None = None
+
+    @field_validator("echo", "suffix")
+    @classmethod
+    def _no_echo_or_suffix(cls, value: bool | str | None) -> bool | str | None:
+        if value:
+            raise unsupported("omit it")
+        return value
+
+    @field_validator("best_of")
+    @classmethod
+    def _no_best_of(cls, value: int | None) -> int | None:
+        if value is not None and value > 1:
+            raise unsupported("omit it or send 1 (ask for n choices instead)")
+        return value
 
     def token_limit(self) -> int:
         return self.max_tokens

@@ -1,9 +1,11 @@
 """API keys, body-size limit and per-key concurrency for the ingress.
 
 Keys come from an environment variable (comma- or newline-separated) and/or a secret file (one per
-line); with none configured the server is open. A presented key is compared with every configured
-key in constant time; only a short hash of it (``key_id``) is ever used as an identifier, so a key
-never reaches a log line or an error body.
+line); with neither configured the server is open. Configuring one fails closed: a named variable
+that is unset or holds no key, or a key file that is missing or empty, stops the server from
+starting (`ApiKeyConfigError`) instead of serving without keys. A presented key is compared with
+every configured key in constant time; only a short hash of it (``key_id``) is ever used as an
+identifier, so a key never reaches a log line or an error body.
 
 Example:
     >>> guard = KeyGuard(["s3cret"])
@@ -23,17 +25,46 @@ from l2ray.serve.protocol import RequestError
 ANONYMOUS = "anonymous"
 
 
+class ApiKeyConfigError(RuntimeError):
+    """API keys are configured but none can be read: the server must not start open."""
+
+
 def load_keys(env_var: str | None, key_file: str | None) -> list[str]:
-    """Configured keys from ``$env_var`` and ``key_file``; a named file that is missing is an error."""
+    """Configured keys from ``$env_var`` and ``key_file``; ``[]`` (an open server) only when neither is named.
+
+    Raises `ApiKeyConfigError` when a named source yields no key: a secret that failed to reach the
+    replica must not turn a protected deployment into an open one.
+    """
     keys: list[str] = []
-    if env_var and os.environ.get(env_var):
-        keys += os.environ[env_var].replace("\n", ",").split(",")
+    if env_var:
+        from_env = _split(os.environ.get(env_var, "").replace("\n", ","), ",")
+        if not from_env:
+            state = "is not set" if env_var not in os.environ else "holds no key"
+            raise ApiKeyConfigError(
+                f"serve.api_keys_env names ${env_var}, but it {state} in this replica, so the server "
+                f"refuses to start without keys. Set {env_var} to comma-separated keys where the server "
+                "runs (e.g. from a Kubernetes Secret), or set serve.api_keys_env to null for an open server."
+            )
+        keys += from_env
     if key_file:
         path = Path(key_file)
         if not path.is_file():
-            raise FileNotFoundError(f"serve.api_keys_file {key_file!r} does not exist; create it or unset it")
-        keys += path.read_text(encoding="utf-8").splitlines()
-    return [k.strip() for k in keys if k.strip()]
+            raise ApiKeyConfigError(
+                f"serve.api_keys_file {key_file!r} does not exist; create it (one key per line) or unset it"
+            )
+        from_file = _split(path.read_text(encoding="utf-8"), "\n")
+        if not from_file:
+            raise ApiKeyConfigError(
+                f"serve.api_keys_file {key_file!r} holds no key, so the server refuses to start without "
+                "keys; write one key per line, or unset serve.api_keys_file for an open server"
+            )
+        keys += from_file
+    return keys
+
+
+def _split(text: str, separator: str) -> list[str]:
+    """The non-blank, stripped keys of ``text``."""
+    return [k.strip() for k in text.split(separator) if k.strip()]
 
 
 def key_id(key: str) -> str:

@@ -10,7 +10,14 @@ import pytest
 from l2ray.decode.config import InterventionConfig
 from l2ray.decode.engine import Completion, DecodeRequest, LocalGenerator
 from l2ray.decode.processors import BudgetForcingLogitsProcessor, LanguageTagLogitsProcessor, PolicyBatch
-from l2ray.decode.segment import EngineBackend, run_segment_loop
+from l2ray.decode.segment import (
+    EngineBackend,
+    Sampling,
+    SegmentDelta,
+    SegmentResult,
+    run_segment_loop,
+    stream_segment_loop,
+)
 from l2ray.languages import tag_token
 from l2ray.text import tag_languages
 
@@ -49,13 +56,43 @@ def test_force_yields_only_the_forced_tag(generator):
         assert c.switches == 0 and c.language_mix == {"ja": 1.0}
 
 
-def test_budget_with_ignore_appends_wait(generator):
-    tokenizer = generator.engine.tokenizer
-    ignore = InterventionConfig(max_thinking_tokens=4, num_ignore=2, ignore_str="Wait")
-    [c] = generator.generate(CHATS[:1], ignore, max_tokens=12)
-    assert c.thinking_tokens == 4 and "</think>" in c.text
-    # with a budget too small for "Wait" the end of thinking simply passes
-    assert len(tokenizer("Wait", add_special_tokens=False)["input_ids"]) >= 1
+def test_budget_with_ignore_turns_early_ends_of_thinking_into_wait(generator):
+    """s1's ignore: while ignores and budget remain, a chosen ``</think>`` becomes ``ignore_str``."""
+    engine = generator.engine
+    wait = engine.codec.encode("Wait")
+    prompt = engine.codec.chat_prompt(CHATS[0])
+
+    def eager_to_stop_thinking(budget: int) -> Completion:
+        # +100 on </think>: the model tries to close its thinking at every position.
+        knobs = InterventionConfig(max_thinking_tokens=budget, num_ignore=2, ignore_str="Wait")
+        request = DecodeRequest(prompt, 12, knobs, logit_bias={engine.vocab.think_end_id: 100.0})
+        [completion] = engine.complete([request])
+        return completion
+
+    roomy = eager_to_stop_thinking(budget=10)
+    thinking, closed, _ = roomy.text.partition("</think>")
+    assert closed and thinking == "WaitWait"  # two ignores, then the third attempt passes
+    assert roomy.thinking_tokens == 2 * len(wait)
+
+    # a budget with no room for another "Wait" lets the end of thinking through at once
+    tight = eager_to_stop_thinking(budget=len(wait))
+    assert tight.text.startswith("</think>") and tight.thinking_tokens == 0
+
+
+def test_a_cancelled_row_ends_at_the_next_step_and_the_others_go_on(generator):
+    engine = generator.engine
+    prompt = engine.codec.encode("What is")
+    keep, drop = DecodeRequest(prompt, 8), DecodeRequest(prompt, 8)
+    kept, dropped = [], []
+    for step, (first, second) in enumerate(engine.stream([keep, drop])):
+        kept.append(first)
+        dropped.append(second)
+        if step == 1:
+            drop.cancelled = True  # what the serve Generator does when its caller goes away
+    assert [e is not None for e in dropped] == [True, True] + [False] * (len(dropped) - 2)
+    [alone] = engine.run([DecodeRequest(prompt, 8)])
+    assert [e.token for e in kept if e] == [e.token for e in alone]
+    assert kept[-1].finish_reason in {"stop", "length"}
 
 
 def test_a_request_is_reproducible_whatever_it_is_batched_with(generator):
@@ -112,3 +149,46 @@ def test_segment_loop_makes_the_same_choices_as_the_processors(generator, knobs)
     assert loop_policy.language_tokens == fast_policy.language_tokens
     assert loop_policy.switches == fast_policy.switches
     assert fast_policy.language_tokens, "the case must exercise tags"
+
+
+def test_segment_loop_passes_sampling_and_logit_bias_to_the_generator(generator):
+    """Seeded sampling is reproducible and follows the seed; the request's logit_bias reaches every call."""
+    engine = generator.engine
+    prompt = engine.codec.chat_prompt(CHATS[0])
+    request = DecodeRequest(prompt, 24, InterventionConfig(max_thinking_tokens=10))
+
+    def sample(seed: int, **kwargs) -> SegmentResult:
+        policy = engine.codec.policy(request)
+        loop = run_segment_loop(EngineBackend(engine), prompt, policy, 24, chunk=8, **kwargs)
+        return asyncio.run(loop)
+
+    first, again = sample(3, sampling=Sampling(1.0, 1.0, 3)), sample(3, sampling=Sampling(1.0, 1.0, 3))
+    other = sample(4, sampling=Sampling(1.0, 1.0, 4))
+    greedy = sample(3)
+    assert first.tokens == again.tokens
+    assert other.tokens != first.tokens and greedy.tokens != first.tokens
+
+    favourite = engine.codec.encode(" seven")[0]
+    biased = sample(3, logit_bias={favourite: 100.0})
+    answer = biased.tokens[biased.tokens.index(engine.vocab.think_end_id) + 1 :]
+    assert answer and set(answer) == {favourite}
+
+
+def test_segment_loop_streams_a_delta_per_generator_call(generator):
+    engine = generator.engine
+    prompt = engine.codec.chat_prompt(CHATS[1])
+    request = DecodeRequest(prompt, 30, InterventionConfig(force="ko", max_thinking_tokens=12))
+
+    async def deltas() -> list[SegmentDelta]:
+        policy = engine.codec.policy(request)
+        stream = stream_segment_loop(EngineBackend(engine), prompt, policy, 30, chunk=4)
+        return [delta async for delta in stream]
+
+    streamed = asyncio.run(deltas())
+    whole = asyncio.run(
+        run_segment_loop(EngineBackend(engine), prompt, engine.codec.policy(request), 30, chunk=4)
+    )
+    assert len(streamed) > 2 and all(d.finish_reason is None for d in streamed[:-1])
+    assert [t for d in streamed for t in d.tokens] == whole.tokens
+    assert streamed[-1].finish_reason == whole.finish_reason
+    assert [d.calls for d in streamed] == sorted(d.calls for d in streamed)  # tokens as calls return

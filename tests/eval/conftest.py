@@ -10,18 +10,19 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from evalkit import Behaviour, FakeChatServer, free_port
 
 
 @pytest.fixture
-def chat_server() -> Iterator[Callable[[Behaviour], FakeChatServer]]:
-    """Start fake chat servers with a given behaviour; all are shut down after the test."""
+def chat_server() -> Iterator[Callable[..., FakeChatServer]]:
+    """Start fake chat servers (`FakeChatServer` arguments); all are shut down after the test."""
     servers: list[FakeChatServer] = []
 
-    def start(behaviour: Behaviour) -> FakeChatServer:
-        servers.append(FakeChatServer(behaviour))
+    def start(behaviour: Behaviour, **options: Any) -> FakeChatServer:
+        servers.append(FakeChatServer(behaviour, **options))
         return servers[-1]
 
     yield start

@@ -20,22 +20,40 @@ class FakeChatServer:
     """A threaded HTTP server on 127.0.0.1 speaking enough of the OpenAI chat API for evaluation.
 
     ``behaviour(body) -> (status, json)`` decides each answer; every request body is kept in
-    ``requests`` so tests can check what was sent.
+    ``requests`` so tests can check what was sent. ``GET /models`` lists ``models`` (404 when ``None``,
+    like a server without that route); with ``api_key`` set, every route wants that bearer key (401).
     """
 
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(
+        self, behaviour: Behaviour, models: tuple[str, ...] | None = ("fake",), api_key: str | None = None
+    ) -> None:
         self.behaviour = behaviour
+        self.models = models
         self.requests: list[dict[str, Any]] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                if self._refused():
+                    return
+                if not self.path.rstrip("/").endswith("/models") or server.models is None:
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                cards = [{"id": name, "object": "model"} for name in server.models]
+                self._send(200, {"object": "list", "data": cards})
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self._refused():
+                    return
                 server.requests.append(body)
                 self._send(*server.behaviour(body))
+
+            def _refused(self) -> bool:
+                if api_key is None or self.headers.get("Authorization") == f"Bearer {api_key}":
+                    return False
+                self._send(401, {"error": {"message": "invalid API key", "code": "invalid_api_key"}})
+                return True
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
@@ -58,14 +76,16 @@ class FakeChatServer:
         self.httpd.server_close()
 
 
-def completion(text: str, finish_reason: str = "stop") -> dict[str, Any]:
-    """An OpenAI chat completion body holding ``text``."""
+def completion(text: str, finish_reason: str = "stop", reasoning: str | None = None) -> dict[str, Any]:
+    """An OpenAI chat completion body holding ``text`` (and ``reasoning_content``, as servers that split
+    the thinking out send it)."""
+    message = {"role": "assistant", "content": text}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
     return {
         "id": "x",
         "object": "chat.completion",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": 5, "completion_tokens": len(text.split()), "total_tokens": 5},
     }
 
@@ -127,6 +147,36 @@ def register_versions(tracking_uri: str, name: str, count: int, artifact_dir: Pa
         version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
         versions.append(str(version.version))
     return versions
+
+
+def log_student(tracking_uri: str, name: str, student_path: Path, artifact_dir: Path) -> str:
+    """Log the student with ``mlflow.transformers`` (as `l2ray train` does) as a new version of ``name``."""
+    import mlflow
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        experiment = mlflow.get_experiment_by_name("student-fixture")
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else mlflow.create_experiment("student-fixture", artifact_location=artifact_dir.as_uri())
+        )
+        with mlflow.start_run(experiment_id=experiment_id):
+            info = mlflow.transformers.log_model(
+                transformers_model={
+                    "model": AutoModelForCausalLM.from_pretrained(student_path),
+                    "tokenizer": AutoTokenizer.from_pretrained(student_path),
+                },
+                name="model",
+                task="text-generation",
+                pip_requirements=["transformers", "torch"],
+                registered_model_name=name,
+            )
+    finally:
+        mlflow.set_tracking_uri(previous)  # other tests must not inherit this store
+    return str(info.registered_model_version)
 
 
 def free_port() -> int:

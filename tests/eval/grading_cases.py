@@ -69,11 +69,27 @@ CASES: list[tuple[str, str, str, str | None, bool]] = [
     ("", "5", "math", None, False),
     (r"<think>17 × 23 = 391. So the answer is \boxed{39", "391", "math", None, False),
     ("<think>Let me compute 17 × 23 step by", "391", "math", None, False),
+    # A complete answer inside thinking that never closed is cut-off reasoning, not an answer.
+    (r"<think>17 × 23 = 391, so \boxed{391}", "391", "math", None, False),
+    (r"<think>So the answer is \boxed{391}", "391", "integer", None, False),
+    ("<think>The answer is C", "C", "letter", None, False),
     # --- integers (AIME style)
     (r"\boxed{033}", "33", "integer", "033", True),
     (r"\boxed{33.5}", "33", "integer", "33.5", False),
     # Not an integer literal: math-verify decides, 66/2 == 33.
     (r"\boxed{\frac{66}{2}}", "33", "integer", r"\frac{66}{2}", True),
+    # Commas only as thousands separators, and never digits joined across spaces: a list of two
+    # numbers is not their concatenation.
+    (r"\boxed{3, 5}", "35", "integer", "3, 5", False),
+    (r"\boxed{2 3}", "23", "integer", "2 3", False),
+    (r"\boxed{1,2}", "12", "integer", "1,2", False),
+    ("The answer is 1,2", "12", "integer", "1,2", False),
+    (r"\boxed{12,34}", "1234", "integer", "12,34", False),
+    (r"\boxed{1,000}", "1000", "integer", "1,000", True),
+    (r"\boxed{-12,345}", "-12345", "integer", "-12,345", True),
+    (r"\boxed{1\,000}", "1000", "integer", r"1\,000", True),
+    (r"\boxed{ 42 }", "42", "integer", "42", True),
+    ("The answer is 42 .", " 42 ", "integer", "42", True),
     # --- multiple choice letters, extracted strictly
     (r"\boxed{C}", "C", "letter", "C", True),
     (r"\boxed{(B)}", "C", "letter", "B", False),

@@ -7,13 +7,14 @@ import statistics
 from pathlib import Path
 
 import pytest
-from evalkit import completion, make_recipe, mini_answers, question_of
+from evalkit import completion, make_recipe, mini_answers, question_of, register_versions
 from typer.testing import CliRunner
 
 from l2ray.cli import app
 from l2ray.eval.engines import EndpointError
 from l2ray.eval.report import read_samples
 from l2ray.eval.runner import run_eval
+from l2ray.eval.tracking import EVAL_RUN_TAG, registry_client
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -65,7 +66,8 @@ def test_in_process_eval_writes_report_and_its_numbers_recount(
         assert record["truncated"] == (record["finish_reason"] == "length")
 
     fp = summary["fingerprint"]
-    assert fp["model"]["uri"] == str(student_path) and fp["engine"] == {"kind": "local", "endpoint": None}
+    assert fp["model"]["uri"] == str(student_path)
+    assert fp["engine"] == {"kind": "local", "endpoint": None, "served_model": None}
     assert fp["sampling"] == {"temperature": 0.0, "max_tokens": 12, "samples": 2, "seed": 0, "limit": 3}
     assert fp["datasets"][0]["name"] == "mini" and fp["grader"].startswith("l2ray-grader")
     assert fp["configurations"]["boost_zh"]["boost"] == ["zh"]
@@ -117,7 +119,47 @@ def test_http_eval_counts_failed_requests_instead_of_dropping_them(
     # Each failing request was tried twice (max_retries=1); every body carried the intervention.
     assert len(server.requests) == 2 + 2 * 2
     assert all(b["l2ray"]["boost"] == ["zh"] and b["l2ray"]["show_thinking"] for b in server.requests)
-    assert result.summary["fingerprint"]["engine"] == {"kind": "http", "endpoint": server.base_url}
+    # No eval.served_model: the one model the endpoint lists is asked for, and recorded.
+    assert {b["model"] for b in server.requests} == {"fake"}
+    engine = {"kind": "http", "endpoint": server.base_url, "served_model": "fake"}
+    assert result.summary["fingerprint"]["engine"] == engine
+
+
+@pytest.mark.slow
+def test_http_eval_of_a_registry_version_asks_for_the_served_name_and_fails_when_refused(
+    ray_cluster, student_path, tmp_path: Path, chat_server
+) -> None:
+    # Like l2ray serve: /v1/models lists only the served name, any other model is a 404.
+    answers = mini_answers()
+
+    def behaviour(body: dict) -> tuple[int, dict]:
+        if body["model"] != "l2ray":
+            return 404, {"error": {"message": f"model {body['model']!r} does not exist; served: 'l2ray'"}}
+        return 200, completion(f"<|lang:en|>easy</think>\n\n\\boxed{{{answers[question_of(body)]}}}")
+
+    server = chat_server(behaviour, models=("l2ray",))
+    recipe = make_recipe(tmp_path, student_path, limit=2, endpoint=server.base_url)
+    [version] = register_versions(recipe.tracking_uri, "l2ray-eval-test", 1, tmp_path)
+    uri = f"models:/l2ray-eval-test/{version}"
+    client = registry_client(recipe.tracking_uri)
+
+    # Sending the pinned registry URI (as a recipe naming it does) is refused on every request: the run
+    # fails instead of logging accuracy 0 and tagging the version with it.
+    pinned = recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"served_model": uri})})
+    with pytest.raises(EndpointError, match=r"refused all 2 requests \(first: HTTP 404: .*does not exist"):
+        run_eval(pinned, model=uri, label="pinned")
+    assert EVAL_RUN_TAG not in client.get_model_version("l2ray-eval-test", version).tags
+    assert not (recipe.run_dir / "eval" / "pinned").exists()
+
+    # Without eval.served_model the endpoint's own name is asked for; the version gets its evaluation.
+    result = run_eval(recipe, model=uri)
+    m = result.summary["results"]["mini"]["off"]
+    assert (m["failures"], m["accuracy"]) == (0, 1.0)
+    assert {b["model"] for b in server.requests[-2:]} == {"l2ray"}
+    assert result.summary["fingerprint"]["engine"]["served_model"] == "l2ray"
+    assert result.summary["fingerprint"]["model"]["uri"] == uri
+    tags = client.get_model_version("l2ray-eval-test", version).tags
+    assert tags[EVAL_RUN_TAG] == result.mlflow_run_id
 
 
 def test_unreachable_endpoint_is_a_clear_error(student_path, tmp_path: Path) -> None:
@@ -136,7 +178,9 @@ def test_cli_reports_bad_benchmarks_in_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_eval_through_the_serve_graph(ray_cluster, student_path, tmp_path: Path) -> None:
-    from evalkit import free_port
+    # The usual deployment: the server runs the champion alias, the eval names the pinned version.
+    # l2ray serve answers only to its served_model_name, so the eval must ask /v1/models for it.
+    from evalkit import free_port, log_student
     from ray import serve
 
     from l2ray.serve.api import run_server
@@ -144,16 +188,22 @@ def test_eval_through_the_serve_graph(ray_cluster, student_path, tmp_path: Path)
     recipe = make_recipe(
         tmp_path, student_path, limit=2, max_tokens=10, configurations={"force_zh": {"force": "zh"}}
     )
+    name = recipe.registered_model_name
+    version = log_student(recipe.tracking_uri, name, student_path, tmp_path / "artifacts")
+    registry_client(recipe.tracking_uri).set_registered_model_alias(name, "champion", version)
     try:
-        url = run_server(recipe, model_uri=str(student_path), port=free_port())
-        result = run_eval(recipe, endpoint=url, label="served")
+        url = run_server(recipe, model_uri=f"models:/{name}@champion", port=free_port())
+        result = run_eval(recipe, model=f"models:/{name}/{version}", endpoint=url, label="served")
     finally:
         serve.shutdown()
     m = result.summary["results"]["mini"]["force_zh"]
     assert (m["samples"], m["failures"]) == (2, 0)
     assert m["engine_completion_tokens_mean"] <= 10
+    assert result.summary["fingerprint"]["engine"]["served_model"] == recipe.serve.served_model_name
     for record in read_samples(result.out_dir / "samples.jsonl"):
         # The server forced Chinese: the thinking opens with the zh tag and the usage says how much it cost.
         assert record["response"].startswith("<|lang:zh|>")
         assert record["engine_usage"]["completion_tokens"] <= 10
         assert record["truncated"] == (record["finish_reason"] == "length")
+    tags = registry_client(recipe.tracking_uri).get_model_version(name, version).tags
+    assert tags[EVAL_RUN_TAG] == result.mlflow_run_id

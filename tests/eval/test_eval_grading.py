@@ -33,6 +33,19 @@ def test_reasons_say_how_the_answer_was_found() -> None:
 def test_answer_region_is_after_the_last_think_end() -> None:
     assert answer_region("<think>a</think>b</think>c") == "c"
     assert answer_region("no thinking") == "no thinking"
+    # Thinking that was opened and never closed has no answer region.
+    assert answer_region("<think>still thinking") is None
+    assert answer_region("still thinking", starts_in_thinking=True) is None
+    assert answer_region("a</think>b", starts_in_thinking=True) == "b"
+
+
+def test_an_answer_in_thinking_the_prompt_opened_is_not_credited() -> None:
+    # The in-process engine's prompt ends with <think>, so its text starts mid-thinking without the tag.
+    cut = r"17 × 23 = 391, so \boxed{391}"
+    assert grade_answer(cut, "391") == Grade("391", True, "boxed: equivalent")  # a model that never thinks
+    assert grade_answer(cut, "391", starts_in_thinking=True) == Grade(None, False, "thinking never closed")
+    closed = grade_answer(f"{cut}</think> So \\boxed{{391}}.", "391", "integer", starts_in_thinking=True)
+    assert closed == Grade("391", True, "boxed: integer matches")
 
 
 def test_bad_gold_and_answer_type_are_clear_errors() -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from evalkit import completion, make_recipe
+from evalkit import completion, make_recipe, mini_answers, question_of, register_versions
 from transformers import AutoTokenizer
 
 from l2ray.eval.pilot import per_language, pilot_problems, run_pilot, tokenizer_compression
+from l2ray.eval.promotion import promote
+from l2ray.eval.runner import run_eval
+from l2ray.eval.tracking import EVAL_HASH_TAG, EVAL_RUN_TAG, STAGE_TAG, registry_client
 from l2ray.languages import LANGUAGES
 from l2ray.synth.api import translate_questions
 
@@ -76,3 +79,36 @@ def test_pilot_asks_each_language_and_reports_per_language(
     for name in ("pilot.png", "report.md", "summary.json", "samples.jsonl"):
         assert (result.out_dir / name).stat().st_size > 0
     assert "Pilot: the same problems in each language" in (result.out_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_pilot_of_a_version_leaves_its_evaluation_for_promotion(
+    ray_cluster, student_path, tmp_path: Path, chat_server
+) -> None:
+    answers = mini_answers()
+
+    def behaviour(body: dict) -> tuple[int, dict]:
+        # Mini questions answered right; pilot questions (seed set, any language) answered 0.
+        gold = answers.get(question_of(body), "0")
+        return 200, completion(f"<|lang:en|>Let me think.</think>\n\n\\boxed{{{gold}}}")
+
+    server = chat_server(behaviour)
+    recipe = make_recipe(tmp_path, student_path, limit=2, pilot_languages=["zh"], endpoint=server.base_url)
+    name = recipe.registered_model_name
+    register_versions(recipe.tracking_uri, name, 2, tmp_path)
+    evals = {v: run_eval(recipe, model=f"models:/{name}/{v}") for v in ("1", "2")}
+    pilot = run_pilot(recipe, model=f"models:/{name}/2")
+
+    client = registry_client(recipe.tracking_uri)
+    tags = client.get_model_version(name, "2").tags
+    assert tags[EVAL_RUN_TAG] == evals["2"].mlflow_run_id
+    assert tags[EVAL_HASH_TAG] == evals["2"].summary["comparable_hash"]
+    assert pilot.summary["comparable_hash"] != evals["2"].summary["comparable_hash"]
+    # The pilot is still logged, findable by its stage and version.
+    run = client.get_run(pilot.mlflow_run_id)
+    assert run.data.tags[STAGE_TAG] == "pilot" and run.data.tags["l2ray.model_version"] == "2"
+    # Promotion compares the two evaluations (equal fingerprints), not the pilot: 2 may replace 1.
+    assert promote(recipe, "1").outcome == "promoted"
+    decision = promote(recipe, "2")
+    assert decision.outcome == "promoted", decision.reasons
+    assert decision.reasons[0].startswith("mini/off: accuracy 1.000 vs champion 1.000")

@@ -82,7 +82,8 @@ def _check_promotion_flow(recipe, client: MlflowClient) -> None:
 def test_promotion_on_sqlite_and_on_a_real_mlflow_server(
     mlflow_server, ray_cluster, student_path, tmp_path: Path, chat_server
 ) -> None:
-    server = chat_server(_server_behaviour)
+    # The server lists every version, so each evaluation asks for its own (`served_model_id`).
+    server = chat_server(_server_behaviour, models=tuple(f"models:/{MODEL}/{v}" for v in BEHAVIOUR))
     eval_fields = {"limit": 3, "max_tokens": 48, "concurrency": 4, "gate": GATE}
 
     # sqlite store: every version evaluated for real, then the promotion flow.

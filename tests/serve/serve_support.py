@@ -70,3 +70,11 @@ def first_tag(text: str) -> str | None:
     positions = {code: text.find(tag_token(code)) for code in LANGS}
     found = {code: pos for code, pos in positions.items() if pos >= 0}
     return min(found, key=found.get) if found else None
+
+
+def a_stop_string_from(text: str) -> tuple[str, str]:
+    """A 3-character stop string from the second half of ``text``, and the text a stop there leaves."""
+    candidates = (text[i : i + 3] for i in range(len(text) // 2, len(text) - 2))
+    stop = next((c for c in candidates if c.isprintable() and c.strip()), None)
+    assert stop, f"no printable stop string in {text!r}"
+    return stop, text[: text.index(stop)]

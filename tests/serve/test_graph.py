@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from serve_support import API_KEY, first_tag
+from serve_support import API_KEY, a_stop_string_from, first_tag
 
 from l2ray.decode.config import InterventionConfig
 from l2ray.decode.engine import DecodeRequest, LocalGenerator
@@ -93,6 +93,25 @@ def test_plain_and_streaming_agree_and_report_usage(client, local):
     )
     assert "reasoning_content" not in hidden.choices[0].message.model_dump(exclude_none=True)
     assert hidden.choices[0].message.content == message["content"]
+
+
+def test_stop_strings_end_the_answer_plain_and_streamed(client):
+    """The graph stops at a stop string (the Generator is told to stop) and never sends one."""
+    knobs = {"extra_body": {"l2ray": {"max_thinking_tokens": 8}}}
+    whole = client.chat.completions.create(model="l2ray", messages=QUESTION, max_tokens=40, **knobs)
+    stop, expected = a_stop_string_from(whole.choices[0].message.content)
+
+    cut = client.chat.completions.create(model="l2ray", messages=QUESTION, max_tokens=40, stop=stop, **knobs)
+    assert cut.choices[0].message.content == expected
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.usage.completion_tokens < whole.usage.completion_tokens
+
+    stream = client.chat.completions.create(
+        model="l2ray", messages=QUESTION, max_tokens=40, stop=[stop], stream=True, **knobs
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
+    assert chunks[-1].choices[0].finish_reason == "stop"
 
 
 def test_force_yields_only_the_forced_tag(client):

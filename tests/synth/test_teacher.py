@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 from fake_teacher import FakeTeacher
 from synth_helpers import API_KEY, teacher_section
 
+from l2ray.data.seeds import SeedRow
+from l2ray.synth.worker import run_task
 from l2ray.teacher import (
     CacheEntry,
     ResponseCache,
@@ -20,6 +23,7 @@ from l2ray.teacher import (
 )
 from l2ray.teacher.local import TransformersTeacher
 from l2ray.teacher.ratelimit import RateLimiter, TokenBucket
+from l2ray.text import segment
 
 
 def _client(server: FakeTeacher, cache_dir, **extra) -> TeacherClient:
@@ -67,6 +71,37 @@ def test_permanent_failures_raise_with_their_cause_and_never_the_key(fake_teache
     # The server echoed the Authorization header into its error bodies; the errors carry them scrubbed.
     assert "***" in str(always_500) and "***" in str(denied)
     assert all(API_KEY not in str(e) for e in (always_500, empty, denied))
+
+
+def test_a_failed_fragment_still_accounts_for_the_paid_ones_and_cut_off_replies_reject(api_key, tmp_path):
+    seed = SeedRow(
+        id="s",
+        source="t",
+        question="Let $a = 3$. What is $a$?",
+        cot="So $a = 3$. Wait, [[ALWAYS500]] check $a$ again. Hmm, yes, $a = 3$.",
+        answer="3",
+    )
+    assert len(segment(seed.cot)) == 3
+    mixed = {"id": "m", "seed_id": "s", "kind": "mixed", "index": 0, "seed": seed.model_dump_json()}
+    cut_seed = seed.model_copy(update={"question": "[[CUTOFF]] Let $a = 3$. What is $a$?"})
+    whole = {**mixed, "kind": "whole", "seed": cut_seed.model_dump_json(), "languages": '["fr"]'}
+
+    async def run(client: TeacherClient) -> tuple[dict, dict]:
+        try:
+            first = await run_task({**mixed, "languages": json.dumps(["en", "fr", "zh"])}, client)
+            return first, await run_task(whole, client)
+        finally:
+            await client.aclose()
+
+    with FakeTeacher() as server:  # no random faults: only the marked fragment fails
+        outcome, cut = asyncio.run(run(_client(server, tmp_path, max_retries=0)))
+    assert outcome["error"]["reason"] == "teacher:http_500"
+    # The zh fragment was answered (and paid for) although the fr one failed: it is in the log.
+    assert [r["cached"] for r in outcome["requests"]] == [False]
+    assert outcome["requests"][0]["completion_tokens"] > 0
+
+    assert cut["error"]["reason"] == "truncated" and "teacher.max_tokens" in cut["error"]["detail"]
+    assert [r["finish_reason"] for r in cut["requests"]] == ["length", "stop"]  # the question was cut
 
 
 def test_cache_answers_finished_requests_across_clients_and_dedupes_in_flight(api_key, tmp_path):

@@ -1,0 +1,134 @@
+"""Engines without Ray: what the endpoint is asked for (``GET /models``), and thinking that never closed
+graded the same in-process and over HTTP. Real HTTP servers on 127.0.0.1, the offline student in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from evalkit import completion, make_recipe
+
+from l2ray.decode.config import InterventionConfig
+from l2ray.eval.engines import (
+    EndpointError,
+    Generation,
+    HttpEngine,
+    LocalEngine,
+    SampleRequest,
+    served_model_id,
+)
+from l2ray.eval.metrics import score_sample
+from l2ray.eval.runner import resolve_model, run_eval, served_model_for
+
+ROW = {
+    "benchmark": "b",
+    "problem_id": "p",
+    "sample": 0,
+    "configuration": "off",
+    "question": "What is 17 × 23?",
+    "gold": "391",
+    "answer_type": "integer",
+}
+CUT_REASONING = r"<|lang:en|>17 × 23 = 391, so the answer is \boxed{391}"
+
+
+def _request(
+    seed: int, max_tokens: int = 64, intervention: InterventionConfig | None = None
+) -> SampleRequest:
+    return SampleRequest(
+        str(seed),
+        [{"role": "user", "content": ROW["question"]}],
+        intervention or InterventionConfig(),
+        max_tokens,
+        0.0,
+        seed,
+    )
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def _unused(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return 500, {"error": {"message": "this test sends no chat requests"}}
+
+
+def test_http_reasoning_that_never_closed_is_no_answer(chat_server) -> None:
+    # A server that splits the reasoning out (l2ray serve, vLLM's reasoning parsers): by seed, a reply
+    # cut off while thinking, one that stopped while thinking, and one that closed and answered.
+    replies = {
+        0: completion("", "length", reasoning=CUT_REASONING),
+        1: completion("", "stop", reasoning=CUT_REASONING),
+        2: completion(r"So \boxed{391}.", "stop", reasoning="<|lang:en|>17 × 23 = 391"),
+    }
+    server = chat_server(lambda body: (200, replies[body["seed"]]))
+    engine = HttpEngine(server.base_url, "fake", l2ray_body=False)
+    generations = engine.generate([_request(seed) for seed in replies])
+    records = [score_sample(ROW, g, _words) for g in generations]
+
+    for record in records[:2]:
+        # The box inside the unclosed thinking earns nothing, and the text says the thinking is open.
+        assert (record["extracted"], record["correct"]) == (None, False)
+        assert record["grade_reason"] == "thinking never closed"
+        assert not record["closed_thinking"] and "</think>" not in record["response"]
+    assert [r["truncated"] for r in records] == [True, False, False]
+    answered = records[2]
+    assert (answered["extracted"], answered["correct"], answered["closed_thinking"]) == ("391", True, True)
+    assert records[2]["thinking_tokens"] == len(_words("<|lang:en|>17 × 23 = 391"))
+
+
+def test_in_process_generations_start_inside_thinking(student_path: Path) -> None:
+    # The generation prompt ends with <think>; 64 ignored attempts to end it keep 6 tokens inside it.
+    engine = LocalEngine(str(student_path), device="cpu")
+    [generation] = engine.generate(
+        [_request(0, max_tokens=6, intervention=InterventionConfig(num_ignore=64))]
+    )
+    assert generation.starts_in_thinking and generation.finish_reason == "length"
+    assert "</think>" not in (generation.text or "")
+    record = score_sample(ROW, generation, _words)
+    assert (record["extracted"], record["correct"]) == (None, False)
+    assert record["grade_reason"] == "thinking never closed"
+    # The same words from the local engine and from a server that split them out grade alike.
+    local = score_sample(ROW, Generation(CUT_REASONING, "length", starts_in_thinking=True), _words)
+    assert (local["extracted"], local["correct"]) == (None, False)
+    assert local["grade_reason"] == "thinking never closed"
+
+
+def test_the_model_asked_for_is_the_one_the_endpoint_lists(chat_server) -> None:
+    # l2ray serve lists only its served_model_name and refuses a pinned registry URI.
+    ours = chat_server(_unused, models=("l2ray",))
+    assert served_model_id(ours.base_url, prefer="models:/demo/3") == "l2ray"
+    # A server with several models, the evaluated one among them.
+    several = chat_server(_unused, models=("models:/demo/2", "models:/demo/3"))
+    assert served_model_id(several.base_url, prefer="models:/demo/3") == "models:/demo/3"
+
+
+def test_an_endpoint_that_does_not_say_which_model_is_a_clear_error(chat_server) -> None:
+    ambiguous = chat_server(_unused, models=("base", "chat"))
+    with pytest.raises(EndpointError, match=r"lists 2 models \('base', 'chat'\).*set eval.served_model"):
+        served_model_id(ambiguous.base_url, prefer="models:/demo/3")
+    with pytest.raises(EndpointError, match=r"lists 0 models \(none\)"):
+        served_model_id(chat_server(_unused, models=()).base_url)
+    with pytest.raises(
+        EndpointError, match=r"/v1/models answered HTTP 404, not a model list.*eval.served_model"
+    ):
+        served_model_id(chat_server(_unused, models=None).base_url)
+    locked = chat_server(_unused, models=("l2ray",), api_key="sk-right")
+    with pytest.raises(EndpointError, match=r"HTTP 401, not a model list \(check eval.api_key_env\)"):
+        served_model_id(locked.base_url, api_key="sk-wrong")
+    assert served_model_id(locked.base_url, api_key="sk-right") == "l2ray"
+
+
+def test_eval_refuses_an_ambiguous_endpoint_before_generating(
+    chat_server, student_path, tmp_path: Path
+) -> None:
+    server = chat_server(_unused, models=("base", "chat"))
+    recipe = make_recipe(tmp_path, student_path, limit=1, endpoint=server.base_url)
+    with pytest.raises(EndpointError, match=r"set eval\.served_model"):
+        run_eval(recipe)
+    assert server.requests == [] and not (recipe.run_dir / "eval").exists()
+    # A configured name is sent as it is, without asking the endpoint.
+    named = make_recipe(tmp_path, student_path, endpoint=server.base_url, served_model="my-deployment")
+    ref = resolve_model(str(student_path), named.tracking_uri)
+    assert served_model_for(named, ref, server.base_url) == "my-deployment"
