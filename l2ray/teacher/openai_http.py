@@ -5,7 +5,8 @@ the teacher-bound ideal at concurrency 64, raw aiohttp 0.88 (see ``bench/synth_t
 
 Retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped connections,
 malformed JSON and empty content; a ``Retry-After`` header (seconds or an HTTP date) is honoured,
-capped at ``backoff_max_s``. Other 4xx statuses fail at once. The API key is read from the
+capped at ``backoff_max_s``, and after a 429 the whole actor pauses that long, not only the request
+that received it. Other 4xx statuses fail at once. The API key is read from the
 environment, sent only in the ``Authorization`` header and scrubbed from every error message.
 
 Example:
@@ -68,7 +69,7 @@ class OpenAITeacher:
             "max_tokens": params.max_tokens,
         }
         headers = {FINGERPRINT_HEADER: fingerprint} if fingerprint else {}
-        prompt_estimate = sum(len(m["content"]) for m in messages) // 4
+        prompt_estimate = estimate_tokens("".join(m["content"] for m in messages))
         last: TeacherError | None = None
         for attempt in range(self.config.max_retries + 1):
             await self.limiter.acquire(prompt_estimate)
@@ -80,11 +81,15 @@ class OpenAITeacher:
                     break
                 delay = self._delay(attempt, exc.retry_after)
                 log.debug("teacher %s (attempt %d), retrying in %.2fs", exc.reason, attempt + 1, delay)
-                await asyncio.sleep(delay)
+                if exc.reason == "rate_limited":
+                    self.limiter.pause(delay)  # every request of this actor waits, then this one retries
+                else:
+                    await asyncio.sleep(delay)
                 continue
             except TeacherError as exc:
                 raise TeacherError(exc.reason, self._scrub(exc.detail), attempt + 1) from None
-            self.limiter.charge_tokens(reply.usage.completion_tokens)
+            missed = reply.usage.prompt_tokens - prompt_estimate if reply.usage.prompt_tokens else 0
+            self.limiter.charge_tokens(reply.usage.completion_tokens + missed)
             return reply
         assert last is not None
         raise last
@@ -170,6 +175,14 @@ def _usage(raw: object) -> Usage:
         return int(value) if isinstance(value, int | float) and value >= 0 else 0
 
     return Usage(count("prompt_tokens"), count("completion_tokens"))
+
+
+def estimate_tokens(text: str) -> int:
+    """A prompt's tokens before the endpoint counts them: ~4 characters a token for alphabetic
+    scripts, ~1 a character for CJK and other wide scripts (``len // 4`` alone undercounts Chinese
+    about fourfold, and the TPM limit would let too much through)."""
+    wide = sum(1 for ch in text if ord(ch) >= 0x2E80)
+    return wide + (len(text) - wide) // 4
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -1,7 +1,9 @@
 """Request-per-minute and token-per-minute limits as async token buckets.
 
 Tokens are charged twice: the estimated prompt size before a request is sent, and the completion
-tokens once the reply says how many there were (the bucket may go negative; later requests wait).
+tokens (plus whatever the estimate missed of the prompt) once the reply says how many there were
+(the bucket may go negative; later requests wait). ``pause`` holds every request back for a while:
+a 429 with ``Retry-After`` speaks for the whole key, not for the one request that received it.
 
 Example:
     >>> import asyncio
@@ -45,13 +47,20 @@ class RateLimiter:
         self._requests = TokenBucket(requests_per_minute) if requests_per_minute else None
         self._tokens = TokenBucket(tokens_per_minute) if tokens_per_minute else None
         self._lock: asyncio.Lock | None = None
+        self._resume_at = 0.0
 
     @property
     def active(self) -> bool:
         return self._requests is not None or self._tokens is not None
 
+    def pause(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` from now (a longer pause already running is kept)."""
+        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
     async def acquire(self, tokens: int = 0) -> None:
-        """Wait until one request and ``tokens`` prompt tokens fit, then take them."""
+        """Wait out any pause, then until one request and ``tokens`` prompt tokens fit; take them."""
+        while (wait := self._resume_at - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
         if not self.active:
             return
         if self._lock is None:
@@ -71,7 +80,8 @@ class RateLimiter:
                 self._tokens.level -= tokens
 
     def charge_tokens(self, tokens: int) -> None:
-        """Charge tokens learned after the fact (completion tokens)."""
+        """Charge tokens learned after the fact (completion tokens, a prompt's underestimate; a
+        negative amount refunds an overestimate)."""
         if self._tokens is not None:
             self._tokens.refill()
             self._tokens.level -= tokens

@@ -8,7 +8,8 @@ reasoning in the language and ``\boxed{N}``, N the last number of the question.
 Faults (``faults=True``): the first attempt of each request fails in one of six ways chosen by its
 fingerprint — 429 with ``Retry-After``, 500, a reply slower than the client's timeout, a dropped
 connection, malformed JSON, empty content — and the retry succeeds. Text markers make a request
-fail every time: ``[[ALWAYS500]]`` (HTTP 500) and ``[[EMPTY]]`` (empty content); others change a
+fail every time: ``[[ALWAYS500]]`` (HTTP 500) and ``[[EMPTY]]`` (empty content); ``[[429]]`` gets a
+429 with ``Retry-After: 0.5`` on its first attempt; others change a
 successful reply: ``[[CUTOFF]]`` (``finish_reason: length``), ``[[MARKUP]]`` (a language tag in the
 text) and ``[[BADUSAGE]]`` (``usage`` is not an object).
 
@@ -24,6 +25,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import Counter
 
 from aiohttp import web
@@ -64,6 +66,7 @@ class FakeTeacher:
         self.latency, self.faults, self.slow_s = latency, faults, slow_s
         self.expected_key, self.port = expected_key, port
         self.requests = 0
+        self.arrivals: list[tuple[float, str]] = []  # (time.monotonic(), the last message) per request
         self.by_fingerprint: Counter[str] = Counter()
         self.succeeded: Counter[str] = Counter()
         self.fault_counts: Counter[str] = Counter()
@@ -120,6 +123,7 @@ class FakeTeacher:
         self.by_fingerprint[fingerprint] += 1
         self._attempts[fingerprint] += 1
         text = "\n".join(m["content"] for m in body["messages"])
+        self.arrivals.append((time.monotonic(), body["messages"][-1]["content"]))
         if self.latency:
             await asyncio.sleep(self.latency)
         fault = self._fault(fingerprint, text)
@@ -148,6 +152,8 @@ class FakeTeacher:
         )
 
     def _fault(self, fingerprint: str, text: str) -> str | None:
+        if "[[429]]" in text and self._attempts[fingerprint] == 1:
+            return "rate_limit_long"
         if "[[ALWAYS500]]" in text:
             return "server_error"
         if "[[EMPTY]]" in text:
@@ -159,6 +165,8 @@ class FakeTeacher:
     async def _misbehave(self, fault: str, request: web.Request, auth: str) -> web.StreamResponse | None:
         if fault == "rate_limit":
             return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "0.05"})
+        if fault == "rate_limit_long":
+            return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "0.5"})
         if fault == "server_error":
             return web.json_response({"error": f"boom while serving {auth!r}"}, status=500)
         if fault == "timeout":

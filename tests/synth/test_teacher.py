@@ -22,6 +22,7 @@ from l2ray.teacher import (
     build_teacher,
 )
 from l2ray.teacher.local import TransformersTeacher
+from l2ray.teacher.openai_http import estimate_tokens
 from l2ray.teacher.ratelimit import RateLimiter, TokenBucket
 from l2ray.text import segment
 
@@ -102,6 +103,35 @@ def test_a_failed_fragment_still_accounts_for_the_paid_ones_and_cut_off_replies_
 
     assert cut["error"]["reason"] == "truncated" and "teacher.max_tokens" in cut["error"]["detail"]
     assert [r["finish_reason"] for r in cut["requests"]] == ["length", "stop"]  # the question was cut
+
+
+def test_a_429_holds_back_every_request_of_the_actor_for_its_retry_after(api_key, tmp_path):
+    with FakeTeacher() as server:
+        client = _client(server, tmp_path, backoff_max_s=2.0)
+
+        async def run() -> list:
+            try:
+                limited = asyncio.create_task(client.ask([{"role": "user", "content": "[[429]] first"}]))
+                while not server.arrivals:  # the 429 has been answered once its request arrived
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
+                others = [client.ask([{"role": "user", "content": f"other {i}"}]) for i in range(3)]
+                return await asyncio.gather(limited, *others)
+            finally:
+                await client.aclose()
+
+        answers = asyncio.run(run())
+    assert len(answers) == 4
+    refused_at = server.arrivals[0][0]
+    later = [(at, text) for at, text in server.arrivals[1:]]
+    assert len(later) == 4  # the retry and the three others
+    # Nothing reached the server while Retry-After (0.5 s) ran, though the others were ready at 0.05 s.
+    assert all(at - refused_at >= 0.45 for at, _ in later), [round(at - refused_at, 3) for at, _ in later]
+
+
+def test_tpm_estimates_count_wide_scripts_per_character():
+    assert estimate_tokens("a" * 400) == 100
+    assert estimate_tokens("题" * 100) == 100  # not 25: CJK runs about a token a character
 
 
 def test_cache_answers_finished_requests_across_clients_and_dedupes_in_flight(api_key, tmp_path):
