@@ -9,7 +9,7 @@ Example (YAML):
       benchmarks: [mini, {name: aime24, source: /data/aime24_saved}, {name: mine, source: q.jsonl}]
       limit: 10
       configurations: {"off": {}, boost_zh: {boost: [zh]}, budget_2k: {max_thinking_tokens: 2048}}
-      gate: {max_accuracy_drop: 0.01, min_thinking_token_reduction: 0.1}
+      gate: {max_accuracy_drop: 0.01, min_thinking_token_reduction: 0.1, max_failure_rate: 0.02}
 """
 
 from __future__ import annotations
@@ -44,14 +44,23 @@ class BenchmarkSpec(Section):
 
 
 class PromotionGate(Section):
-    """A candidate replaces the champion when both hold (fractions: 0.01 = one point / 1 %).
+    """A candidate replaces the champion when all hold (fractions: 0.01 = one point / 1 %).
 
     ``max_accuracy_drop``: candidate accuracy >= champion accuracy - this.
-    ``min_thinking_token_reduction``: candidate mean thinking tokens <= champion's * (1 - this).
+    ``min_thinking_token_reduction``: candidate mean thinking tokens <= champion's * (1 - this), both
+    means over the problems neither evaluation failed on.
+    ``max_failure_rate``: the candidate's failed requests, as a share of its samples, may not exceed the
+    champion's unless they stay within this (with no champion yet, this is the limit).
     """
 
     max_accuracy_drop: float = Field(default=0.0, ge=0.0, le=1.0)
     min_thinking_token_reduction: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_failure_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="failure rate a candidate may always have; above it, no more than the champion's",
+    )
     configuration: str | None = Field(
         default=None, description="configuration compared (default: the first of eval.configurations)"
     )

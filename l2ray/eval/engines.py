@@ -26,10 +26,13 @@ import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2ray.decode.config import InterventionConfig
 from l2ray.student.tokens import THINK_END, THINK_START
+
+if TYPE_CHECKING:  # the decode engine imports torch: only on use
+    from l2ray.decode.engine import Completion
 
 
 @dataclass
@@ -99,60 +102,72 @@ def chat_body(request: SampleRequest, served_model: str, l2ray_body: bool) -> di
 
 
 class LocalEngine:
-    """In-process generation through `l2ray.decode.engine.LocalGenerator`.
+    """In-process generation on `l2ray.decode.engine.DecodeEngine` (what `LocalGenerator` wraps).
 
-    Requests are batched per (intervention, max_tokens, temperature, seed) because the generator takes
-    one of each per call.
+    Every request samples with its own ``seed`` (the decode engine keeps one RNG per row), so its
+    generation does not depend on which requests share its batch or where it sits in it. Requests are
+    decoded in one batch per (intervention, max_tokens, temperature): an intervention the model cannot
+    carry out then fails its own requests only.
     """
 
     kind = "local"
 
     def __init__(self, model_path: str, device: str | None = None, tracking_uri: str | None = None) -> None:
-        from l2ray.decode.engine import LocalGenerator
+        from l2ray.decode.engine import DecodeEngine
 
-        self.generator = LocalGenerator(model_path, device=device, tracking_uri=tracking_uri)
+        self.engine = DecodeEngine.load(model_path, tracking_uri=tracking_uri, device=device)
 
     def generate(self, requests: list[SampleRequest]) -> list[Generation]:
         groups: dict[str, list[int]] = {}
         for index, request in enumerate(requests):
-            key = json.dumps(
-                [request.intervention.model_dump(), request.max_tokens, request.temperature, request.seed]
-            )
+            key = json.dumps([request.intervention.model_dump(), request.max_tokens, request.temperature])
             groups.setdefault(key, []).append(index)
         results: list[Generation | None] = [None] * len(requests)
         for indices in groups.values():
-            first = requests[indices[0]]
             start = time.perf_counter()
             try:
-                completions = self.generator.generate(
-                    [requests[i].messages for i in indices],
-                    first.intervention,
-                    first.max_tokens,
-                    temperature=first.temperature,
-                    seed=first.seed,
-                )
+                completions = self._complete([requests[i] for i in indices])
             except Exception as exc:  # a failing batch is counted per sample, not fatal for the run
                 for i in indices:
                     results[i] = Generation(None, error=f"{type(exc).__name__}: {exc}")
                 continue
             latency = (time.perf_counter() - start) / max(len(indices), 1)
             for i, completion in zip(indices, completions, strict=True):
-                usage = {
-                    "prompt_tokens": completion.prompt_tokens,
-                    "completion_tokens": completion.completion_tokens,
-                    "thinking_tokens": completion.thinking_tokens,
-                    "answer_tokens": completion.answer_tokens,
-                    "switches": completion.switches,
-                }
-                # The generator's prompt always ends inside <think> (`Codec.chat_prompt`).
-                results[i] = Generation(
-                    completion.text,
-                    completion.finish_reason,
-                    usage,
-                    latency_s=latency,
-                    starts_in_thinking=True,
-                )
+                results[i] = _local_generation(completion, latency)
         return [r if r is not None else Generation(None, error="no result") for r in results]
+
+    def _complete(self, requests: list[SampleRequest]) -> list[Completion]:
+        """Decode ``requests`` as one batch, each row with its request's own seed."""
+        from l2ray.decode.engine import DecodeRequest
+
+        codec = self.engine.codec
+        return self.engine.complete(
+            [
+                DecodeRequest(
+                    codec.chat_prompt(r.messages),
+                    max_tokens=r.max_tokens,
+                    intervention=r.intervention,
+                    temperature=r.temperature,
+                    seed=r.seed,
+                )
+                for r in requests
+            ]
+        )
+
+
+def _local_generation(completion: Completion, latency: float) -> Generation:
+    """A `Generation` from an in-process `l2ray.decode.engine.Completion`."""
+    usage = {
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "thinking_tokens": completion.thinking_tokens,
+        "answer_tokens": completion.answer_tokens,
+        "switches": completion.switches,
+    }
+    # The in-process prompt always ends inside <think> (`Codec.chat_prompt`).
+    return Generation(
+        completion.text, completion.finish_reason, usage, latency_s=latency, starts_in_thinking=True
+    )
 
 
 class HttpEngine:

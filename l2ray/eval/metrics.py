@@ -6,6 +6,8 @@ part. `summarise` aggregates those rows; everything in ``summary.json`` can be r
 
 Failed requests stay in the data: they count as wrong in accuracy and pass@k, are reported as
 ``failures``, and are left out of token, truncation and language statistics (they have no text).
+``thinking_tokens_by_problem`` keeps each sample's thinking tokens (``None`` where it failed), so the
+promotion gate can compare two models' tokens on the problems both answered.
 
 Example:
     >>> pass_at_k(n=4, c=1, k=2)
@@ -128,7 +130,24 @@ def group_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         counts = [r["engine_usage"].get(key) for r in answered if r["engine_usage"]]
         if counts and all(isinstance(c, int) for c in counts):
             metrics[f"engine_{key}_mean"] = _round(statistics.fmean(counts))
+    metrics["thinking_tokens_by_problem"] = thinking_by_problem(rows)  # last: the one long entry
     return metrics
+
+
+def thinking_by_problem(rows: Sequence[dict[str, Any]]) -> dict[str, list[int | None]]:
+    """``{problem_id: [thinking tokens of each sample, in sample order]}``; ``None`` for a failed sample.
+
+    Means alone cannot be compared across models when their failures differ: a model whose longest
+    generations time out looks cheaper. Per problem, the gate can leave out what either side lacks.
+    """
+    samples: dict[str, list[tuple[int, int | None]]] = defaultdict(list)
+    for row in rows:
+        tokens = None if row["failed"] else int(row["thinking_tokens"])
+        samples[str(row["problem_id"])].append((int(row["sample"]), tokens))
+    return {
+        problem: [tokens for _, tokens in sorted(pairs, key=lambda pair: pair[0])]
+        for problem, pairs in samples.items()
+    }
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -187,4 +206,4 @@ def _round(value: float) -> float:
     return round(value, 6)
 
 
-__all__ = ["group_metrics", "pass_at_k", "score_sample", "summarise"]
+__all__ = ["group_metrics", "pass_at_k", "score_sample", "summarise", "thinking_by_problem"]

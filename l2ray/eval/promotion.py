@@ -1,12 +1,17 @@
 """`l2ray promote`: move the ``champion`` alias to a candidate version when it passes the eval gate.
 
 Both versions must have been evaluated the same way (`l2ray eval` on ``models:/NAME/V`` tags the
-version with its evaluation run; equal ``comparable_hash`` = same data, sampling, configurations,
-engine kind, prompt and grader). Otherwise promotion refuses. The gate (``recipe.eval.gate``), per
-benchmark on one configuration: accuracy not lower than the champion's by more than
-``max_accuracy_drop``, and mean thinking tokens lower by at least ``min_thinking_token_reduction``.
-With no champion yet, an evaluated candidate without failed requests becomes champion. The decision
-and its reasons are tags on the candidate version.
+version with its evaluation run; equal ``comparable_hash`` = same data, sampling, seeding,
+configurations, engine kind, prompt and grader). Otherwise promotion refuses. The gate
+(``recipe.eval.gate``), per benchmark on one configuration:
+
+- accuracy not lower than the champion's by more than ``max_accuracy_drop`` (failures count wrong);
+- failures: the candidate's failure rate not above the champion's, unless within ``max_failure_rate``;
+- mean thinking tokens lower by at least ``min_thinking_token_reduction``, both means taken over the
+  same problems: those neither evaluation failed on.
+
+With no champion yet, an evaluated candidate whose failure rate is within ``max_failure_rate`` (default
+0: no failures) becomes champion. The decision and its reasons are tags on the candidate version.
 
 Example:
     >>> decision = promote(recipe, "candidate")  # doctest: +SKIP
@@ -16,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,19 +61,24 @@ class Decision:
 def decide(
     candidate: dict[str, Any], champion: dict[str, Any] | None, gate: PromotionGate
 ) -> tuple[Outcome, list[str]]:
-    """Apply the gate to two ``summary.json`` dicts (pure; see the module docstring)."""
+    """Apply the gate to two ``summary.json`` dicts (pure).
+
+    Why failures are gated and tokens paired: a failed request (a timeout, a 5xx) has no text, so it
+    is left out of the mean thinking tokens. A candidate whose long generations time out would look
+    cheaper by failing, so (1) it may not fail more often than the champion — beyond the noise
+    ``max_failure_rate`` tolerates — and (2) the token means of both sides are taken over the same
+    problems: a problem that failed (in any sample) on either side is left out of both. Accuracy needs
+    no pairing: failures already count as wrong answers in it.
+
+    Outcomes: ``refused`` when the evaluations cannot be compared (different fingerprints, the gated
+    configuration missing, no per-problem tokens), ``rejected`` when the gate fails, else ``promoted``.
+    """
+    configuration = gate.configuration or next(iter(candidate["fingerprint"]["configurations"]))
+    missing = [b for b, cs in candidate["results"].items() if configuration not in cs]
+    if missing:
+        return "refused", [f"configuration {configuration!r} is not in the evaluation of {missing[0]}"]
     if champion is None:
-        failed = [
-            f"{b}/{c}: {m['failures']} failed requests"
-            for b, cs in candidate["results"].items()
-            for c, m in cs.items()
-            if m["failures"]
-        ]
-        if failed:
-            return "rejected", ["no champion yet, but the evaluation has failures: " + "; ".join(failed)]
-        return "promoted", [
-            "no champion yet: the first evaluated candidate without failures becomes champion"
-        ]
+        return _first_champion(candidate, configuration, gate)
     if candidate["comparable_hash"] != champion["comparable_hash"]:
         return "refused", [
             "the evaluations differ (comparable fingerprint "
@@ -75,33 +86,100 @@ def decide(
             + _fingerprint_diff(candidate["fingerprint"], champion["fingerprint"])
             + ". Evaluate both versions with the same recipe.eval."
         ]
-    configuration = gate.configuration or next(iter(candidate["fingerprint"]["configurations"]))
     reasons: list[str] = []
     passed = True
     for benchmark, configurations in candidate["results"].items():
-        if configuration not in configurations:
-            return "refused", [f"configuration {configuration!r} is not in the evaluation of {benchmark}"]
         ours, theirs = configurations[configuration], champion["results"][benchmark][configuration]
         where = f"{benchmark}/{configuration}"
+        paired = _paired_thinking(ours, theirs)
+        if paired is None:
+            return "refused", [
+                f"{where}: an evaluation has no per-problem thinking tokens (written by an older l2ray); "
+                "evaluate both versions again with l2ray eval"
+            ]
+        fail_ok, fail_reason = _failure_check(where, ours["failure_rate"], theirs["failure_rate"], gate)
         acc_ok = ours["accuracy"] >= theirs["accuracy"] - gate.max_accuracy_drop - 1e-12
-        reasons.append(
+        acc_reason = (
             f"{where}: accuracy {ours['accuracy']:.3f} vs champion {theirs['accuracy']:.3f} "
-            f"(may drop {gate.max_accuracy_drop:.3f}): {'ok' if acc_ok else 'FAIL'}"
+            f"(may drop {gate.max_accuracy_drop:.3f}): {_verdict(acc_ok)}"
         )
-        mine, best = ours["thinking_tokens"]["mean"], theirs["thinking_tokens"]["mean"]
-        if mine is None or best is None:
-            tok_ok = False
-            reasons.append(f"{where}: no thinking tokens to compare (every request failed): FAIL")
-        else:
-            limit = best * (1.0 - gate.min_thinking_token_reduction)
-            tok_ok = mine <= limit + 1e-9
-            reduction = (1.0 - mine / best) if best else 0.0
-            reasons.append(
-                f"{where}: mean thinking tokens {mine:.1f} vs champion {best:.1f} ({reduction:+.1%} less, "
-                f"needs >= {gate.min_thinking_token_reduction:.1%}): {'ok' if tok_ok else 'FAIL'}"
-            )
-        passed = passed and acc_ok and tok_ok
+        tok_ok, tok_reason = _token_check(where, paired, gate)
+        reasons += [acc_reason, fail_reason, tok_reason]  # accuracy first, as it always was
+        passed = passed and fail_ok and acc_ok and tok_ok
     return ("promoted" if passed else "rejected"), reasons
+
+
+def _first_champion(
+    candidate: dict[str, Any], configuration: str, gate: PromotionGate
+) -> tuple[Outcome, list[str]]:
+    """With nothing to compare against, only the failure rate decides (the gate's other rules are
+    relative to a champion)."""
+    checks = [
+        _failure_check(f"{benchmark}/{configuration}", results[configuration]["failure_rate"], None, gate)
+        for benchmark, results in candidate["results"].items()
+    ]
+    reasons = ["no champion yet: the first evaluated candidate within max_failure_rate becomes champion"]
+    reasons += [reason for _, reason in checks]
+    return ("promoted" if all(ok for ok, _ in checks) else "rejected"), reasons
+
+
+def _failure_check(where: str, ours: float, theirs: float | None, gate: PromotionGate) -> tuple[bool, str]:
+    """The candidate may fail as often as the champion, or up to ``max_failure_rate``; never always."""
+    allowed = max(theirs or 0.0, gate.max_failure_rate)
+    ok = ours <= allowed + 1e-12 and ours < 1.0  # with nothing answered there is nothing to promote
+    if theirs is None:
+        rule = f"may be up to {gate.max_failure_rate:.3f}"
+    else:
+        rule = f"may be up to the champion's or {gate.max_failure_rate:.3f}"
+    against = "" if theirs is None else f" vs champion {theirs:.3f}"
+    always = ", every request failed" if ours >= 1.0 else ""
+    return ok, f"{where}: failure rate {ours:.3f}{against} ({rule}{always}): {_verdict(ok)}"
+
+
+@dataclass(frozen=True)
+class PairedTokens:
+    """Thinking tokens of both versions on the problems neither failed on (every sample of them)."""
+
+    problems: int
+    """Problems compared."""
+    of: int
+    """Problems the candidate was evaluated on."""
+    ours: list[int]
+    theirs: list[int]
+
+
+def _paired_thinking(ours: dict[str, Any], theirs: dict[str, Any]) -> PairedTokens | None:
+    """`PairedTokens` of one benchmark × configuration; ``None`` when an evaluation predates
+    ``thinking_tokens_by_problem``."""
+    mine, best = ours.get("thinking_tokens_by_problem"), theirs.get("thinking_tokens_by_problem")
+    if mine is None or best is None:
+        return None
+    shared = [
+        problem
+        for problem, tokens in mine.items()
+        if problem in best and None not in tokens and None not in best[problem]
+    ]
+    return PairedTokens(
+        len(shared), len(mine), [t for p in shared for t in mine[p]], [t for p in shared for t in best[p]]
+    )
+
+
+def _token_check(where: str, paired: PairedTokens, gate: PromotionGate) -> tuple[bool, str]:
+    """Mean thinking tokens over the same problems on both sides, lower by the gate's reduction."""
+    if not paired.ours or not paired.theirs:
+        return False, f"{where}: no problem answered by both versions, no thinking tokens to compare: FAIL"
+    mine, best = statistics.fmean(paired.ours), statistics.fmean(paired.theirs)
+    ok = mine <= best * (1.0 - gate.min_thinking_token_reduction) + 1e-9
+    reduction = (1.0 - mine / best) if best else 0.0
+    return ok, (
+        f"{where}: mean thinking tokens {mine:.1f} vs champion {best:.1f} on the {paired.problems} of "
+        f"{paired.of} problems neither failed ({reduction:+.1%} less, needs >= "
+        f"{gate.min_thinking_token_reduction:.1%}): {_verdict(ok)}"
+    )
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "FAIL"
 
 
 def promote(recipe: Recipe, candidate: str = "candidate", tracking_uri: str | None = None) -> Decision:

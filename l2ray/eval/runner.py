@@ -35,6 +35,13 @@ from l2ray.languages import LANGUAGES
 PROMPT_VERSION = "l2ray-prompt-1"
 """Part of the fingerprint: bump it when `build_messages` changes."""
 
+SEEDING_VERSION = "l2ray-seeding-1"
+"""Part of the fingerprint: bump it when `sample_seed` changes (the same settings then sample other
+texts, so evaluations before and after must not count as comparable)."""
+
+SEED_RANGE = 2**31
+"""Sample seeds stay below this: a signed 32-bit integer, which every OpenAI-compatible server takes."""
+
 
 @dataclass
 class EvalResult:
@@ -154,8 +161,20 @@ def task_row(
         "prompt_lang": lang,
         "gold": problem.answer,
         "answer_type": problem.answer_type,
-        "seed": seed + sample,
+        "seed": sample_seed(seed, problem.benchmark, problem.id, sample),
     }
+
+
+def sample_seed(seed: int, benchmark: str, problem_id: str, sample: int) -> int:
+    """The sampling seed of one sample of one problem, from the evaluation's ``seed``.
+
+    It depends on nothing else — not the batch the row lands in (``eval.concurrency``), not the order
+    of the rows, not the configuration — so an evaluation is reproducible whatever its batching, and
+    every configuration samples a problem with the same seed (a paired comparison). The benchmark is
+    part of it because problem ids repeat across benchmarks.
+    """
+    digest = stable_id(SEEDING_VERSION, str(seed), benchmark, str(problem_id), str(sample))
+    return int(digest, 16) % SEED_RANGE
 
 
 def generate_and_score(
@@ -267,13 +286,19 @@ def eval_fingerprint(
         "configurations": {name: c.model_dump() for name, c in configurations.items()},
         "datasets": [d.identity() for d in datasets],
         "prompt": PROMPT_VERSION,
+        "seeding": SEEDING_VERSION,
         "grader": GRADER_VERSION,
     }
 
 
 def comparable_hash(fingerprint: dict[str, Any]) -> str:
     """Hash of the fingerprint without the model and the endpoint address: equal hashes mean two models
-    were evaluated the same way (same data, sampling, configurations, engine kind, prompt and grader)."""
+    were evaluated the same way (same data, sampling, configurations, engine kind, prompt, seeding and
+    grader).
+
+    ``eval.concurrency`` is not part of it: every sample is drawn with its own seed (`sample_seed`), so
+    the batch size changes how fast an evaluation runs, not what it generates.
+    """
     same = {k: v for k, v in fingerprint.items() if k != "model"}
     same["engine"] = {"kind": fingerprint["engine"]["kind"]}
     return stable_id(json.dumps(same, sort_keys=True))
@@ -380,6 +405,7 @@ def _local_path(recipe: Recipe, uri: str) -> str:
 
 __all__ = [
     "PROMPT_VERSION",
+    "SEEDING_VERSION",
     "EvalResult",
     "ModelRef",
     "build_messages",
@@ -392,6 +418,7 @@ __all__ = [
     "refused_by_endpoint",
     "resolve_model",
     "run_eval",
+    "sample_seed",
     "served_model_for",
     "task_row",
 ]

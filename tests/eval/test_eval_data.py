@@ -139,6 +139,8 @@ def test_summary_counts_failures_as_wrong_and_keeps_them_out_of_token_stats() ->
     assert (m["samples"], m["problems"], m["samples_per_problem"], m["failures"]) == (4, 2, 2, 1)
     assert m["accuracy"] == 0.5 and m["failure_rate"] == 0.25
     assert m["thinking_tokens"] == {"mean": pytest.approx((3 + 10 + 1) / 3, abs=1e-6), "median": 3.0}
+    # Per problem and sample, a failure kept as None: what promotion pairs two evaluations on.
+    assert m["thinking_tokens_by_problem"] == {"p0": [3, 10], "p1": [None, 1]}
     assert m["truncation_rate"] == pytest.approx(1 / 3, abs=1e-6)
     assert m["empty_answer_rate"] == pytest.approx(1 / 3, abs=1e-6)
     assert m["pass_at_k"] == {"1": 0.5, "2": 1.0}

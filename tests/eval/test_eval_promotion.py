@@ -13,6 +13,9 @@ import pytest
 from evalkit import completion, make_recipe, mini_answers, question_of, register_versions
 from mlflow import MlflowClient
 
+from l2ray.eval.config import PromotionGate
+from l2ray.eval.engines import Generation
+from l2ray.eval.metrics import score_sample, summarise
 from l2ray.eval.promotion import CHAMPION, DECISION_TAG, REASONS_TAG, PromotionError, decide, promote
 from l2ray.eval.runner import ModelRef, run_eval
 from l2ray.eval.tracking import EVAL_RUN_TAG, log_evaluation, registry_client
@@ -109,15 +112,18 @@ def test_promotion_on_sqlite_and_on_a_real_mlflow_server(
 
 
 def test_gate_arithmetic() -> None:
-    from l2ray.eval.config import PromotionGate
-
     def summary(accuracy: float, thinking: float) -> dict:
+        metrics = {
+            "accuracy": accuracy,
+            "thinking_tokens": {"mean": thinking},
+            "thinking_tokens_by_problem": {"p": [thinking]},
+            "failures": 0,
+            "failure_rate": 0.0,
+        }
         return {
             "comparable_hash": "h",
             "fingerprint": {"configurations": {"off": {}}},
-            "results": {
-                "b": {"off": {"accuracy": accuracy, "thinking_tokens": {"mean": thinking}, "failures": 0}}
-            },
+            "results": {"b": {"off": metrics}},
         }
 
     gate = PromotionGate(max_accuracy_drop=0.02, min_thinking_token_reduction=0.1)
@@ -125,3 +131,95 @@ def test_gate_arithmetic() -> None:
     assert decide(summary(0.47, 50.0), summary(0.5, 100.0), gate)[0] == "rejected"  # accuracy fell too far
     assert decide(summary(0.6, 91.0), summary(0.5, 100.0), gate)[0] == "rejected"  # only 9 % fewer tokens
     assert decide(summary(0.6, 91.0), None, gate)[0] == "promoted"
+
+
+def _scored(thinking: dict[str, int | None], right: set[str]) -> dict:
+    """A ``summary.json`` from really scored samples: problem -> words of thinking (``None``: it failed)."""
+    rows, generations = [], []
+    for problem, words in thinking.items():
+        rows.append(
+            {
+                "benchmark": "mini",
+                "problem_id": problem,
+                "sample": 0,
+                "configuration": "off",
+                "question": "What is 2 + 2?",
+                "gold": "4",
+                "answer_type": "integer",
+            }
+        )
+        answer = "4" if problem in right else "5"
+        text = " ".join(["hm"] * (words or 0)) + f"</think>\n\nSo \\boxed{{{answer}}}."
+        failed = Generation(None, error="TimeoutError: timed out")
+        generations.append(failed if words is None else Generation(text, "stop"))
+    records = [score_sample(r, g, str.split) for r, g in zip(rows, generations, strict=True)]
+    return {
+        "comparable_hash": "h",
+        "fingerprint": {"configurations": {"off": {}}},
+        "results": summarise(records),
+    }
+
+
+# The champion answers p0 and p1 right after short thinking and p2, p3 wrong after long thinking.
+CHAMPION_RUN = _scored({"p0": 30, "p1": 30, "p2": 100, "p3": 100}, right={"p0", "p1"})
+
+
+def test_a_candidate_cheaper_only_by_failing_is_rejected_for_its_failures() -> None:
+    # The candidate's long generations time out: as accurate (failures count wrong), and on what it
+    # answered its mean thinking is 20 words against the champion's 65.
+    candidate = _scored({"p0": 20, "p1": 20, "p2": None, "p3": None}, right={"p0", "p1"})
+    ours, theirs = candidate["results"]["mini"]["off"], CHAMPION_RUN["results"]["mini"]["off"]
+    assert (ours["accuracy"], theirs["accuracy"]) == (0.5, 0.5)
+    assert (ours["thinking_tokens"]["mean"], theirs["thinking_tokens"]["mean"]) == (20.0, 65.0)
+
+    gate = PromotionGate(min_thinking_token_reduction=0.2)
+    outcome, reasons = decide(candidate, CHAMPION_RUN, gate)
+    assert outcome == "rejected"
+    [failures] = [r for r in reasons if "failure rate" in r]
+    assert failures == (
+        "mini/off: failure rate 0.500 vs champion 0.000 (may be up to the champion's or 0.000): FAIL"
+    )
+    # Its tokens are compared on the two problems both answered: 20 against 30, not against 65.
+    [tokens] = [r for r in reasons if "thinking tokens" in r]
+    assert tokens.startswith("mini/off: mean thinking tokens 20.0 vs champion 30.0 on the 2 of 4 problems")
+    assert tokens.endswith(": ok")
+
+    # Failures the recipe tolerates let the same candidate through.
+    tolerant = PromotionGate(min_thinking_token_reduction=0.2, max_failure_rate=0.5)
+    assert decide(candidate, CHAMPION_RUN, tolerant)[0] == "promoted"
+
+
+def test_thinking_tokens_are_compared_on_the_problems_neither_side_failed() -> None:
+    # 28 words against the champion's mean of 65 would be 57 % fewer; on the same problems it is 7 %.
+    candidate = _scored({"p0": 28, "p1": 28, "p2": None, "p3": None}, right={"p0", "p1"})
+    gate = PromotionGate(min_thinking_token_reduction=0.2, max_failure_rate=0.5)
+    outcome, reasons = decide(candidate, CHAMPION_RUN, gate)
+    assert outcome == "rejected"
+    assert any(r.startswith("mini/off: mean thinking tokens 28.0 vs champion 30.0") for r in reasons)
+    assert [r.rsplit(": ", 1)[1] for r in reasons] == ["ok", "ok", "FAIL"]
+
+    # A problem the champion failed on leaves both sides too, and failing as often as it is no fault.
+    champion = _scored({"p0": 30, "p1": 30, "p2": 100, "p3": None}, right={"p0", "p1"})
+    candidate = _scored({"p0": 20, "p1": 20, "p2": 70, "p3": None}, right={"p0", "p1"})
+    outcome, reasons = decide(candidate, champion, PromotionGate(min_thinking_token_reduction=0.2))
+    assert outcome == "promoted"
+    assert any("mean thinking tokens 36.7 vs champion 53.3 on the 3 of 4 problems" in r for r in reasons)
+
+
+def test_a_first_champion_must_stay_within_the_failure_rate() -> None:
+    candidate = _scored({"p0": 20, "p1": None}, right={"p0"})
+    outcome, reasons = decide(candidate, None, PromotionGate())
+    assert outcome == "rejected" and "no champion yet" in reasons[0]
+    assert reasons[1] == "mini/off: failure rate 0.500 (may be up to 0.000): FAIL"
+    assert decide(candidate, None, PromotionGate(max_failure_rate=0.5))[0] == "promoted"
+    # Nothing answered is never promoted, whatever the tolerance.
+    silent = _scored({"p0": None, "p1": None}, right=set())
+    outcome, reasons = decide(silent, None, PromotionGate(max_failure_rate=1.0))
+    assert outcome == "rejected" and "every request failed" in reasons[1]
+
+
+def test_an_evaluation_without_per_problem_tokens_is_refused() -> None:
+    old = _scored({"p0": 30, "p1": 30}, right={"p0"})
+    del old["results"]["mini"]["off"]["thinking_tokens_by_problem"]  # what an older l2ray wrote
+    outcome, reasons = decide(_scored({"p0": 20, "p1": 20}, right={"p0"}), old, PromotionGate())
+    assert outcome == "refused" and "evaluate both versions again" in reasons[0]
