@@ -25,18 +25,16 @@ from pydantic import BaseModel
 from l2ray.config import Recipe
 from l2ray.data.seeds import SeedRow, load_seeds
 from l2ray.synth.output import SynthOutput, table_counts, usage_totals
-from l2ray.synth.plan import expand_seed, recipe_fingerprint
+from l2ray.synth.plan import expand_seed, fragment_requests, recipe_fingerprint
 from l2ray.synth.prompts import (
     parse_translation,
     solve_messages,
-    translate_fragment_messages,
     translate_question_messages,
 )
 from l2ray.synth.recorded import RecordedLoad, load_recorded
 from l2ray.teacher.base import Usage
 from l2ray.teacher.cache import ResponseCache
 from l2ray.teacher.client import TeacherClient, build_teacher
-from l2ray.text import segment
 
 MAX_LISTED = 20
 
@@ -188,12 +186,8 @@ def _missing_requests(tasks: list[dict[str, Any]], client: TeacherClient) -> lis
             elif client.cached(solve_messages(parse_translation(question.text), langs[0])) is None:
                 missing.append(f"seed {seed.id}: whole reasoning in {langs[0]}")
         elif task["kind"] == "mixed":
-            fragments = segment(seed.cot)
-            for index, code in enumerate(langs):
-                if (
-                    code != "en"
-                    and client.cached(translate_fragment_messages(fragments[index], code)) is None
-                ):
+            for index, code, messages in fragment_requests(seed, langs):
+                if client.cached(messages) is None:
                     missing.append(f"seed {seed.id}: fragment {index} into {code} (mixed #{task['index']})")
     return list(dict.fromkeys(missing))
 

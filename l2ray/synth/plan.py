@@ -21,6 +21,7 @@ from typing import Any
 from l2ray.data.seeds import SeedRow, stable_id
 from l2ray.synth.config import SynthConfig
 from l2ray.synth.prompts import translate_fragment_messages, translate_question_messages
+from l2ray.teacher.base import Message
 from l2ray.teacher.config import TeacherConfig
 from l2ray.text import segment
 
@@ -149,10 +150,16 @@ def request_keys(task: dict[str, Any]) -> list[str]:
     if task["kind"] == "whole":
         return [json.dumps(translate_question_messages(seed.question, langs[0]))]
     if task["kind"] == "mixed":
-        fragments = segment(seed.cot)
-        return [
-            json.dumps(translate_fragment_messages(fragments[i], code))
-            for i, code in enumerate(langs)
-            if code != SOURCE_LANGUAGE
-        ]
+        return [json.dumps(messages) for _, _, messages in fragment_requests(seed, langs)]
     return []
+
+
+def fragment_requests(seed: SeedRow, langs: list[str]) -> list[tuple[int, str, list[Message]]]:
+    """A mixed plan's translation requests: ``(fragment index, language, messages)`` for every
+    fragment the plan switches out of English."""
+    fragments = segment(seed.cot)
+    return [
+        (index, code, translate_fragment_messages(fragments[index], code))
+        for index, code in enumerate(langs)
+        if code != SOURCE_LANGUAGE
+    ]

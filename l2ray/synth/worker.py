@@ -17,17 +17,16 @@ import json
 from typing import Any
 
 from l2ray.data.seeds import SeedRow
+from l2ray.synth.plan import fragment_requests
 from l2ray.synth.prompts import (
     parse_translation,
     solve_messages,
-    translate_fragment_messages,
     translate_question_messages,
 )
 from l2ray.teacher.base import Secret, TeacherError
 from l2ray.teacher.cache import CacheEntry, ResponseCache
 from l2ray.teacher.client import Answer, CacheMissError, TeacherClient, build_teacher
 from l2ray.teacher.config import TeacherConfig
-from l2ray.text import segment
 
 
 class TeacherWorker:
@@ -82,20 +81,16 @@ async def run_task(task: dict[str, Any], client: TeacherClient) -> dict[str, Any
             solve = solve_messages(parse_translation(question.text), lang)
             responses["solution"] = (await _ask(client, solve, requests, meta)).text
         elif task["kind"] == "mixed":
-            fragments = segment(seed.cot)
-            wanted = [(i, code) for i, code in enumerate(langs) if code != "en"]
+            wanted = fragment_requests(seed, langs)
             # Every fragment request finishes (and is logged: it is paid for) before a failure counts.
             answers = await asyncio.gather(
-                *(
-                    _ask(client, translate_fragment_messages(fragments[i], code), requests, meta)
-                    for i, code in wanted
-                ),
+                *(_ask(client, messages, requests, meta) for _, _, messages in wanted),
                 return_exceptions=True,
             )
             failed = next((a for a in answers if isinstance(a, BaseException)), None)
             if failed is not None:
                 raise failed
-            responses["fragments"] = {str(i): a.text for (i, _), a in zip(wanted, answers, strict=True)}
+            responses["fragments"] = {str(i): a.text for (i, _, _), a in zip(wanted, answers, strict=True)}
     except (TeacherError, CacheMissError) as exc:
         reason = f"teacher:{exc.reason}" if isinstance(exc, TeacherError) else "cache_miss"
         return _outcome(responses, requests, reason, str(exc))

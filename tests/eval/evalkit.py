@@ -12,6 +12,7 @@ from typing import Any
 
 from l2ray.config import Recipe, recipe_from_dict
 from l2ray.eval.benchmarks import load_benchmark
+from l2ray.train.tracking import Tracker
 
 Behaviour = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 
@@ -150,33 +151,17 @@ def register_versions(tracking_uri: str, name: str, count: int, artifact_dir: Pa
 
 
 def log_student(tracking_uri: str, name: str, student_path: Path, artifact_dir: Path) -> str:
-    """Log the student with ``mlflow.transformers`` (as `l2ray train` does) as a new version of ``name``."""
-    import mlflow
+    """Log the student as a new version of ``name`` with the code `l2ray train` publishes with."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        experiment = mlflow.get_experiment_by_name("student-fixture")
-        experiment_id = (
-            experiment.experiment_id
-            if experiment
-            else mlflow.create_experiment("student-fixture", artifact_location=artifact_dir.as_uri())
-        )
-        with mlflow.start_run(experiment_id=experiment_id):
-            info = mlflow.transformers.log_model(
-                transformers_model={
-                    "model": AutoModelForCausalLM.from_pretrained(student_path),
-                    "tokenizer": AutoTokenizer.from_pretrained(student_path),
-                },
-                name="model",
-                task="text-generation",
-                pip_requirements=["transformers", "torch"],
-                registered_model_name=name,
-            )
-    finally:
-        mlflow.set_tracking_uri(previous)  # other tests must not inherit this store
-    return str(info.registered_model_version)
+    tracker = Tracker(tracking_uri)  # pinned to this store: other tests inherit no global URI
+    run_id = tracker.start_run("student-fixture", {}, artifact_dir)
+    model = AutoModelForCausalLM.from_pretrained(student_path)
+    version, _ = tracker.log_and_register(
+        run_id, model, AutoTokenizer.from_pretrained(student_path), name, tags={}
+    )
+    tracker.finish(run_id)
+    return version
 
 
 def free_port() -> int:

@@ -20,30 +20,22 @@ def trained_student(student_path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def registry(trained_student, tmp_path_factory) -> tuple[str, str]:
-    """(tracking URI, ``models:/NAME@champion``) of the trained student logged with mlflow.transformers."""
-    import mlflow
-    from mlflow import MlflowClient
+    """(tracking URI, ``models:/NAME@champion``) of the trained student, logged with mlflow.transformers
+    by the code `l2ray train` publishes with."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from l2ray.train.tracking import Tracker
+
     root = tmp_path_factory.mktemp("mlflow")
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.create_experiment("serve-test", artifact_location=(root / "artifacts").as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.transformers.log_model(
-            transformers_model={
-                "model": AutoModelForCausalLM.from_pretrained(trained_student),
-                "tokenizer": AutoTokenizer.from_pretrained(trained_student),
-            },
-            name="model",
-            task="text-generation",
-            pip_requirements=["transformers", "torch"],
-            registered_model_name=MODEL_NAME,
-        )
-    MlflowClient(tracking_uri).set_registered_model_alias(
-        MODEL_NAME, "champion", info.registered_model_version
+    tracker = Tracker(f"sqlite:///{root / 'mlflow.db'}")
+    run_id = tracker.start_run("serve-test", {}, root / "artifacts")
+    model = AutoModelForCausalLM.from_pretrained(trained_student)
+    version, _ = tracker.log_and_register(
+        run_id, model, AutoTokenizer.from_pretrained(trained_student), MODEL_NAME, tags={}
     )
-    return tracking_uri, f"models:/{MODEL_NAME}@champion"
+    tracker.finish(run_id)
+    tracker.client.set_registered_model_alias(MODEL_NAME, "champion", version)
+    return tracker.tracking_uri, f"models:/{MODEL_NAME}@champion"
 
 
 @pytest.fixture(scope="session")
