@@ -111,7 +111,10 @@ class TrainConfig(Section):
     fail_at_step: int | None = Field(
         default=None,
         ge=1,
-        description="test hook: the last worker raises once when it reaches this step (fault injection)",
+        description=(
+            "test hook: the last worker raises once when it reaches this step, after the checkpoints "
+            "reported before it are committed (fault injection)"
+        ),
     )
 
     @model_validator(mode="after")

@@ -331,13 +331,21 @@ def _rank_zero_writer(settings: LoopSettings, rank: int) -> StepMetricWriter | N
 def _maybe_inject_failure(settings: LoopSettings, step: int, rank: int, world: int) -> None:
     """The test hook: the last rank raises the first time any attempt reaches ``fail_at_step``.
 
-    A marker file in the run's storage remembers that it fired, so the restarted group passes.
+    A marker file in the run's storage remembers that it fired, so the restarted group passes. The
+    worker first waits until Ray Train has committed every checkpoint reported so far: otherwise a
+    fast failure can beat rank 0's checkpoint report to the controller, the group restarts from an
+    older checkpoint, and where it resumes would depend on timing.
     """
     if settings.fail_at_step != step or rank != world - 1 or settings.fault_marker is None:
         return
     marker = Path(settings.fault_marker)
     if marker.exists():
         return
+    import ray.train
+
+    ray.train.get_all_reported_checkpoints(
+        consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=300
+    )
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"worker {rank} failed on purpose at step {step}\n")
     raise InjectedFailure(f"train.fail_at_step={step}: worker {rank} fails once on purpose (fault injection)")
