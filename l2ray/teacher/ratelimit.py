@@ -53,6 +53,11 @@ class RateLimiter:
     def active(self) -> bool:
         return self._requests is not None or self._tokens is not None
 
+    @property
+    def paused(self) -> bool:
+        """Whether a ``pause`` is holding requests back now."""
+        return self._resume_at > time.monotonic()
+
     def pause(self, seconds: float) -> None:
         """Send nothing for ``seconds`` from now (a longer pause already running is kept)."""
         self._resume_at = max(self._resume_at, time.monotonic() + seconds)

@@ -106,6 +106,22 @@ def test_a_request_is_reproducible_whatever_it_is_batched_with(generator):
     assert other.text != alone.text
 
 
+def test_each_row_keeps_its_own_thinking_budget_in_a_mixed_batch(generator):
+    """What Serve's dynamic batches do: rows with different budgets decode together, and each row's
+    tokens are those it gets alone."""
+    engine = generator.engine
+    budgets = [2, 5, 9]
+    requests = [
+        DecodeRequest(engine.codec.chat_prompt(CHATS[0]), 24, InterventionConfig(max_thinking_tokens=b))
+        for b in budgets
+    ]
+    together = engine.complete(requests)
+    alone = [engine.complete([r])[0] for r in requests]
+    assert [c.text for c in together] == [c.text for c in alone]
+    assert all(c.thinking_tokens <= b for c, b in zip(together, budgets, strict=True))
+    assert len({c.thinking_tokens for c in together}) > 1  # the budgets differ, and they bind
+
+
 def test_processors_work_inside_transformers_generate(generator):
     engine = generator.engine
     request = DecodeRequest(

@@ -180,7 +180,8 @@ def test_cli_reports_bad_benchmarks_in_one_line(tmp_path: Path) -> None:
 def test_eval_through_the_serve_graph(ray_cluster, student_path, tmp_path: Path) -> None:
     # The usual deployment: the server runs the champion alias, the eval names the pinned version.
     # l2ray serve answers only to its served_model_name, so the eval must ask /v1/models for it.
-    from evalkit import free_port, log_student
+    from evalkit import log_student
+    from local_servers import free_port
     from ray import serve
 
     from l2ray.serve.api import run_server

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from local_servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -30,11 +30,11 @@ def job_cluster(tmp_path_factory):
         "RAY_AUTH_MODE": "disabled",
         "RAY_USAGE_STATS_ENABLED": "0",
     }
-    gcs_port, dashboard_port = _free_port(), _free_port()
+    gcs_port, dashboard_port = free_port(), free_port()
     head = [
         str(BIN / "ray"), "start", "--head", f"--port={gcs_port}", "--num-cpus=2",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-        f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--ray-client-server-port={_free_port()}",
+        f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--ray-client-server-port={free_port()}",
         *_node_ports(),
     ]  # fmt: skip
     # The second node gets its own temp dir: two nodes on one machine would otherwise share (and
@@ -112,13 +112,7 @@ def _node_ports() -> list[str]:
     (the test session's own cluster included), and a head without its job agent accepts no job."""
     names = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
              "metrics-export-port", "node-manager-port", "object-manager-port")  # fmt: skip
-    return [f"--{name}={_free_port()}" for name in names]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return [f"--{name}={free_port()}" for name in names]
 
 
 def _kill_cluster(temp_dir: Path) -> None:

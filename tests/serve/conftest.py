@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from serve_support import API_KEY, MODEL_NAME, free_port, train_briefly
+from local_servers import free_port
+from serve_support import API_KEY, MODEL_NAME, train_briefly
 
 
 @pytest.fixture(scope="session")

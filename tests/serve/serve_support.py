@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 from pathlib import Path
 
 from l2ray.languages import tag_token
@@ -57,12 +56,6 @@ def train_briefly(path: Path, steps: int = 60, seed: int = 0) -> None:
         optimizer.zero_grad()
     model.eval()
     model.save_pretrained(path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def first_tag(text: str) -> str | None:

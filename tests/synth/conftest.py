@@ -10,7 +10,7 @@ from synth_helpers import API_KEY
 @pytest.fixture
 def fake_teacher():
     """A misbehaving teacher (every first attempt fails) that wants the test API key."""
-    with FakeTeacher(faults=True, slow_s=1.0, expected_key=API_KEY) as server:
+    with FakeTeacher(faults=True, expected_key=API_KEY) as server:
         yield server
 
 

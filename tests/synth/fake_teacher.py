@@ -6,8 +6,9 @@ sentence in the target language followed by the source's math; a solve request b
 reasoning in the language and ``\boxed{N}``, N the last number of the question.
 
 Faults (``faults=True``): the first attempt of each request fails in one of six ways chosen by its
-fingerprint — 429 with ``Retry-After``, 500, a reply slower than the client's timeout, a dropped
-connection, malformed JSON, empty content — and the retry succeeds. Text markers make a request
+fingerprint — 429 with ``Retry-After``, 500, a reply held back until the server stops (the client
+times out: ``client_timeout_s`` suits the server), a dropped connection, malformed JSON, empty
+content — and the retry succeeds. Text markers make a request
 fail every time: ``[[ALWAYS500]]`` (HTTP 500) and ``[[EMPTY]]`` (empty content); ``[[429]]`` gets a
 429 with ``Retry-After: 0.5`` on its first attempt; others change a
 successful reply: ``[[CUTOFF]]`` (``finish_reason: length``), ``[[MARKUP]]`` (a language tag in the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -53,17 +55,23 @@ FAULTS = ("rate_limit", "server_error", "timeout", "drop", "malformed", "empty")
 
 class FakeTeacher:
     """The server. Counters (``requests``, ``by_fingerprint``, ``succeeded``, ``faults``) are read
-    by tests; ``expected_key`` (if set) must arrive as the bearer token, else 401."""
+    by tests; ``expected_key`` (if set) must arrive as the bearer token, else 401.
+
+    ``client_timeout_s`` is the client timeout a test should use: short when the timeout fault is
+    on (each one costs it), generous otherwise, so that a good reply slowed by a loaded machine is
+    never taken for a fault and retried (tests count requests exactly).
+    """
 
     def __init__(
         self,
         latency: float = 0.0,
         faults: bool = False,
-        slow_s: float = 2.0,
+        slow_s: float = 60.0,
         expected_key: str | None = None,
         port: int = 0,
     ) -> None:
         self.latency, self.faults, self.slow_s = latency, faults, slow_s
+        self.client_timeout_s = 2.0 if faults else 30.0
         self.expected_key, self.port = expected_key, port
         self.requests = 0
         self.arrivals: list[tuple[float, str]] = []  # (time.monotonic(), the last message) per request
@@ -74,6 +82,7 @@ class FakeTeacher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
 
     @property
     def base_url(self) -> str:
@@ -85,6 +94,7 @@ class FakeTeacher:
         return app
 
     async def start_async(self) -> None:
+        self._stopping = asyncio.Event()
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
@@ -106,7 +116,8 @@ class FakeTeacher:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._runner is not None
+        assert self._loop is not None and self._runner is not None and self._stopping is not None
+        self._loop.call_soon_threadsafe(self._stopping.set)  # held replies end; cleanup waits on them
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
@@ -170,7 +181,11 @@ class FakeTeacher:
         if fault == "server_error":
             return web.json_response({"error": f"boom while serving {auth!r}"}, status=500)
         if fault == "timeout":
-            await asyncio.sleep(self.slow_s)
+            # Held on an event, not a sleep: aiohttp does not cancel a handler when its client
+            # gives up, and a stopping server waits for the handlers still running.
+            assert self._stopping is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.slow_s)
             return None
         if fault == "drop":
             assert request.transport is not None

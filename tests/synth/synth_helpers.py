@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fake_teacher import FakeTeacher
+
 API_KEY = "sk-l2ray-test-7f3a9c1e5b"
 
 
@@ -31,12 +33,13 @@ def write_seeds(path: Path, records: list[dict], extra_lines: tuple[str, ...] = 
     return path
 
 
-def teacher_section(base_url: str | None, **extra) -> dict:
-    """A teacher section with short timeouts and backoff, so faults cost little test time."""
+def teacher_section(server: FakeTeacher, **extra) -> dict:
+    """A teacher section for ``server``: its client timeout and a short backoff, so faults cost
+    little test time."""
     return {
-        "base_url": base_url,
+        "base_url": server.base_url,
         "model": "fake-teacher",
-        "timeout_s": 0.5,
+        "timeout_s": server.client_timeout_s,
         "backoff_base_s": 0.02,
         "backoff_max_s": 0.2,
         "max_retries": 3,

@@ -54,7 +54,7 @@ def test_every_seed_is_accounted_for_and_the_key_never_leaks(
         records,
         ("{not json", json.dumps({"id": "s9", "question": "q", "cot": "c"})),
     )
-    recipe = recipe_from_dict(_recipe(tmp_path, seeds, teacher_section(fake_teacher.base_url), ["zh", "fr"]))
+    recipe = recipe_from_dict(_recipe(tmp_path, seeds, teacher_section(fake_teacher), ["zh", "fr"]))
 
     summary = synthesize(recipe).summary
 
@@ -103,7 +103,7 @@ def test_two_actors_send_each_request_once_and_odd_replies_cost_one_row(ray_clus
     seeds = write_seeds(tmp_path / "seeds.jsonl", records)
     with FakeTeacher() as server:
         # One target language: each mixed plan switches the same fragments into zh.
-        raw = _recipe(tmp_path, seeds, teacher_section(server.base_url), ["zh"], actors=2, mixed_per_seed=3)
+        raw = _recipe(tmp_path, seeds, teacher_section(server), ["zh"], actors=2, mixed_per_seed=3)
         recipe = recipe_from_dict(raw)
         summary = synthesize(recipe).summary
 
@@ -122,7 +122,7 @@ def test_two_actors_send_each_request_once_and_odd_replies_cost_one_row(ray_clus
 def test_a_killed_run_resumes_without_duplicates_or_resent_requests(ray_cluster, api_key, tmp_path):
     seeds = write_seeds(tmp_path / "seeds.jsonl", [seed_record(i) for i in range(6)])
     with FakeTeacher(latency=0.25, expected_key=API_KEY) as server:
-        teacher = teacher_section(server.base_url, concurrency=2, timeout_s=5)
+        teacher = teacher_section(server, concurrency=2, timeout_s=5)
         raw = _recipe(tmp_path, seeds, teacher, ["zh", "fr", "de"])
         (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(raw))
         env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}

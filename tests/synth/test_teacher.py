@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 from fake_teacher import FakeTeacher
@@ -20,6 +21,7 @@ from l2ray.teacher import (
     TeacherConfig,
     TeacherError,
     build_teacher,
+    ratelimit,
 )
 from l2ray.teacher.local import TransformersTeacher
 from l2ray.teacher.openai_http import estimate_tokens
@@ -28,7 +30,7 @@ from l2ray.text import segment
 
 
 def _client(server: FakeTeacher, cache_dir, **extra) -> TeacherClient:
-    config = TeacherConfig(**teacher_section(server.base_url, **extra))
+    config = TeacherConfig(**teacher_section(server, **extra))
     return TeacherClient(build_teacher(config), ResponseCache(cache_dir), config, prompt_version="v1")
 
 
@@ -112,9 +114,8 @@ def test_a_429_holds_back_every_request_of_the_actor_for_its_retry_after(api_key
         async def run() -> list:
             try:
                 limited = asyncio.create_task(client.ask([{"role": "user", "content": "[[429]] first"}]))
-                while not server.arrivals:  # the 429 has been answered once its request arrived
+                while not client.teacher.limiter.paused:  # the client has read the 429
                     await asyncio.sleep(0.01)
-                await asyncio.sleep(0.05)
                 others = [client.ask([{"role": "user", "content": f"other {i}"}]) for i in range(3)]
                 return await asyncio.gather(limited, *others)
             finally:
@@ -125,7 +126,7 @@ def test_a_429_holds_back_every_request_of_the_actor_for_its_retry_after(api_key
     refused_at = server.arrivals[0][0]
     later = [(at, text) for at, text in server.arrivals[1:]]
     assert len(later) == 4  # the retry and the three others
-    # Nothing reached the server while Retry-After (0.5 s) ran, though the others were ready at 0.05 s.
+    # Nothing reached the server while Retry-After (0.5 s) ran, though the others were ready during it.
     assert all(at - refused_at >= 0.45 for at, _ in later), [round(at - refused_at, 3) for at, _ in later]
 
 
@@ -158,11 +159,18 @@ def test_cache_skips_a_torn_last_line_and_serves_preloaded_entries(tmp_path):
     assert cache.get("recorded").text == "from memory"
 
 
-def test_rate_limits_make_later_requests_wait():
+def test_a_token_bucket_refills_at_its_rate(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     bucket = TokenBucket(rate_per_minute=60)
     assert bucket.wait_time(60) == 0
     bucket.level -= 60
-    assert bucket.wait_time(1) > 0.9  # one unit refills in a second
+    assert bucket.wait_time(1) == 1.0  # one unit refills in a second
+    clock[0] += 0.25
+    assert bucket.wait_time(1) == 0.75
+
+
+def test_completion_tokens_count_against_the_tpm_budget():
     limiter = RateLimiter(requests_per_minute=6000, tokens_per_minute=600)
     asyncio.run(limiter.acquire(tokens=600))
     limiter.charge_tokens(100)
@@ -192,7 +200,7 @@ def test_translate_questions_shares_the_synthesis_prompt_and_cache(api_key, tmp_
 
     questions = ["Let $a = 3$. What is $a$?", "Compute $2 + 2$."]
     with FakeTeacher(expected_key=API_KEY) as server:
-        teacher = {**teacher_section(server.base_url), "cache_dir": str(tmp_path / "cache")}
+        teacher = {**teacher_section(server), "cache_dir": str(tmp_path / "cache")}
         recipe = recipe_from_dict({"name": "p", "output_dir": str(tmp_path), "teacher": teacher})
         first = translate_questions(recipe, questions, "de")
         again = translate_questions(recipe, questions, "de")

@@ -7,17 +7,11 @@ Two ``fit()`` runs (plus one resumed run) keep this file inside its time budget:
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
+from local_servers import mlflow_server_in
 from mlflow import MlflowClient
 from transformers import AutoModelForCausalLM
 
@@ -31,47 +25,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` on a free 127.0.0.1 port (sqlite backend, proxied artifacts)."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-        "--artifacts-destination", str(folder / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    log = (folder / "server.log").open("w")
-    # Its own session, so teardown can stop the server and its uvicorn worker and nothing else.
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        yield _ServerHandle(url, process, folder / "server.log")
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
-
-
-class _ServerHandle:
-    """Started at fixture time (it boots while Ray starts); `ready()` waits for /health."""
-
-    def __init__(self, url: str, process: subprocess.Popen, log: Path) -> None:
-        self.url, self.process, self.log = url, process, log
-
-    def ready(self, timeout: float = 120.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return self.url
-            except OSError:
-                time.sleep(0.5)
-        raise TimeoutError(f"mlflow server at {self.url} not healthy after {timeout}s")
+    """A real ``mlflow server`` shared by this module's tests; it boots while Ray starts."""
+    with mlflow_server_in(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
 
 
 def test_full_training_survives_a_worker_failure_and_registers_a_model(
