@@ -18,8 +18,8 @@ language choices); with sampling (`Sampling`) the generator's own RNG decides th
 each call seeded from the request's seed and the call's number, so a seeded request is
 reproducible. The request's own ``logit_bias`` travels with every call, added to the policy's.
 
-`stream_segment_loop` yields the accepted tokens after every generator call (what streaming
-responses need); `run_segment_loop` collects them.
+`stream_segment_loop` yields the accepted tokens after every generator call, the answer's included
+(what streaming responses need); `run_segment_loop` collects them.
 
 Example:
     >>> result = await run_segment_loop(backend, prompt_ids, policy, max_tokens=256)  # doctest: +SKIP
@@ -173,12 +173,18 @@ async def stream_segment_loop(
             accept(forced)
             continue
         remaining = max_tokens - len(out)
-        if not policy.thinking:  # the intervention only acts while thinking
-            result = await complete(prompt + out, remaining, 0, {})
+        if not policy.thinking:
+            # The intervention only acts while thinking: the answer needs no alternatives, but it
+            # still comes in chunks, so that a stream shows it as it is written.
+            result = await complete(prompt + out, min(chunk, remaining), 0, {})
             for step in result.steps:
                 accept(step.token)
-            yield delta(result.finish_reason)
-            return
+            if result.finish_reason == "stop" or not result.steps:
+                yield delta(result.finish_reason)
+                return
+            if len(out) < max_tokens:
+                yield delta(None)
+            continue
         result = await complete(prompt + out, min(chunk, remaining), policy.config.top_k, {})
         steps = list(result.steps)
         stopped = result.finish_reason == "stop"

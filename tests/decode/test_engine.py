@@ -208,3 +208,8 @@ def test_segment_loop_streams_a_delta_per_generator_call(generator):
     assert [t for d in streamed for t in d.tokens] == whole.tokens
     assert streamed[-1].finish_reason == whole.finish_reason
     assert [d.calls for d in streamed] == sorted(d.calls for d in streamed)  # tokens as calls return
+    # The answer streams too: after the delta that closes the thinking, it arrives chunk by chunk.
+    think_end = engine.codec.vocab.think_end_id
+    closing = next(i for i, d in enumerate(streamed) if think_end in d.tokens)
+    answer = [d for d in streamed[closing + 1 :] if d.tokens]
+    assert len(answer) >= 2 and all(len(d.tokens) <= 4 for d in answer)
