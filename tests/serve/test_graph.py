@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -226,8 +227,16 @@ def test_api_keys(server):
 
 
 def test_keys_never_reach_the_logs(server, ray_cluster):
-    httpx.post(f"{server}/chat/completions", json={}, headers={"Authorization": "Bearer sk-wrong-key-123"})
+    refused = httpx.post(
+        f"{server}/chat/completions", json={}, headers={"Authorization": "Bearer sk-wrong-key-123"}
+    )
     logs = Path(ray_cluster._private.worker._global_node.get_session_dir_path()) / "logs"
+    # Replicas write their logs asynchronously: scan once this request's own lines are there.
+    request_id = refused.headers["x-request-id"]
+    deadline = time.monotonic() + 60
+    while not any(request_id.encode() in p.read_bytes() for p in (logs / "serve").glob("replica_*")):
+        assert time.monotonic() < deadline, f"no replica logged request {request_id}"
+        time.sleep(0.2)
     leaked = [
         str(path)
         for path in logs.rglob("*")
