@@ -59,7 +59,8 @@ class FakeTeacher:
 
     ``client_timeout_s`` is the client timeout a test should use: short when the timeout fault is
     on (each one costs it), generous otherwise, so that a good reply slowed by a loaded machine is
-    never taken for a fault and retried (tests count requests exactly).
+    never taken for a fault and retried (tests count requests exactly). ``slow_s`` bounds how long
+    a held "timeout" reply waits where the server is never stopped (run as a process by the bench).
     """
 
     def __init__(
