@@ -122,7 +122,8 @@ def bench_generate(model, tokenizer, args) -> Phase:
 
 def bench_engine(model, tokenizer, args, intervention: bool) -> Phase:
     from l2ray.decode.config import InterventionConfig
-    from l2ray.decode.engine import DecodeEngine, DecodeRequest
+    from l2ray.decode.engine import DecodeEngine
+    from l2ray.decode.types import DecodeRequest
 
     engine = DecodeEngine(model, tokenizer)
     config = InterventionConfig(**INTERVENTION) if intervention else InterventionConfig()

@@ -343,10 +343,9 @@ def _l2ray(
 
 
 def _examples(tokenizer: Any, rows: list[Any], seq_len: int) -> list[Any]:
-    from l2ray.traces import assistant_text
     from l2ray.train.examples import encode_example
 
-    return [encode_example(tokenizer, r.question, assistant_text(r), seq_len) for r in rows]
+    return [encode_example(tokenizer, r.question, r.assistant_text(), seq_len) for r in rows]
 
 
 def _throughput(tokens: list[float], seconds: list[float]) -> float:

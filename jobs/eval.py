@@ -4,7 +4,7 @@ import argparse
 
 from _entry import recipe_from_args
 
-from l2ray.eval.runner import run_eval
+from l2ray.eval.api import run_eval
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--model", help="model URI (default: the recipe's eval.model or student.model)")

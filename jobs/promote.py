@@ -4,7 +4,7 @@ import argparse
 
 from _entry import recipe_from_args
 
-from l2ray.eval.promotion import promote
+from l2ray.eval.api import promote
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--candidate", default="candidate", help="version number or alias")

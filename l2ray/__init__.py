@@ -6,3 +6,5 @@ named in docs/architecture.md.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,7 +1,8 @@
 """The ``l2ray`` command line.
 
 Every command takes ``--config recipe.yaml`` (default: the built-in recipe) and any number of
-``--set key.sub=value`` overrides. Errors in input print one clear message and exit with status 2.
+``--set key.sub=value`` overrides. An `l2ray.errors.L2rayError` (bad input, an unusable
+environment) prints its one message and exits with status 2; `main` catches it in one place.
 """
 
 from __future__ import annotations
@@ -11,13 +12,30 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from l2ray.config import Recipe, RecipeError, load_recipe, recipe_from_dict
+from l2ray.config import Recipe, load_recipe, recipe_from_dict
+from l2ray.errors import L2rayError
 
-app = typer.Typer(help="L² (Less Data, Less Tokens) on Ray.", no_args_is_help=True, add_completion=False)
+
+class _Commands(TyperGroup):
+    """The command group: the one place an `L2rayError` becomes one line on stderr and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except L2rayError as exc:
+            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=_Commands, help="L² (Less Data, Less Tokens) on Ray.", no_args_is_help=True, add_completion=False
+)
 text_app = typer.Typer(help="Segmentation and language-mix measurement of traces.", no_args_is_help=True)
 student_app = typer.Typer(help="The student model.", no_args_is_help=True)
 app.add_typer(text_app, name="text")
@@ -30,15 +48,8 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. 
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning known input errors into one-line messages."""
-    from l2ray.data.seeds import SeedError
-    from l2ray.languages import UnknownLanguageError
-
-    try:
-        app()
-    except (RecipeError, SeedError, UnknownLanguageError, FileNotFoundError) as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+    """Console-script entry point (errors are handled by the command group, `_Commands`)."""
+    app()
 
 
 def recipe_option(config: Path | None, sets: list[str] | None) -> Recipe:
@@ -165,11 +176,10 @@ def eval_command(
     endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (default: local).")] = None,
 ) -> None:
     """Evaluate accuracy and tokens over recipe.eval's benchmarks × samples × configurations."""
-    from l2ray.eval.runner import run_eval
+    from l2ray.eval.api import run_eval
 
     recipe = recipe_option(config, sets)
-    result = _eval_errors_exit(lambda: run_eval(recipe, label=label, model=model, endpoint=endpoint))
-    _print_eval(result)
+    _print_eval(run_eval(recipe, label=label, model=model, endpoint=endpoint))
 
 
 @app.command()
@@ -180,10 +190,11 @@ def pilot(
     model: Annotated[str | None, typer.Option(help="Model URI (default: eval.model, student.model).")] = None,
 ) -> None:
     """Pilot study: the seed problems asked in each language; accuracy, tokens and tokenizer compression."""
-    from l2ray.eval.pilot import run_pilot
+    from l2ray.eval.api import run_pilot
+    from l2ray.synth.api import translator
 
     recipe = recipe_option(config, sets)
-    result = _eval_errors_exit(lambda: run_pilot(recipe, label=label, model=model))
+    result = run_pilot(recipe, translator(recipe), label=label, model=model)
     table = Table(title="pilot: the same problems in each language")
     for column in ("language", "accuracy", "thinking mean", "English-equivalent", "tokens/char", "vs en"):
         table.add_column(column)
@@ -207,10 +218,10 @@ def promote(
     candidate: Annotated[str, typer.Option(help="Version number or alias of the candidate.")] = "candidate",
 ) -> None:
     """Move the champion alias to the candidate when it passes recipe.eval.gate (exit 3 when refused)."""
-    from l2ray.eval.promotion import promote as run_promotion
+    from l2ray.eval.api import promote as run_promotion
 
     recipe = recipe_option(config, sets)
-    decision = _eval_errors_exit(lambda: run_promotion(recipe, candidate))
+    decision = run_promotion(recipe, candidate)
     colour = {"promoted": "green", "rejected": "yellow", "refused": "red"}[decision.outcome]
     console.print(
         f"[bold {colour}]{decision.outcome}[/]: {decision.model_name} version {decision.candidate} "
@@ -220,19 +231,6 @@ def promote(
         console.print(f"  - {reason}", highlight=False)
     if decision.outcome == "refused":
         raise typer.Exit(3)
-
-
-def _eval_errors_exit(action):
-    """Run ``action``; evaluation input errors print one line and exit 2."""
-    from l2ray.eval.benchmarks import BenchmarkError
-    from l2ray.eval.engines import EndpointError
-    from l2ray.eval.promotion import PromotionError
-
-    try:
-        return action()
-    except (BenchmarkError, EndpointError, PromotionError) as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 def _print_eval(result) -> None:
@@ -258,14 +256,10 @@ def _print_eval(result) -> None:
 @app.command()
 def synth(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     """Synthesize multilingual traces (original, whole-CoT, code-switched) on Ray Data; resumable."""
-    from l2ray.synth.api import MissingResponsesError, synthesize
+    from l2ray.synth.api import synthesize
 
     recipe = recipe_option(config, sets)
-    try:
-        result = synthesize(recipe)
-    except MissingResponsesError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    result = synthesize(recipe)
     summary = result.summary
     table = Table(title=f"synthesis: {result.run_dir / 'synth'}")
     for column in ("kind", "rows", "languages"):
@@ -297,14 +291,9 @@ def train_command(
 ) -> None:
     """Fine-tune the student on Ray Train; log to MLflow; register the model with alias `candidate`."""
     from l2ray.train.api import train
-    from l2ray.train.mix import TrainDataError
 
     recipe = recipe_option(config, sets)
-    try:
-        result = train(recipe, traces_dir=traces, resume=resume)
-    except TrainDataError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+    result = train(recipe, traces_dir=traces, resume=resume)
     table = Table(title=f"training run {result.ray_run_name}")
     table.add_column("field")
     table.add_column("value")
@@ -358,25 +347,17 @@ def run(
     force: Annotated[bool, typer.Option(help="Rerun every stage even when its outputs are current.")] = False,
 ) -> None:
     """The whole pipeline: synth → train → eval base and student → promote; done stages are skipped."""
-    from l2ray.pipeline import comparison_rows, run_pipeline
+    from l2ray.pipeline import COMPARISON_COLUMNS, comparison_cells, comparison_rows, run_pipeline
 
     recipe = recipe_option(config, sets)
     log = lambda line: console.print(line, highlight=False, markup=False)  # noqa: E731
     result = run_pipeline(recipe, until=until, force=force, log=log)
     state = {s.name: {"outputs": s.outputs} for s in result.stages}
     table = Table(title=f"run {recipe.name}: base vs student")
-    for column in ("model", "benchmark", "configuration", "accuracy", "mean thinking tokens", "failures"):
+    for column in COMPARISON_COLUMNS:
         table.add_column(column)
     for row in comparison_rows(state):
-        tokens = "–" if row["thinking_tokens"] is None else f"{row['thinking_tokens']:.1f}"
-        table.add_row(
-            row["model"],
-            row["benchmark"],
-            row["configuration"],
-            f"{row['accuracy']:.3f} ± {row['accuracy_se']:.3f}",
-            tokens,
-            str(row["failures"]),
-        )
+        table.add_row(*comparison_cells(row))
     if table.row_count:
         console.print(table)
     if "promote" in state:
@@ -385,9 +366,13 @@ def run(
     console.print(f"browse runs and models: mlflow ui --backend-store-uri {recipe.tracking_uri}")
 
 
+class TraceFileError(L2rayError):
+    """A file given to ``l2ray text`` that is missing or holds no usable trace."""
+
+
 def _read_traces(path: Path, field: str | None) -> list[tuple[str, str]]:
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise TraceFileError(f"{path} does not exist; pass a text file, or a JSONL file with --field")
     if field is None:
         return [(path.name, path.read_text(encoding="utf-8"))]
     traces = []
@@ -396,7 +381,7 @@ def _read_traces(path: Path, field: str | None) -> list[tuple[str, str]]:
             continue
         row = json.loads(line)
         if not isinstance(row.get(field), str):
-            raise RecipeError(
+            raise TraceFileError(
                 f"{path}, row {line_no}: field {field!r} is missing or not text; fields there: {sorted(row)}"
             )
         traces.append((str(row.get("id", line_no)), row[field]))

@@ -11,7 +11,6 @@ field, the bad value and what is allowed.
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from l2ray._schema import Section
+from l2ray._schema import Section, format_validation_error
 from l2ray.data.config import SeedsConfig
+from l2ray.errors import L2rayError
 from l2ray.eval.config import EvalConfig
 from l2ray.languages import LANGUAGES, validate_codes
 from l2ray.serve.config import ServeConfig
@@ -91,7 +91,7 @@ class Recipe(Section):
         return self.tracking.registered_model or self.name
 
 
-class RecipeError(ValueError):
+class RecipeError(L2rayError, ValueError):
     """A recipe that cannot run: unreadable YAML, a bad override, or a field that fails validation."""
 
 
@@ -115,7 +115,7 @@ def recipe_from_dict(
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(format_validation_error(exc, origin)) from None
+        raise RecipeError(format_validation_error(exc, f"recipe {origin}", Recipe)) from None
 
 
 def apply_override(data: dict[str, Any], item: str, origin: str = "<dict>") -> None:
@@ -131,36 +131,6 @@ def apply_override(data: dict[str, Any], item: str, origin: str = "<dict>") -> N
             raise RecipeError(f"recipe {origin}: override {item!r}: {part!r} is a value, not a section")
         node = child
     node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
-
-
-def format_validation_error(exc: ValidationError, origin: str) -> str:
-    """One line per problem: ``field.path: got <value> — <what is allowed>`` (+ a spelling hint)."""
-    lines = [f"recipe {origin} is invalid ({exc.error_count()} problem(s)):"]
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "<top level>"
-        got = err.get("input")
-        if err["type"] == "extra_forbidden":
-            hint = _spelling_hint(err["loc"])
-            lines.append(f"  {where}: unknown field.{hint} Remove it or fix its spelling.")
-            continue
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            lines.append(f"  {where}: required field is missing.")
-        else:
-            lines.append(f"  {where}: got {got!r} — {message}")
-    return "\n".join(lines)
-
-
-def _spelling_hint(loc: tuple[Any, ...]) -> str:
-    model: Any = Recipe
-    for part in loc[:-1]:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return ""
-        model = field.annotation
-    known = list(getattr(model, "model_fields", {}))
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-    return f" Did you mean {close[0]!r}?" if close else f" Allowed: {', '.join(known)}."
 
 
 def _read_with_bases(path: Path, chain: list[Path]) -> dict[str, Any]:

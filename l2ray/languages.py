@@ -19,8 +19,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from l2ray.errors import L2rayError
+
 Script = Literal["Latin", "Han", "Japanese", "Hangul", "Cyrillic", "Arabic"]
 
+TAG_OPEN = "<|lang:"
+"""How every language tag starts (text that holds it carries l2ray markup)."""
 TAG_PATTERN = re.compile(r"<\|lang:([a-z]{2,3})\|>")
 """Matches one language tag and captures its ISO 639-1 code."""
 
@@ -56,7 +60,7 @@ class Language:
 
 def tag_token(code: str) -> str:
     """Return the tag token for a language code (the code is not checked; see `get_language`)."""
-    return f"<|lang:{code}|>"
+    return f"{TAG_OPEN}{code}|>"
 
 
 def get_language(code: str) -> Language:
@@ -79,7 +83,7 @@ def all_tags() -> list[str]:
     return [lang.tag for lang in LANGUAGES.values()]
 
 
-class UnknownLanguageError(ValueError):
+class UnknownLanguageError(L2rayError, ValueError):
     """A language code that is not in the registry."""
 
     def __init__(self, code: str) -> None:

@@ -22,8 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from l2ray.clock import utc_iso
 from l2ray.config import Recipe
-from l2ray.data.seeds import stable_id
+from l2ray.hashing import stable_id
 
 STATE_FILE = "pipeline.json"
 STAGES = ("synth", "train", "eval_base", "eval_student", "promote")
@@ -88,7 +89,7 @@ def run_pipeline(
                 name=name,
                 fingerprint=fingerprint,
                 outputs=outputs,
-                finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                finished=utc_iso(),
                 wall_s=round(time.perf_counter() - started, 2),
             )
             state[name] = {k: v for k, v in asdict(record).items() if k != "skipped"}
@@ -146,6 +147,38 @@ def write_run_readme(recipe: Recipe, state: dict[str, dict[str, Any]] | None = N
     return path
 
 
+COMPARISON_COLUMNS = (
+    "model",
+    "benchmark",
+    "configuration",
+    "accuracy",
+    "mean thinking tokens",
+    "truncation",
+    "failures",
+)
+"""The columns of the base-vs-student table (`comparison_cells` fills them)."""
+
+
+def comparison_cells(row: dict[str, Any]) -> list[str]:
+    """One `comparison_rows` row as the text of `COMPARISON_COLUMNS` (the CLI and the run's README).
+
+    >>> comparison_cells({"model": "base", "benchmark": "mini", "configuration": "off", "accuracy": 0.5,
+    ...     "accuracy_se": 0.1, "thinking_tokens": None, "truncation_rate": 0.25, "failures": 0})
+    ['base', 'mini', 'off', '0.500 ± 0.100', '–', '0.25', '0']
+    """
+    tokens = "–" if row["thinking_tokens"] is None else f"{row['thinking_tokens']:.1f}"
+    truncation = "–" if row["truncation_rate"] is None else f"{row['truncation_rate']:.2f}"
+    return [
+        row["model"],
+        row["benchmark"],
+        row["configuration"],
+        f"{row['accuracy']:.3f} ± {row['accuracy_se']:.3f}",
+        tokens,
+        truncation,
+        str(row["failures"]),
+    ]
+
+
 def comparison_rows(state: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Base vs student per benchmark × configuration, from the two evaluation summaries."""
     rows = []
@@ -201,7 +234,7 @@ def _train(recipe: Recipe, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _evaluate(recipe: Recipe, label: str, model: str) -> dict[str, Any]:
-    from l2ray.eval.runner import run_eval
+    from l2ray.eval.api import run_eval
 
     result = run_eval(recipe, label=label, model=model)
     return {
@@ -220,7 +253,7 @@ def _eval_student(recipe: Recipe, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _promote(recipe: Recipe, state: dict[str, Any]) -> dict[str, Any]:
-    from l2ray.eval.promotion import promote
+    from l2ray.eval.api import promote
 
     decision = promote(recipe, candidate=str(state["train"]["outputs"]["version"]))
     path = recipe.run_dir / "promotion.json"
@@ -247,16 +280,10 @@ def _results_section(recipe: Recipe, state: dict[str, dict[str, Any]]) -> list[s
         lines += [
             "## Evaluation (base vs student)",
             "",
-            "| model | benchmark | configuration | accuracy | mean thinking tokens | truncation | failures |",
-            "|---|---|---|---|---|---|---|",
+            "| " + " | ".join(COMPARISON_COLUMNS) + " |",
+            "|" + "---|" * len(COMPARISON_COLUMNS),
         ]
-        for r in rows:
-            tokens = "–" if r["thinking_tokens"] is None else f"{r['thinking_tokens']:.1f}"
-            lines.append(
-                f"| {r['model']} | {r['benchmark']} | {r['configuration']} | "
-                f"{r['accuracy']:.3f} ± {r['accuracy_se']:.3f} | {tokens} | {r['truncation_rate']:.2f} | "
-                f"{r['failures']} |"
-            )
+        lines += ["| " + " | ".join(comparison_cells(r)) + " |" for r in rows]
         for label in ("eval_base", "eval_student"):
             if label in state:
                 report = Path(state[label]["outputs"]["report"])

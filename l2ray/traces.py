@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from l2ray.student.tokens import THINK_END, THINK_START
+from l2ray.thinking import assistant_turn
 
 TraceKind = Literal["original", "whole", "mixed"]
 TRACE_COLUMNS = (
@@ -66,15 +66,13 @@ class TraceRow(BaseModel):
         """The chat conversation the student is trained on (thinking block, then the answer)."""
         return [
             {"role": "user", "content": self.question},
-            {"role": "assistant", "content": assistant_text(self)},
+            {"role": "assistant", "content": self.assistant_text()},
         ]
+
+    def assistant_text(self) -> str:
+        """The assistant turn: the thinking block, then the answer (`l2ray.thinking.assistant_turn`)."""
+        return assistant_turn(self.cot, self.response)
 
     def decoded(self, name: Literal["checks", "teacher", "usage"]) -> dict[str, Any]:
         """One of the JSON columns as a dict."""
         return json.loads(getattr(self, name))
-
-
-def assistant_text(row: TraceRow | dict[str, Any]) -> str:
-    """``<think>\\n{cot}\\n</think>\\n\\n{response}``: the assistant turn of a trace."""
-    cot, response = (row.cot, row.response) if isinstance(row, TraceRow) else (row["cot"], row["response"])
-    return f"{THINK_START}\n{cot}\n{THINK_END}\n\n{response}"

@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -24,6 +23,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from l2ray.data.config import SeedsConfig
+from l2ray.errors import L2rayError
+from l2ray.hashing import stable_id
 from l2ray.text.boxed import last_boxed
 
 BUNDLED = "bundled"
@@ -78,7 +79,7 @@ class SeedLoadResult:
         return path
 
 
-class SeedError(ValueError):
+class SeedError(L2rayError, ValueError):
     """A malformed seed row with ``on_error: raise``; the message names source, row, field and fix."""
 
 
@@ -120,12 +121,6 @@ def load_seeds(config: SeedsConfig | None = None) -> SeedLoadResult:
 def bundled_file(name: str) -> Path:
     """Path of a data file shipped inside the package (``seeds.jsonl``, ``mini_eval.jsonl``, …)."""
     return Path(str(resources.files("l2ray.data").joinpath(name)))
-
-
-def stable_id(*parts: str, length: int = 16) -> str:
-    """A short, stable content hash (sha256) of the given strings."""
-    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
-    return digest[:length]
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from l2ray.student.tokens import THINK_END
+from l2ray.thinking import THINK_END
 
 
 class IncrementalDecoder:

@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from l2ray.decode.config import InterventionConfig
+from l2ray.errors import L2rayError
 from l2ray.languages import LANGUAGES, tag_token
-from l2ray.student.tokens import THINK_END, THINK_START
+from l2ray.text.langmix import shares
+from l2ray.thinking import THINK_END, THINK_START
 
 BANNED = -math.inf
 
@@ -68,7 +70,7 @@ class ReasoningVocab:
         )
 
 
-class PolicyError(ValueError):
+class PolicyError(L2rayError, ValueError):
     """An intervention the model's vocabulary cannot carry out (a language without a tag token)."""
 
 
@@ -108,6 +110,8 @@ class RequestPolicy:
         self.ignore_ids = tuple(ignore_ids)
         self.rng = random.Random(seed)
         self.thinking = thinking
+        self.started_thinking = thinking
+        """Whether the prompt had opened the thinking block (the generated text starts inside it)."""
         self.done = False
         self.language: str | None = None
         self.switches = 0
@@ -201,9 +205,17 @@ class RequestPolicy:
 
     def language_mix(self) -> dict[str, float]:
         """Share of tagged thinking tokens per language, largest first (empty before any tag)."""
-        total = sum(self.language_tokens.values())
-        ranked = sorted(self.language_tokens.items(), key=lambda kv: -kv[1])
-        return {code: round(count / total, 4) for code, count in ranked} if total else {}
+        return shares(self.language_tokens)
+
+    def counters(self) -> dict[str, Any]:
+        """What a request's ``usage`` reports beyond prompt and completion tokens."""
+        return {
+            "thinking_tokens": self.thinking_tokens,
+            "answer_tokens": self.answer_tokens,
+            "switches": self.switches,
+            "language_tokens": dict(self.language_tokens),
+            "language_mix": self.language_mix(),
+        }
 
     def _allowed_tags(self) -> set[int] | None:
         if self.config.force is not None:

@@ -2,7 +2,9 @@
 
 Each processor works on a batch where row ``i`` belongs to ``policies[i]`` (a `RequestPolicy`); the
 shared `PolicyBatch` feeds every emitted token to its row's policy exactly once, however many
-processors look at the same step. Order matters and is the one `default_processors` returns:
+processors look at the same step. As transformers' own processors do, each returns a new tensor and
+never edits the ``scores`` it is given: the per-row decisions are the policies' (Python), the edit is
+one vectorised bias or one-hot over the batch. Order matters and is the one `default_processors` returns:
 
     LanguageTag → LogitBias → SeededSampling → BudgetForcing
 
@@ -59,16 +61,15 @@ class LanguageTagLogitsProcessor(LogitsProcessor):
         self.batch.sync(input_ids)
         k = max((p.config.top_k for p in self.batch.policies), default=1)
         top = scores.topk(min(k, scores.shape[-1]), dim=-1).indices.tolist()
+        biases: list[dict[int, float]] = []
+        forced: list[int | None] = []
         for row, policy in enumerate(self.batch.policies):
-            if policy.budget_forced() is not None:
-                continue  # budget forcing owns this position; no draw is spent
-            forced = policy.tag_forced()
-            if forced is not None:
-                _one_hot(scores, row, forced)
-                continue
-            for token, bias in policy.tag_bias(top[row][: policy.config.top_k]).items():
-                scores[row, token] += bias
-        return scores
+            # Budget forcing owns a position it forces: no tag draw is spent there.
+            owned = policy.budget_forced() is not None
+            forced.append(None if owned else policy.tag_forced())
+            wants_bias = not owned and forced[-1] is None
+            biases.append(policy.tag_bias(top[row][: policy.config.top_k]) if wants_bias else {})
+        return force_tokens(add_biases(scores, biases), forced)
 
 
 class BudgetForcingLogitsProcessor(LogitsProcessor):
@@ -81,13 +82,12 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self.batch.sync(input_ids)
         chosen = scores.argmax(dim=-1).tolist()
+        forced: list[int | None] = []
         for row, policy in enumerate(self.batch.policies):
-            forced = policy.budget_forced()
-            if forced is None:
-                forced = policy.replace(chosen[row])
-            if forced != chosen[row]:
-                _one_hot(scores, row, forced)
-        return scores
+            token = policy.budget_forced()
+            token = policy.replace(chosen[row]) if token is None else token
+            forced.append(token if token != chosen[row] else None)
+        return force_tokens(scores, forced)
 
 
 class LogitBiasLogitsProcessor(LogitsProcessor):
@@ -97,36 +97,42 @@ class LogitBiasLogitsProcessor(LogitsProcessor):
         self.biases = list(biases)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        for row, bias in enumerate(self.biases):
-            for token, value in bias.items():
-                scores[row, token] += value
-        return scores
+        return add_biases(scores, self.biases)
 
 
 class SeededSamplingLogitsProcessor(LogitsProcessor):
     """Temperature / top-p sampling with one ``torch.Generator`` per row; returns one-hot rows.
 
     Rows with temperature 0 are left alone (greedy). Sampling here instead of in ``generate`` makes a
-    request's output independent of the requests batched with it.
+    request's output independent of the requests batched with it: each row draws from its own
+    generator, which is why the draw itself is per row.
     """
 
     def __init__(self, temperatures: Sequence[float], top_ps: Sequence[float], seeds: Sequence[int]) -> None:
+        if not len(temperatures) == len(top_ps) == len(seeds):
+            raise ValueError(
+                f"one temperature, top_p and seed per row: got {len(temperatures)}, {len(top_ps)}, "
+                f"{len(seeds)}"
+            )
+        if any(t < 0 for t in temperatures) or any(not 0 < p <= 1 for p in top_ps):
+            raise ValueError("temperatures must be >= 0 and top_p in (0, 1]")
         self.temperatures = list(temperatures)
         self.top_ps = list(top_ps)
         self.generators: list[torch.Generator | None] = [None] * len(seeds)
         self.seeds = list(seeds)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        drawn: list[int | None] = []
         for row, temperature in enumerate(self.temperatures):
             if temperature <= 0:
+                drawn.append(None)
                 continue
             if self.generators[row] is None:
                 self.generators[row] = torch.Generator(device="cpu").manual_seed(self.seeds[row])
             probs = torch.softmax(scores[row].float() / temperature, dim=-1).cpu()
             probs = _top_p(probs, self.top_ps[row])
-            token = int(torch.multinomial(probs, 1, generator=self.generators[row]))
-            _one_hot(scores, row, token)
-        return scores
+            drawn.append(int(torch.multinomial(probs, 1, generator=self.generators[row])))
+        return force_tokens(scores, drawn)
 
 
 def default_processors(
@@ -145,9 +151,40 @@ def default_processors(
     return LogitsProcessorList(processors)
 
 
-def _one_hot(scores: torch.FloatTensor, row: int, token: int) -> None:
-    scores[row] = -torch.inf
-    scores[row, token] = 0.0
+def add_biases(scores: torch.Tensor, biases: Sequence[dict[int, float]]) -> torch.Tensor:
+    """``scores`` plus a per-row additive bias (``-inf`` bans a token), as a new tensor.
+
+    >>> add_biases(torch.zeros(2, 3), [{1: 2.0}, {}]).tolist()
+    [[0.0, 2.0, 0.0], [0.0, 0.0, 0.0]]
+    """
+    rows = [row for row, bias in enumerate(biases) for _ in bias]
+    if not rows:
+        return scores
+    cols = [token for bias in biases for token in bias]
+    values = [value for bias in biases for value in bias.values()]
+    delta = torch.zeros_like(scores)
+    index = (torch.tensor(rows, device=scores.device), torch.tensor(cols, device=scores.device))
+    delta.index_put_(index, torch.tensor(values, dtype=scores.dtype, device=scores.device), accumulate=True)
+    return scores + delta
+
+
+def force_tokens(scores: torch.Tensor, tokens: Sequence[int | None]) -> torch.Tensor:
+    """Rows with a token become one-hot on it (0 there, ``-inf`` elsewhere); a new tensor when any do.
+
+    >>> force_tokens(torch.zeros(2, 3), [2, None]).tolist()
+    [[-inf, -inf, 0.0], [0.0, 0.0, 0.0]]
+    """
+    rows = [row for row, token in enumerate(tokens) if token is not None]
+    if not rows:
+        return scores
+    device = scores.device
+    forced = torch.full((len(rows), scores.shape[-1]), -torch.inf, dtype=scores.dtype, device=device)
+    forced[torch.arange(len(rows), device=device), torch.tensor([tokens[r] for r in rows], device=device)] = (
+        0.0
+    )
+    out = scores.clone()
+    out[torch.tensor(rows, device=device)] = forced
+    return out
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -18,47 +18,31 @@ language choices); with sampling (`Sampling`) the generator's own RNG decides th
 each call seeded from the request's seed and the call's number, so a seeded request is
 reproducible. The request's own ``logit_bias`` travels with every call, added to the policy's.
 
-`stream_segment_loop` yields the accepted tokens after every generator call, the answer's included
-(what streaming responses need); `run_segment_loop` collects them.
+`SegmentLoop.stream` yields the accepted tokens as `TokenStep` groups after every generator call, the
+answer's included (what streaming responses need), exactly as the serve Generator replica does: the
+last step has the finish reason and the policy's counters.
 
 Example:
-    >>> result = await run_segment_loop(backend, prompt_ids, policy, max_tokens=256)  # doctest: +SKIP
-    >>> result.finish_reason, policy.switches  # doctest: +SKIP
-    ('stop', 2)
+    >>> loop = SegmentLoop(backend, prompt_ids, policy, max_tokens=256)  # doctest: +SKIP
+    >>> groups = [group async for group in loop.stream()]  # doctest: +SKIP
+    >>> groups[-1][-1].finish_reason, policy.switches, loop.calls  # doctest: +SKIP
+    ('stop', 2, 9)
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from l2ray.decode.policy import RequestPolicy
-
-if TYPE_CHECKING:
-    from l2ray.decode.engine import DecodeEngine
+from l2ray.decode.types import TokenStep
 
 HTTP_BAN = -100.0
 """OpenAI's ``logit_bias`` floor; stands in for ``-inf`` over HTTP."""
 SEED_RANGE = 2**63
 """Seeds sent to a generator stay below this (OpenAI servers take a signed 64-bit seed)."""
-
-
-@dataclass
-class BackendStep:
-    """One generated token and the top alternatives at its position (raw log-probabilities)."""
-
-    token: int
-    top: list[tuple[int, float]] = field(default_factory=list)
-
-
-@dataclass
-class BackendResult:
-    """What one completion call returned; ``finish_reason`` ``"stop"`` means the next token was EOS."""
-
-    steps: list[BackendStep]
-    finish_reason: str
 
 
 @dataclass(frozen=True)
@@ -83,7 +67,12 @@ GREEDY = Sampling()
 
 
 class CompletionBackend(Protocol):
-    """A generator that continues token ids (an OpenAI-compatible ``/v1/completions`` or in-process)."""
+    """A generator that continues token ids (an OpenAI-compatible ``/v1/completions``).
+
+    ``complete`` returns the generated steps (each with its top-``top_logprobs`` raw alternatives)
+    and the finish reason; ``"stop"`` means the next token was an end of sequence, which is not
+    among the steps.
+    """
 
     async def complete(
         self,
@@ -93,137 +82,128 @@ class CompletionBackend(Protocol):
         logit_bias: dict[int, float],
         ignore_eos: bool = False,
         sampling: Sampling = GREEDY,
-    ) -> BackendResult: ...
+    ) -> tuple[list[TokenStep], str]: ...
 
 
-@dataclass
-class SegmentResult:
-    """The generated token ids (no EOS) and why generation ended."""
+class SegmentLoop:
+    """One request's policy replayed over an HTTP-only generator (see the module docstring).
 
-    tokens: list[int]
-    finish_reason: str
-    calls: int
+    Args:
+        backend: the generator.
+        prompt_ids: the prompt.
+        policy: the request's policy (its counters fill the last step's ``usage``).
+        max_tokens: the most tokens to generate.
+        chunk: raw tokens asked for per call.
+        sampling: greedy or seeded sampling, passed on to every call.
+        logit_bias: the request's own bias, added to the policy's on every call.
+    """
 
+    def __init__(
+        self,
+        backend: CompletionBackend,
+        prompt_ids: Sequence[int],
+        policy: RequestPolicy,
+        max_tokens: int,
+        chunk: int = 32,
+        sampling: Sampling = GREEDY,
+        logit_bias: dict[int, float] | None = None,
+    ) -> None:
+        self.backend, self.policy, self.max_tokens, self.chunk = backend, policy, max_tokens, chunk
+        self.prompt = list(prompt_ids)
+        self.sampling = sampling
+        self.user_bias = dict(logit_bias or {})
+        self.out: list[int] = []
+        self.calls = 0
+        """Generator calls so far."""
+        self._sent = 0
 
-@dataclass
-class SegmentDelta:
-    """Tokens accepted since the previous delta; the last delta has ``finish_reason`` set."""
-
-    tokens: list[int]
-    finish_reason: str | None
-    calls: int
-
-
-async def run_segment_loop(
-    backend: CompletionBackend,
-    prompt_ids: Sequence[int],
-    policy: RequestPolicy,
-    max_tokens: int,
-    chunk: int = 32,
-    sampling: Sampling = GREEDY,
-    logit_bias: dict[int, float] | None = None,
-) -> SegmentResult:
-    """Generate up to ``max_tokens`` with ``policy`` applied at every position (see the module doc)."""
-    tokens: list[int] = []
-    async for delta in stream_segment_loop(
-        backend, prompt_ids, policy, max_tokens, chunk, sampling, logit_bias
-    ):
-        tokens += delta.tokens
-        if delta.finish_reason is not None:
-            return SegmentResult(tokens, delta.finish_reason, delta.calls)
-    raise AssertionError("stream_segment_loop ended without a finish_reason")  # pragma: no cover
-
-
-async def stream_segment_loop(
-    backend: CompletionBackend,
-    prompt_ids: Sequence[int],
-    policy: RequestPolicy,
-    max_tokens: int,
-    chunk: int = 32,
-    sampling: Sampling = GREEDY,
-    logit_bias: dict[int, float] | None = None,
-) -> AsyncIterator[SegmentDelta]:
-    """`run_segment_loop`, yielding the tokens accepted after each generator call as they come."""
-    out: list[int] = []
-    sent = 0
-    calls = 0
-    prompt = list(prompt_ids)
-    user_bias = dict(logit_bias or {})
-
-    def accept(token: int) -> None:
-        out.append(token)
-        policy.observe(token)
-
-    def delta(finish_reason: str | None) -> SegmentDelta:
-        nonlocal sent
-        fresh, sent = out[sent:], len(out)
-        return SegmentDelta(fresh, finish_reason, calls)
-
-    async def complete(
-        prefix: list[int], n: int, top: int, bias: dict[int, float], ignore_eos: bool = False
-    ) -> BackendResult:
-        nonlocal calls
-        calls += 1
-        merged = to_http_bias(_add_biases(user_bias, bias))
-        return await backend.complete(prefix, n, top, merged, ignore_eos, sampling.for_call(calls))
-
-    while len(out) < max_tokens:
-        forced = policy.forced_token()
-        if forced is not None:
-            accept(forced)
-            continue
-        remaining = max_tokens - len(out)
-        if not policy.thinking:
-            # The intervention only acts while thinking: the answer needs no alternatives, but it
-            # still comes in chunks, so that a stream shows it as it is written.
-            result = await complete(prompt + out, min(chunk, remaining), 0, {})
-            for step in result.steps:
-                accept(step.token)
-            if result.finish_reason == "stop" or not result.steps:
-                yield delta(result.finish_reason)
+    async def stream(self) -> AsyncIterator[list[TokenStep]]:
+        """The tokens accepted since the previous group, after each generator call."""
+        while len(self.out) < self.max_tokens:
+            forced = self.policy.forced_token()
+            if forced is not None:
+                self._accept(forced)
+                continue
+            finish = await (self._thinking_chunk() if self.policy.thinking else self._answer_chunk())
+            if finish is not None:
+                yield self._group(finish)
                 return
-            if len(out) < max_tokens:
-                yield delta(None)
-            continue
-        result = await complete(prompt + out, min(chunk, remaining), policy.config.top_k, {})
-        steps = list(result.steps)
-        stopped = result.finish_reason == "stop"
-        if stopped and len(steps) < min(chunk, remaining):
+            if self._sent < len(self.out) < self.max_tokens:
+                yield self._group(None)
+        yield self._group("length")
+
+    async def _thinking_chunk(self) -> str | None:
+        """Replay the policy over a chunk of raw tokens; ``"stop"`` when the request ended."""
+        for step in await self._raw_chunk():
+            if self.policy.forced_token() is not None:
+                return None  # the rest of the chunk is stale: continue from the new prefix
+            token = self.policy.replace(await self._choose(step))
+            if token in self.policy.vocab.stop_ids:
+                self.policy.observe(token)
+                return "stop"
+            self._accept(token)
+            if token != step.token or len(self.out) >= self.max_tokens:
+                return None
+        return None
+
+    async def _answer_chunk(self) -> str | None:
+        """The intervention only acts while thinking: the answer needs no alternatives, but it still
+        comes in chunks, so that a stream shows it as it is written."""
+        size = min(self.chunk, self.max_tokens - len(self.out))
+        steps, finish = await self._call(size, 0, {})
+        for step in steps:
+            self._accept(step.token)
+        return finish if finish == "stop" or not steps else None
+
+    async def _raw_chunk(self) -> list[TokenStep]:
+        """Raw (un-intervened) tokens with their alternatives, the end-of-sequence position included."""
+        size, top_k = min(self.chunk, self.max_tokens - len(self.out)), self.policy.config.top_k
+        steps, finish = await self._call(size, top_k, {})
+        if finish == "stop" and len(steps) < size:
             # The EOS position goes through the policy too: fetch it with its alternatives. The token
             # stays the EOS the generator chose (a sampled re-draw would make stopping rarer).
-            prefix = prompt + out + [s.token for s in steps]
-            [tail] = (await complete(prefix, 1, policy.config.top_k, {}, ignore_eos=True)).steps
-            eos = tail.token if tail.token in policy.vocab.stop_ids else policy.vocab.stop_ids[0]
-            steps.append(BackendStep(eos, tail.top))
-        diverged = False
-        for step in steps:
-            if policy.forced_token() is not None:
-                diverged = True
-                break
-            token = step.token
-            bias = policy.tag_bias([t for t, _ in step.top])
-            at_tag = any(t in policy.vocab.code_of for t, _ in step.top[: policy.config.top_k])
-            # A sampled tag outside the top-k still has to obey a ban (force, max_switches).
-            if bias and (at_tag or token in bias):
-                choice = await complete(prompt + out, 1, 0, bias, ignore_eos=True)
-                token = choice.steps[0].token
-            token = policy.replace(token)
-            if token in policy.vocab.stop_ids:
-                policy.observe(token)
-                yield delta("stop")
-                return
-            accept(token)
-            if token != step.token:
-                diverged = True
-                break
-            if len(out) >= max_tokens:
-                break
-        if not diverged and stopped and not steps:
-            yield delta("stop")
-            return
-        if sent < len(out):
-            yield delta(None)
-    yield delta("length")
+            [tail], _ = await self._call(1, top_k, {}, ignore_eos=True, after=[s.token for s in steps])
+            stops = self.policy.vocab.stop_ids
+            steps.append(TokenStep(tail.token if tail.token in stops else stops[0], top=tail.top))
+        return steps
+
+    async def _choose(self, step: TokenStep) -> int:
+        """The token at a position: the generator's, or its choice under the policy's bias there."""
+        top = step.top or []
+        bias = self.policy.tag_bias([t for t, _ in top])
+        at_tag = any(t in self.policy.vocab.code_of for t, _ in top[: self.policy.config.top_k])
+        # A sampled tag outside the top-k still has to obey a ban (force, max_switches).
+        if bias and (at_tag or step.token in bias):
+            [choice], _ = await self._call(1, 0, bias, ignore_eos=True)
+            return choice.token
+        return step.token
+
+    async def _call(
+        self, n: int, top: int, bias: dict[int, float], ignore_eos: bool = False, after: Sequence[int] = ()
+    ) -> tuple[list[TokenStep], str]:
+        self.calls += 1
+        merged = to_http_bias(_add_biases(self.user_bias, bias))
+        prefix = [*self.prompt, *self.out, *after]
+        return await self.backend.complete(
+            prefix, n, top, merged, ignore_eos, self.sampling.for_call(self.calls)
+        )
+
+    def _accept(self, token: int) -> None:
+        self.out.append(token)
+        self.policy.observe(token)
+
+    def _group(self, finish: str | None) -> list[TokenStep]:
+        """The tokens since the last group; on the last group, the finish reason and the counters."""
+        steps = [TokenStep(token) for token in self.out[self._sent :]]
+        self._sent = len(self.out)
+        if finish is None:
+            return steps
+        if finish == "stop" or not steps:  # an end of sequence is a step of its own, as in the engine
+            steps.append(TokenStep(self.policy.vocab.stop_ids[0], finish_reason=finish, is_stop=True))
+        else:
+            steps[-1].finish_reason = finish
+        steps[-1].usage = self.policy.counters()
+        return steps
 
 
 def to_http_bias(bias: dict[int, float]) -> dict[int, float]:
@@ -242,34 +222,4 @@ def _add_biases(first: dict[int, float], second: dict[int, float]) -> dict[int, 
     return total
 
 
-class EngineBackend:
-    """A `CompletionBackend` that decodes in-process with a `DecodeEngine` and no intervention:
-    what an HTTP-only generator does, without the network (the loop's reference backend)."""
-
-    def __init__(self, engine: DecodeEngine) -> None:
-        self.engine = engine
-
-    async def complete(
-        self,
-        prompt_ids: list[int],
-        max_tokens: int,
-        top_logprobs: int,
-        logit_bias: dict[int, float],
-        ignore_eos: bool = False,
-        sampling: Sampling = GREEDY,
-    ) -> BackendResult:
-        from l2ray.decode.engine import DecodeRequest
-
-        request = DecodeRequest(
-            list(prompt_ids),
-            max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            seed=sampling.seed or 0,
-            logit_bias=dict(logit_bias),
-            logprobs=top_logprobs,
-            ignore_eos=ignore_eos,
-        )
-        [events] = self.engine.run([request])
-        steps = [BackendStep(e.token, e.top or []) for e in events if not e.is_stop]
-        return BackendResult(steps, events[-1].finish_reason or "length")
+__all__ = ["GREEDY", "HTTP_BAN", "CompletionBackend", "Sampling", "SegmentLoop", "to_http_bias"]

@@ -1,11 +1,26 @@
 """Evaluation: accuracy and tokens, the pilot study, and eval-gated promotion.
 
-- `grading` — pure: the answer in a response (last ``\\boxed{}``, answer anchors of every language,
-  strict letters) and its verdict (math-verify).
-- `benchmarks` — AIME24, MATH500, GPQA-Diamond, the bundled mini set, any JSONL/Parquet/HF set.
-- `engines` — an in-process model (`l2ray.decode.engine.DecodeEngine`) or an OpenAI-compatible endpoint.
-- `metrics`, `report` — per-sample records, ``summary.json``, ``report.md``, plots.
-- `runner` (`l2ray eval`), `pilot` (`l2ray pilot`), `promotion` (`l2ray promote`), `tracking` (MLflow).
+Entry points (`l2ray.eval.api`): `run_eval` (``l2ray eval``), `run_pilot` (``l2ray pilot``) and
+`promote` (``l2ray promote``). Internals: `benchmarks` (AIME24, MATH500, GPQA-Diamond, the bundled
+mini set, any JSONL/Parquet/HF set), `engines` (an in-process model or an OpenAI-compatible
+endpoint), `runner` (the Ray Data actor pool and fingerprints), `metrics` and `report`
+(``samples.jsonl``, ``summary.json``, ``report.md``, plots), `tracking` (MLflow), `promotion` (the
+gate). Grading lives below evaluation, in `l2ray.grading`, so synthesis can use it too.
 
-Submodules are imported on use: `grading` must stay cheap to import for synthesis.
+Exports are imported on first use (`l2ray._lazy`): ``import l2ray.eval`` stays cheap.
 """
+
+from __future__ import annotations
+
+from l2ray._lazy import lazy_exports
+
+_EXPORTS = {
+    "EvalConfig": "config",
+    "EvalResult": "api",
+    "promote": "api",
+    "run_eval": "api",
+    "run_pilot": "api",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -19,9 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l2ray.data.seeds import bundled_file, stable_id
+from l2ray.data.seeds import bundled_file
+from l2ray.errors import L2rayError
 from l2ray.eval.config import BenchmarkSpec
-from l2ray.eval.grading import AnswerType, validate_gold
+from l2ray.grading import AnswerType, validate_gold
+from l2ray.hashing import stable_id
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class BenchmarkData:
         }
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(L2rayError, ValueError):
     """An unknown benchmark, an unreadable source or a row without a needed field."""
 
 

@@ -1,11 +1,11 @@
 """What evaluation generates with: an in-process model or an OpenAI-compatible HTTP endpoint.
 
-Both take `SampleRequest`s and return one `Generation` per request, in order. A request that fails
-(HTTP 5xx after retries, a timeout, a malformed body) becomes a `Generation` with ``error`` set: the
+Both take `SampleRequest`s and return one `Completion` per request, in order. A request that fails
+(HTTP 5xx after retries, a timeout, a malformed body) becomes a `Completion` with ``error`` set: the
 report counts failures instead of dropping them. Only an endpoint that cannot be reached at all, or that
 does not say which model to ask for, is an error for the whole run (`check_endpoint`, `served_model_id`).
 
-Both engines mark a generation that began inside ``<think>`` (``Generation.starts_in_thinking``): the
+Both engines mark a generation that began inside ``<think>`` (``Completion.starts_in_thinking``): the
 in-process prompt always opens the block, and a server that returns the reasoning apart has opened it.
 Grading then gives such a generation no answer unless its thinking closed, the same on either engine.
 
@@ -25,14 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
 from l2ray.decode.config import InterventionConfig
-from l2ray.student.tokens import THINK_END, THINK_START
-
-if TYPE_CHECKING:  # the decode engine imports torch: only on use
-    from l2ray.decode.engine import Completion
+from l2ray.decode.types import Completion, DecodeRequest
+from l2ray.errors import L2rayError
+from l2ray.thinking import THINK_END
 
 
 @dataclass
@@ -47,44 +46,8 @@ class SampleRequest:
     seed: int
 
 
-@dataclass
-class Generation:
-    """The engine's answer to one request (``text`` is ``None`` when it failed).
-
-    ``starts_in_thinking``: the text began inside a ``<think>`` block opened before it (by the prompt,
-    or by a server that split the reasoning out); without a ``</think>`` in ``text`` the thinking never
-    closed and there is no answer to grade.
-    """
-
-    text: str | None
-    finish_reason: str | None = None
-    usage: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    latency_s: float = 0.0
-    starts_in_thinking: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class EndpointError(RuntimeError):
+class EndpointError(L2rayError, RuntimeError):
     """The endpoint cannot be reached at all (refused, DNS, wrong base URL)."""
-
-
-def split_thinking(text: str) -> tuple[str, str, bool]:
-    """``(thinking, answer, closed)``: the text before and after ``</think>`` (a leading ``<think>`` is
-    dropped). Without ``</think>`` everything is thinking and ``closed`` is False.
-
-    >>> split_thinking("<|lang:en|>hm</think>\\n\\nSo 4.")
-    ('<|lang:en|>hm', 'So 4.', True)
-    """
-    body = text.lstrip()
-    if body.startswith(THINK_START):
-        body = body[len(THINK_START) :]
-    thinking, sep, answer = body.partition(THINK_END)
-    if not sep:
-        return body.strip(), "", False
-    return thinking.strip(), answer.strip(), True
 
 
 def chat_body(request: SampleRequest, served_model: str, l2ray_body: bool) -> dict[str, Any]:
@@ -102,7 +65,7 @@ def chat_body(request: SampleRequest, served_model: str, l2ray_body: bool) -> di
 
 
 class LocalEngine:
-    """In-process generation on `l2ray.decode.engine.DecodeEngine` (what `LocalGenerator` wraps).
+    """In-process generation on `l2ray.decode.engine.DecodeEngine`.
 
     Every request samples with its own ``seed`` (the decode engine keeps one RNG per row), so its
     generation does not depend on which requests share its batch or where it sits in it. Requests are
@@ -117,29 +80,28 @@ class LocalEngine:
 
         self.engine = DecodeEngine.load(model_path, tracking_uri=tracking_uri, device=device)
 
-    def generate(self, requests: list[SampleRequest]) -> list[Generation]:
+    def generate(self, requests: list[SampleRequest]) -> list[Completion]:
         groups: dict[str, list[int]] = {}
         for index, request in enumerate(requests):
             key = json.dumps([request.intervention.model_dump(), request.max_tokens, request.temperature])
             groups.setdefault(key, []).append(index)
-        results: list[Generation | None] = [None] * len(requests)
+        results: list[Completion | None] = [None] * len(requests)
         for indices in groups.values():
             start = time.perf_counter()
             try:
                 completions = self._complete([requests[i] for i in indices])
             except Exception as exc:  # a failing batch is counted per sample, not fatal for the run
                 for i in indices:
-                    results[i] = Generation(None, error=f"{type(exc).__name__}: {exc}")
+                    results[i] = Completion(None, error=f"{type(exc).__name__}: {exc}")
                 continue
             latency = (time.perf_counter() - start) / max(len(indices), 1)
             for i, completion in zip(indices, completions, strict=True):
-                results[i] = _local_generation(completion, latency)
-        return [r if r is not None else Generation(None, error="no result") for r in results]
+                # The in-process prompt always ends inside <think> (`Codec.chat_prompt`).
+                results[i] = replace(completion, latency_s=latency, starts_in_thinking=True)
+        return [r if r is not None else Completion(None, error="no result") for r in results]
 
     def _complete(self, requests: list[SampleRequest]) -> list[Completion]:
         """Decode ``requests`` as one batch, each row with its request's own seed."""
-        from l2ray.decode.engine import DecodeRequest
-
         codec = self.engine.codec
         return self.engine.complete(
             [
@@ -153,21 +115,6 @@ class LocalEngine:
                 for r in requests
             ]
         )
-
-
-def _local_generation(completion: Completion, latency: float) -> Generation:
-    """A `Generation` from an in-process `l2ray.decode.engine.Completion`."""
-    usage = {
-        "prompt_tokens": completion.prompt_tokens,
-        "completion_tokens": completion.completion_tokens,
-        "thinking_tokens": completion.thinking_tokens,
-        "answer_tokens": completion.answer_tokens,
-        "switches": completion.switches,
-    }
-    # The in-process prompt always ends inside <think> (`Codec.chat_prompt`).
-    return Generation(
-        completion.text, completion.finish_reason, usage, latency_s=latency, starts_in_thinking=True
-    )
 
 
 class HttpEngine:
@@ -199,7 +146,7 @@ class HttpEngine:
         self._session: Any = None
         self._semaphore: asyncio.Semaphore | None = None
 
-    async def agenerate(self, requests: list[SampleRequest]) -> list[Generation]:
+    async def agenerate(self, requests: list[SampleRequest]) -> list[Completion]:
         import aiohttp
 
         if self._session is None:
@@ -216,10 +163,10 @@ class HttpEngine:
             await self._session.close()
             self._session = None
 
-    def generate(self, requests: list[SampleRequest]) -> list[Generation]:
+    def generate(self, requests: list[SampleRequest]) -> list[Completion]:
         """Synchronous wrapper (own event loop); inside Ray the async `agenerate` is used."""
 
-        async def run() -> list[Generation]:
+        async def run() -> list[Completion]:
             try:
                 return await self.agenerate(requests)
             finally:
@@ -227,7 +174,7 @@ class HttpEngine:
 
         return asyncio.run(run())
 
-    async def _one(self, request: SampleRequest) -> Generation:
+    async def _one(self, request: SampleRequest) -> Completion:
         import aiohttp
 
         assert self._semaphore is not None
@@ -248,7 +195,7 @@ class HttpEngine:
                             break  # a 4xx other than 429 will not get better by retrying
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     error = f"{type(exc).__name__}: {exc}"
-        return Generation(None, error=error)
+        return Completion(None, error=error)
 
 
 def check_endpoint(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> None:
@@ -306,7 +253,7 @@ def _get_models(base_url: str, api_key: str | None, timeout_s: float) -> Any:
         ) from None
 
 
-def _parse_chat(raw: str, latency: float) -> Generation:
+def _parse_chat(raw: str, latency: float) -> Completion:
     try:
         data = json.loads(raw)
         choice = data["choices"][0]
@@ -320,7 +267,7 @@ def _parse_chat(raw: str, latency: float) -> Generation:
             # inside the thinking (cut off, or an end token mid-thought): it stays unclosed, so it is
             # graded as no answer — as the in-process engine grades the same output.
             content = f"{reasoning}{THINK_END}\n\n{content}" if content.strip() else reasoning
-        return Generation(
+        return Completion(
             content,
             finish,
             data.get("usage") or {},
@@ -328,17 +275,15 @@ def _parse_chat(raw: str, latency: float) -> Generation:
             starts_in_thinking=bool(reasoning),
         )
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return Generation(None, error=f"malformed response ({type(exc).__name__}: {exc}): {raw[:300]}")
+        return Completion(None, error=f"malformed response ({type(exc).__name__}: {exc}): {raw[:300]}")
 
 
 __all__ = [
     "EndpointError",
-    "Generation",
     "HttpEngine",
     "LocalEngine",
     "SampleRequest",
     "chat_body",
     "check_endpoint",
     "served_model_id",
-    "split_thinking",
 ]

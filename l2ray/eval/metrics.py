@@ -22,14 +22,15 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from l2ray.eval.engines import Generation, split_thinking
-from l2ray.eval.grading import grade_answer
+from l2ray.decode.types import Completion
+from l2ray.grading import grade_answer
 from l2ray.text.langmix import measure_language_mix
+from l2ray.thinking import split_thinking
 
 Encode = Callable[[str], Sequence[int]]
 
 
-def score_sample(row: dict[str, Any], generation: Generation, encode: Encode) -> dict[str, Any]:
+def score_sample(row: dict[str, Any], generation: Completion, encode: Encode) -> dict[str, Any]:
     """The stored record of one sample: the request's fields plus response, grade, tokens, language mix.
 
     ``row`` needs ``benchmark, problem_id, sample, configuration, question, gold, answer_type``.

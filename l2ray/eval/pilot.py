@@ -1,75 +1,42 @@
 """`l2ray pilot`: the paper's motivating experiment — the same problems asked in each language.
 
 The seed questions (``recipe.seeds``, the bundled set by default) are translated into every pilot
-language through the synthesis teacher and its response cache (`l2ray.synth.api.translate_questions`;
-offline the recorded teacher content answers), asked with that language's request to reason in it,
-and scored like `l2ray eval` (one "configuration" per language, no intervention). Beside accuracy and
-tokens per language, the report gives the tokenizer's compression per language — tokens per
-character of the same questions, and tokens relative to English — so that "fewer tokens" can be told
-apart from a tokenizer that simply packs a language more densely.
+language by the translator the caller passes to `l2ray.eval.api.run_pilot` (the CLI and the pipeline
+pass synthesis's, with its response cache; offline the recorded teacher content answers), asked with
+that language's request to reason in it, and scored like `l2ray eval` (one "configuration" per
+language, no intervention). Beside accuracy and tokens per language, the report gives the
+tokenizer's compression per language — tokens per character of the same questions, and tokens
+relative to English — so that "fewer tokens" can be told apart from a tokenizer that simply packs a
+language more densely.
 
 Output: ``<run_dir>/eval/<label>/`` (default label ``pilot``) with the files of `l2ray eval` plus
-``pilot.png`` and a compression table in ``summary.json`` and ``report.md``. The MLflow run is tagged
-``l2ray.stage=pilot`` and is not attached to the model version: promotion reads the version's
+``pilot.png`` and a compression table in ``summary.json`` and ``report.md``. The MLflow run is
+tagged ``l2ray.stage=pilot`` and is not attached to the model version: promotion reads the version's
 `l2ray eval` only, which a pilot of the same version must not replace.
 
 Example:
-    >>> result = run_pilot(recipe)  # doctest: +SKIP
-    >>> result.summary["compression"]["zh"]["tokens_per_char"]  # doctest: +SKIP
-    0.71
+    >>> tokenizer_compression(tokenizer_path, {"en": ["Two plus two?"], "zh": ["二加二？"]})  # doctest: +SKIP
+    {'en': {'tokens': 4, 'chars': 13, ...}, 'zh': {...}}
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 from l2ray.config import Recipe
-from l2ray.data.seeds import load_seeds, stable_id
-from l2ray.decode.config import InterventionConfig
+from l2ray.data.seeds import load_seeds
 from l2ray.eval.benchmarks import BenchmarkData, Problem
-from l2ray.eval.metrics import summarise
 from l2ray.eval.report import REPORT, pyplot, write_report
-from l2ray.eval.runner import (
-    EvalResult,
-    comparable_hash,
-    counting_tokenizer,
-    eval_fingerprint,
-    generate_and_score,
-    resolve_model,
-    served_model_for,
-    task_row,
-)
+from l2ray.eval.runner import counting_tokenizer
+from l2ray.hashing import stable_id
 
 PILOT_BENCHMARK = "pilot"
 
 
-def run_pilot(recipe: Recipe, *, label: str = "pilot", model: str | None = None) -> EvalResult:
-    """Run the pilot study and write its report; see the module docstring."""
-    from l2ray.synth.api import translate_questions
-
-    cfg = recipe.eval
-    seed = cfg.seed if cfg.seed is not None else recipe.seed
-    languages = ["en", *[c for c in (cfg.pilot_languages or recipe.languages) if c != "en"]]
-    problems = pilot_problems(recipe)
-    questions = {"en": [p.question for p in problems]}
-    for lang in languages[1:]:
-        questions[lang] = translate_questions(recipe, questions["en"], lang)
-    ref = resolve_model(model or cfg.model or recipe.student.model, recipe.tracking_uri)
-    served = served_model_for(recipe, ref, cfg.endpoint)
-    rows = [
-        task_row(problem, sample, lang, questions[lang][i], lang, seed)
-        for lang in languages
-        for i, problem in enumerate(problems)
-        for sample in range(cfg.samples)
-    ]
-    interventions = {lang: InterventionConfig() for lang in languages}
-    records = generate_and_score(recipe, rows, interventions, ref, cfg.endpoint, served)
-    for record in records:
-        record["language"] = record["configuration"]
-    data = BenchmarkData(
+def pilot_dataset(recipe: Recipe, problems: list[Problem], questions: dict[str, list[str]]) -> BenchmarkData:
+    """The pilot's problems as one benchmark; its content hash covers every language's questions."""
+    return BenchmarkData(
         PILOT_BENCHMARK,
         problems,
         f"seeds:{recipe.seeds.source}",
@@ -77,34 +44,29 @@ def run_pilot(recipe: Recipe, *, label: str = "pilot", model: str | None = None)
         None,
         None,
         "math",
-        stable_id(*(q for lang in languages for q in questions[lang])),
+        stable_id(*(q for texts in questions.values() for q in texts)),
     )
-    fingerprint = eval_fingerprint(
-        recipe, ref, cfg.endpoint, [data], seed, interventions, served_model=served
-    )
-    compression = tokenizer_compression(_tokenizer_path(recipe, ref.uri), questions)
-    summary = {
-        "label": label,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "endpoint": cfg.endpoint,
-        "fingerprint": fingerprint,
-        "fingerprint_hash": stable_id(json.dumps(fingerprint, sort_keys=True)),
-        "comparable_hash": comparable_hash(fingerprint),
-        "languages": languages,
-        "results": summarise(records),
-        "compression": compression,
-        "questions": questions,
-    }
+
+
+def write_pilot_report(
+    recipe: Recipe,
+    model_uri: str,
+    out_dir: Path,
+    summary: dict[str, Any],
+    records: list[dict[str, Any]],
+    questions: dict[str, list[str]],
+) -> None:
+    """Add the per-language view to ``summary`` and write the files of `l2ray eval` plus the pilot's
+    own table (appended to ``report.md``) and ``pilot.png``."""
+    compression = tokenizer_compression(_tokenizer_path(recipe, model_uri), questions)
+    summary["languages"] = list(questions)
+    summary["compression"] = compression
+    summary["questions"] = questions
     summary["per_language"] = per_language(summary["results"][PILOT_BENCHMARK], compression)
-    out_dir = recipe.run_dir / "eval" / label
     write_report(out_dir, summary, records)
     with (out_dir / REPORT).open("a", encoding="utf-8") as fh:
         fh.write(render_pilot_markdown(summary["per_language"]))
     plot_pilot(summary["per_language"], out_dir / "pilot.png")
-    from l2ray.eval.tracking import log_evaluation
-
-    run_id = log_evaluation(recipe, out_dir, summary, ref, stage="pilot")
-    return EvalResult(label, out_dir, summary, run_id, ref.name, ref.version)
 
 
 def pilot_problems(recipe: Recipe) -> list[Problem]:
@@ -239,4 +201,12 @@ def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
 
-__all__ = ["per_language", "pilot_problems", "plot_pilot", "run_pilot", "tokenizer_compression"]
+__all__ = [
+    "PILOT_BENCHMARK",
+    "per_language",
+    "pilot_dataset",
+    "pilot_problems",
+    "plot_pilot",
+    "tokenizer_compression",
+    "write_pilot_report",
+]

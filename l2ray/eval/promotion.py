@@ -1,4 +1,5 @@
-"""`l2ray promote`: move the ``champion`` alias to a candidate version when it passes the eval gate.
+"""The promotion gate behind `l2ray promote` (`l2ray.eval.api.promote`): the ``champion`` alias moves
+to a candidate version when it passes the eval gate.
 
 Both versions must have been evaluated the same way (`l2ray eval` on ``models:/NAME/V`` tags the
 version with its evaluation run; equal ``comparable_hash`` = same data, sampling, seeding,
@@ -14,22 +15,19 @@ With no champion yet, an evaluated candidate whose failure rate is within ``max_
 0: no failures) becomes champion. The decision and its reasons are tags on the candidate version.
 
 Example:
-    >>> decision = promote(recipe, "candidate")  # doctest: +SKIP
-    >>> decision.outcome, decision.reasons[0]  # doctest: +SKIP
+    >>> outcome, reasons = decide(candidate_summary, champion_summary, PromotionGate())  # doctest: +SKIP
+    >>> outcome, reasons[0]  # doctest: +SKIP
     ('promoted', 'mini/off: accuracy 0.400 vs champion 0.350 (may drop 0.010): ok')
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from l2ray.errors import L2rayError
 from l2ray.eval.config import PromotionGate
-
-if TYPE_CHECKING:
-    from l2ray.config import Recipe
 
 CHAMPION = "champion"
 DECISION_TAG = "l2ray.promotion.decision"
@@ -182,60 +180,22 @@ def _verdict(ok: bool) -> str:
     return "ok" if ok else "FAIL"
 
 
-def promote(recipe: Recipe, candidate: str = "candidate", tracking_uri: str | None = None) -> Decision:
-    """Compare ``candidate`` (a version number or an alias) with the champion and record the decision.
-
-    Raises:
-        PromotionError: the model or version does not exist.
-    """
-    from mlflow.exceptions import MlflowException
-
-    from l2ray.eval.tracking import load_version_evaluation, registry_client
-
-    uri = tracking_uri or recipe.tracking_uri
-    client = registry_client(uri)
-    name = recipe.registered_model_name
-    try:
-        version = str(
-            client.get_model_version(name, candidate).version
-            if candidate.isdigit()
-            else client.get_model_version_by_alias(name, candidate).version
-        )
-    except MlflowException as exc:
-        raise PromotionError(f"candidate {candidate!r} of model {name!r} at {uri}: {exc.message}") from None
-    try:
-        champion: str | None = str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        champion = None
-    decision = Decision(name, version, champion, "refused")
-    evaluation = load_version_evaluation(client, uri, name, version)
-    if champion == version:
-        decision.reasons = [f"version {version} is already the champion"]
-    elif evaluation is None:
-        decision.reasons = [_not_evaluated(name, version)]
-    else:
-        champion_eval = load_version_evaluation(client, uri, name, champion) if champion else None
-        if champion and champion_eval is None:
-            decision.reasons = [f"the champion has no evaluation: {_not_evaluated(name, champion)}"]
-        else:
-            decision.outcome, decision.reasons = decide(evaluation, champion_eval, recipe.eval.gate)
-    if decision.promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
-    for key, value in {
+def decision_tags(decision: Decision, when: str) -> dict[str, str]:
+    """The tags a decision leaves on the candidate version."""
+    return {
         DECISION_TAG: decision.outcome,
         REASONS_TAG: " | ".join(decision.reasons)[:4900],  # MLflow caps tag values
-        CHAMPION_BEFORE_TAG: champion or "none",
-        TIME_TAG: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }.items():
-        client.set_model_version_tag(name, version, key, value)
-    return decision
+        CHAMPION_BEFORE_TAG: decision.champion_before or "none",
+        TIME_TAG: when,
+    }
 
 
-class PromotionError(ValueError):
+class PromotionError(L2rayError, ValueError):
     """A candidate that cannot be looked up (unknown model, version or alias)."""
 
 
-def _not_evaluated(name: str, version: str) -> str:
+def not_evaluated(name: str, version: str) -> str:
+    """Why a version cannot be compared, and the command that fixes it."""
     return f"version {version} has no evaluation; run: l2ray eval --set eval.model=models:/{name}/{version}"
 
 
@@ -244,4 +204,13 @@ def _fingerprint_diff(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
     return "differing " + ", ".join(keys) if keys else "differing fingerprints"
 
 
-__all__ = ["CHAMPION", "DECISION_TAG", "REASONS_TAG", "Decision", "PromotionError", "decide", "promote"]
+__all__ = [
+    "CHAMPION",
+    "DECISION_TAG",
+    "REASONS_TAG",
+    "Decision",
+    "PromotionError",
+    "decide",
+    "decision_tags",
+    "not_evaluated",
+]

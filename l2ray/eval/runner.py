@@ -1,15 +1,8 @@
-"""`l2ray eval`: problems × samples × configurations through Ray Data, then the report and MLflow.
+"""The machinery of an evaluation: task rows, the Ray Data actor pool, fingerprints, the summary.
 
 One actor pool does the work: each actor generates a batch (the in-process model, or an async HTTP
 client with bounded concurrency) and scores it (grading, token counts with the student's tokenizer,
-language mix).
-The driver writes ``<run_dir>/eval/<label>/`` and logs the files to MLflow — against the model version
-when the model came from the registry (``models:/NAME@alias`` or ``models:/NAME/N``).
-
-Example:
-    >>> result = run_eval(recipe)  # doctest: +SKIP
-    >>> result.summary["results"]["mini"]["off"]["accuracy"]  # doctest: +SKIP
-    0.0
+language mix). The entry points that use it are in `l2ray.eval.api`.
 """
 
 from __future__ import annotations
@@ -17,19 +10,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from l2ray.clock import utc_iso
+from l2ray.cluster import ensure_ray
 from l2ray.config import Recipe
-from l2ray.data.seeds import stable_id
 from l2ray.decode.config import InterventionConfig
-from l2ray.eval.benchmarks import BenchmarkData, load_benchmark
+from l2ray.eval.benchmarks import BenchmarkData
 from l2ray.eval.engines import EndpointError, SampleRequest, check_endpoint, served_model_id
-from l2ray.eval.grading import GRADER_VERSION
 from l2ray.eval.metrics import score_sample, summarise
-from l2ray.eval.report import write_report
+from l2ray.eval.model_ref import ModelRef
+from l2ray.grading import GRADER_VERSION
+from l2ray.hashing import stable_id
 from l2ray.languages import LANGUAGES
 
 PROMPT_VERSION = "l2ray-prompt-1"
@@ -41,87 +33,6 @@ texts, so evaluations before and after must not count as comparable)."""
 
 SEED_RANGE = 2**31
 """Sample seeds stay below this: a signed 32-bit integer, which every OpenAI-compatible server takes."""
-
-
-@dataclass
-class EvalResult:
-    """What an evaluation wrote and where it was logged."""
-
-    label: str
-    out_dir: Path
-    summary: dict[str, Any]
-    mlflow_run_id: str | None
-    model_name: str | None
-    model_version: str | None
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """The evaluated model: its URI and, for registry models, name, version and run."""
-
-    uri: str
-    name: str | None = None
-    version: str | None = None
-    run_id: str | None = None
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {"uri": self.uri, "name": self.name, "version": self.version, "run_id": self.run_id}
-
-
-def run_eval(
-    recipe: Recipe, *, label: str | None = None, model: str | None = None, endpoint: str | None = None
-) -> EvalResult:
-    """Evaluate the recipe's model (or ``model``) on ``recipe.eval`` and write the report.
-
-    Raises:
-        BenchmarkError: an unknown benchmark or a dataset without the needed fields.
-        EndpointError: the endpoint cannot be reached at all, does not say which model it serves, or
-            refused every request (HTTP 4xx) — nothing is logged or tagged then.
-    """
-    cfg = recipe.eval
-    seed = cfg.seed if cfg.seed is not None else recipe.seed
-    ref = resolve_model(model or cfg.model or recipe.student.model, recipe.tracking_uri)
-    endpoint = endpoint or cfg.endpoint
-    served = served_model_for(recipe, ref, endpoint)
-    datasets = [load_benchmark(b, limit=cfg.limit, seed=seed) for b in cfg.benchmarks]
-    rows = [
-        task_row(problem, sample, name, problem.question, "en", seed)
-        for data in datasets
-        for problem in data.problems
-        for name in cfg.configurations
-        for sample in range(cfg.samples)
-    ]
-    records = generate_and_score(recipe, rows, dict(cfg.configurations), ref, endpoint, served)
-    fingerprint = eval_fingerprint(
-        recipe, ref, endpoint, datasets, seed, cfg.configurations, served_model=served
-    )
-    label = label or cfg.label or default_label(ref, endpoint)
-    summary = {
-        "label": label,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "endpoint": endpoint,
-        "fingerprint": fingerprint,
-        "fingerprint_hash": stable_id(json.dumps(fingerprint, sort_keys=True)),
-        "comparable_hash": comparable_hash(fingerprint),
-        "results": summarise(records),
-    }
-    out_dir = recipe.run_dir / "eval" / label
-    write_report(out_dir, summary, records)
-    from l2ray.eval.tracking import log_evaluation
-
-    run_id = log_evaluation(recipe, out_dir, summary, ref)
-    return EvalResult(label, out_dir, summary, run_id, ref.name, ref.version)
-
-
-def resolve_model(uri: str, tracking_uri: str) -> ModelRef:
-    """Pin ``models:/NAME@alias`` to its version (the alias may move during the run); others as given."""
-    if not uri.startswith("models:/"):
-        return ModelRef(uri)
-    from l2ray.student.resolve import registered_version
-
-    _, version = registered_version(uri, tracking_uri)
-    name = version.name
-    return ModelRef(f"models:/{name}/{version.version}", name, str(version.version), version.run_id)
 
 
 def served_model_for(recipe: Recipe, ref: ModelRef, endpoint: str | None) -> str | None:
@@ -193,27 +104,53 @@ def generate_and_score(
         EndpointError: see `served_model_for`; or the endpoint refused every request with an HTTP 4xx (a
             wrong model name or key, not the model's accuracy).
     """
+    engine, local_path = _engine_spec(recipe, ref, endpoint, served)
+    tokenizer = recipe.eval.tokenizer or local_path or counting_tokenizer(recipe, ref.uri)
+    records = _run_actor_pool(recipe, rows, engine, interventions, tokenizer)
+    refusal = refused_by_endpoint(records)
+    if refusal is not None:
+        raise EndpointError(
+            f"endpoint {endpoint} refused all {len(records)} requests (first: {refusal}); nothing was "
+            "evaluated, so no report is written and no model version tagged. Check the model name sent "
+            f"({engine['served_model']!r}; set eval.served_model) and the key (eval.api_key_env)"
+        )
+    return records
+
+
+def _engine_spec(
+    recipe: Recipe, ref: ModelRef, endpoint: str | None, served: str | None
+) -> tuple[dict[str, Any], str | None]:
+    """What each actor builds its engine from (plain data: it travels to the actors), and the local
+    model folder when the model runs in-process."""
+    cfg = recipe.eval
+    if not endpoint:
+        local_path = _local_path(recipe, ref.uri)
+        return {"kind": "local", "model_path": local_path, "device": cfg.device}, local_path
+    engine = {
+        "kind": "http",
+        "base_url": endpoint,
+        "served_model": served or served_model_for(recipe, ref, endpoint),
+        "api_key": _api_key(recipe),
+        "concurrency": cfg.concurrency,
+        "timeout_s": cfg.request_timeout_s,
+        "max_retries": cfg.max_retries,
+        "l2ray_body": cfg.l2ray_body,
+    }
+    return engine, None
+
+
+def _run_actor_pool(
+    recipe: Recipe,
+    rows: list[dict[str, Any]],
+    engine: dict[str, Any],
+    interventions: dict[str, InterventionConfig],
+    tokenizer: str,
+) -> list[dict[str, Any]]:
+    """The scored records of ``rows``, in order, from one `_EvalActor` pool."""
     import ray
 
     cfg = recipe.eval
-    local_path = None
-    if endpoint:
-        engine = {
-            "kind": "http",
-            "base_url": endpoint,
-            "served_model": served or served_model_for(recipe, ref, endpoint),
-            "api_key": _api_key(recipe),
-            "concurrency": cfg.concurrency,
-            "timeout_s": cfg.request_timeout_s,
-            "max_retries": cfg.max_retries,
-            "l2ray_body": cfg.l2ray_body,
-        }
-    else:
-        local_path = _local_path(recipe, ref.uri)
-        engine = {"kind": "local", "model_path": local_path, "device": cfg.device}
-    tokenizer = cfg.tokenizer or local_path or counting_tokenizer(recipe, ref.uri)
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     for index, row in enumerate(rows):
         row["order"] = index
     http = engine["kind"] == "http"
@@ -232,15 +169,7 @@ def generate_and_score(
         num_cpus=0.5,
         num_gpus=0 if http else cfg.num_gpus,
     )
-    records = sorted((json.loads(row["record"]) for row in ds.take_all()), key=lambda r: r.pop("order"))
-    refusal = refused_by_endpoint(records)
-    if refusal is not None:
-        raise EndpointError(
-            f"endpoint {endpoint} refused all {len(records)} requests (first: {refusal}); nothing was "
-            "evaluated, so no report is written and no model version tagged. Check the model name sent "
-            f"({engine['served_model']!r}; set eval.served_model) and the key (eval.api_key_env)"
-        )
-    return records
+    return sorted((json.loads(row["record"]) for row in ds.take_all()), key=lambda r: r.pop("order"))
 
 
 def refused_by_endpoint(records: list[dict[str, Any]]) -> str | None:
@@ -302,6 +231,26 @@ def comparable_hash(fingerprint: dict[str, Any]) -> str:
     same = {k: v for k, v in fingerprint.items() if k != "model"}
     same["engine"] = {"kind": fingerprint["engine"]["kind"]}
     return stable_id(json.dumps(same, sort_keys=True))
+
+
+def eval_seed(recipe: Recipe) -> int:
+    """The evaluation's sampling seed: ``eval.seed``, else the recipe's."""
+    return recipe.eval.seed if recipe.eval.seed is not None else recipe.seed
+
+
+def evaluation_summary(
+    label: str, endpoint: str | None, fingerprint: dict[str, Any], records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The ``summary.json`` of an evaluation: what was evaluated how, and the results per benchmark."""
+    return {
+        "label": label,
+        "created": utc_iso(),
+        "endpoint": endpoint,
+        "fingerprint": fingerprint,
+        "fingerprint_hash": stable_id(json.dumps(fingerprint, sort_keys=True)),
+        "comparable_hash": comparable_hash(fingerprint),
+        "results": summarise(records),
+    }
 
 
 def default_label(ref: ModelRef, endpoint: str | None) -> str:
@@ -406,18 +355,16 @@ def _local_path(recipe: Recipe, uri: str) -> str:
 __all__ = [
     "PROMPT_VERSION",
     "SEEDING_VERSION",
-    "EvalResult",
-    "ModelRef",
     "build_messages",
     "comparable_hash",
     "counting_tokenizer",
     "default_label",
     "eval_fingerprint",
+    "eval_seed",
+    "evaluation_summary",
     "generate_and_score",
     "load_encoder",
     "refused_by_endpoint",
-    "resolve_model",
-    "run_eval",
     "sample_seed",
     "served_model_for",
     "task_row",

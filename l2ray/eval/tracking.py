@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from l2ray.config import Recipe
-    from l2ray.eval.runner import ModelRef
+from l2ray.config import Recipe
+from l2ray.eval.model_ref import ModelRef
+from l2ray.tracking import ensure_experiment, mlflow_client
 
 EVAL_RUN_TAG = "l2ray.eval.run_id"
 EVAL_HASH_TAG = "l2ray.eval.comparable_hash"
@@ -42,8 +42,8 @@ def log_evaluation(
     """
     from mlflow.entities import Metric, Param
 
-    client = registry_client(recipe.tracking_uri)
-    experiment_id = ensure_experiment(client, recipe)
+    client = mlflow_client(recipe.tracking_uri)
+    experiment_id = ensure_experiment(client, recipe.experiment_name, recipe.run_dir / "mlartifacts")
     tags = {
         STAGE_TAG: stage,
         EVAL_LABEL_TAG: summary["label"],
@@ -105,23 +105,6 @@ def load_version_evaluation(client: Any, tracking_uri: str, name: str, version: 
         return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def registry_client(tracking_uri: str) -> Any:
-    """An `MlflowClient` pinned to one URI for both tracking and the registry."""
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
-def ensure_experiment(client: Any, recipe: Recipe) -> str:
-    """The recipe's experiment id; created on the driver with an absolute artifact root for local stores."""
-    experiment = client.get_experiment_by_name(recipe.experiment_name)
-    if experiment is not None:
-        return experiment.experiment_id
-    local_store = recipe.tracking_uri.startswith(("sqlite:", "file:", "/"))
-    location = (recipe.run_dir / "mlartifacts").as_uri() if local_store else None
-    return client.create_experiment(recipe.experiment_name, artifact_location=location)
-
-
 def _scalar_metrics(values: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in values.items():
@@ -141,8 +124,6 @@ __all__ = [
     "EVAL_RUN_TAG",
     "STAGE_TAG",
     "attach_evaluation",
-    "ensure_experiment",
     "load_version_evaluation",
     "log_evaluation",
-    "registry_client",
 ]

@@ -15,11 +15,12 @@ from typing import Any
 from pydantic import ValidationError
 from ray.serve import Application
 
-from l2ray.config import format_validation_error
+from l2ray._schema import format_validation_error
+from l2ray.errors import L2rayError
 from l2ray.serve.config import ServeConfig
 
 
-class ServeArgsError(ValueError):
+class ServeArgsError(L2rayError, ValueError):
     """``args`` of `build_app` that do not validate against `ServeConfig`."""
 
 
@@ -58,7 +59,7 @@ def validate_args(args: dict[str, Any]) -> ServeConfig:
     try:
         config = ServeConfig.model_validate(args or {})
     except ValidationError as exc:
-        raise ServeArgsError(format_validation_error(exc, "build_app args").replace("recipe ", "")) from None
+        raise ServeArgsError(format_validation_error(exc, "build_app args", ServeConfig)) from None
     if config.model is None:
         raise ServeArgsError(
             "build_app args: 'model' is required (builtin:tiny, a folder, an HF id or models:/…)"

@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from l2ray.decode.segment import GREEDY, BackendResult, BackendStep, Sampling
+from l2ray.decode.segment import GREEDY, Sampling
+from l2ray.decode.types import TokenStep
 
 TOKEN_ID_PREFIX = "token_id:"
 
@@ -41,7 +42,7 @@ class OpenAICompletionsBackend:
         logit_bias: dict[int, float],
         ignore_eos: bool = False,
         sampling: Sampling = GREEDY,
-    ) -> BackendResult:
+    ) -> tuple[list[TokenStep], str]:
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": prompt_ids,
@@ -67,10 +68,10 @@ class OpenAICompletionsBackend:
         tokens = [_token_id(t) for t in logprobs.get("tokens") or []]
         tops = logprobs.get("top_logprobs") or [{} for _ in tokens]
         steps = [
-            BackendStep(token, sorted(((_token_id(k), v) for k, v in top.items()), key=lambda kv: -kv[1]))
+            TokenStep(token, top=sorted(((_token_id(k), v) for k, v in top.items()), key=lambda kv: -kv[1]))
             for token, top in zip(tokens, tops, strict=True)
         ]
-        return BackendResult(steps, choice.get("finish_reason") or "length")
+        return steps, choice.get("finish_reason") or "length"
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -8,29 +8,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from ray import serve
 
-from l2ray.decode.engine import DecodeEngine, DecodeRequest, TokenEvent
-from l2ray.decode.policy import RequestPolicy
+from l2ray.decode.engine import DecodeEngine
+from l2ray.decode.types import DecodeRequest, TokenStep
 
 FLUSH_S = 0.02
 """Tokens produced within this many seconds travel to the controller as one message: a message per
 token costs more than decoding a token of a small model."""
-
-
-@dataclass
-class GenStep:
-    """One token of one request; the last one carries the request's counters in ``usage``."""
-
-    token: int
-    logprob: float | None = None
-    top: list[tuple[int, float]] | None = None
-    finish_reason: str | None = None
-    is_stop: bool = False
-    usage: dict[str, Any] = field(default_factory=dict)
 
 
 @serve.deployment(name="Generator", max_ongoing_requests=64)
@@ -58,14 +45,14 @@ class Generator:
             "context_length": codec.context_length,
         }
 
-    async def generate(self, request: DecodeRequest) -> AsyncIterator[list[GenStep]]:
+    async def generate(self, request: DecodeRequest) -> AsyncIterator[list[TokenStep]]:
         """Stream one request's tokens (batched with whatever else is in flight), in small groups.
 
         A caller that goes away early (a stop string was found, the client disconnected) cancels
         this call; the request is then marked cancelled so the decode loop drops its row instead of
         decoding it to ``max_tokens`` for no one.
         """
-        group: list[GenStep] = []
+        group: list[TokenStep] = []
         flushed = time.monotonic()
         finished = False
         try:
@@ -90,24 +77,7 @@ class Generator:
             events = await asyncio.to_thread(next, steps, None)
             if events is None:
                 return
-            yield [
-                StopIteration if event is None else _step(event, policy)
-                for event, policy in zip(events, policies, strict=True)
-            ]
-
-
-def usage_counters(policy: RequestPolicy) -> dict[str, Any]:
-    """A finished request's counters (what `usage` reports beyond prompt/completion tokens)."""
-    return {
-        "thinking_tokens": policy.thinking_tokens,
-        "answer_tokens": policy.answer_tokens,
-        "switches": policy.switches,
-        "language_tokens": dict(policy.language_tokens),
-    }
-
-
-def _step(event: TokenEvent, policy: RequestPolicy) -> GenStep:
-    step = GenStep(event.token, event.logprob, event.top, event.finish_reason, event.is_stop)
-    if event.finish_reason is not None:
-        step.usage = usage_counters(policy)
-    return step
+            for step, policy in zip(events, policies, strict=True):
+                if step is not None and step.finish_reason is not None:
+                    step.usage = policy.counters()
+            yield [StopIteration if step is None else step for step in events]

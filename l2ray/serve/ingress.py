@@ -21,7 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from l2ray.serve.config import ServeConfig
-from l2ray.serve.protocol import ChatRequest, CompletionRequest, RequestError, parse_request
+from l2ray.serve.protocol import SCHEMAS, RequestError, check_limits, parse_request
 from l2ray.serve.security import ConcurrencyLimiter, KeyGuard, load_keys, read_body
 
 logger = logging.getLogger("ray.serve")
@@ -111,20 +111,19 @@ class Ingress:
 
     @api.post("/v1/chat/completions")
     async def chat(self, request: Request) -> Any:
-        return await self._serve(request, "chat", ChatRequest)
+        return await self._serve(request, "chat")
 
     @api.post("/v1/completions")
     async def completions(self, request: Request) -> Any:
-        return await self._serve(request, "completion", CompletionRequest)
+        return await self._serve(request, "completion")
 
-    async def _serve(self, request: Request, kind: str, schema: type) -> Any:
+    async def _serve(self, request: Request, kind: str) -> Any:
         try:
             who = self.guard.authenticate(request.headers.get("authorization"))
             raw = await read_body(
                 request.stream(), request.headers.get("content-length"), self.config.max_body_bytes
             )
-            payload = _json(raw)
-            parsed = parse_request(schema, payload)
+            parsed = parse_request(SCHEMAS[kind], _json(raw))
             if parsed.model not in self.names:
                 raise RequestError(
                     404,
@@ -132,15 +131,16 @@ class Ingress:
                     "model",
                     "model_not_found",
                 )
+            check_limits(parsed, self.config)
             self.limiter.acquire(who)
         except RequestError as exc:
             return _error(exc)
         streaming = False
         try:
             if not parsed.stream:
-                status, body = await self.controller.respond.remote(kind, payload)
+                status, body = await self.controller.respond.remote(parsed)
                 return JSONResponse(body, status_code=status)
-            chunks = self.controller.options(stream=True).stream.remote(kind, payload)
+            chunks = self.controller.options(stream=True).stream.remote(parsed)
             head = await chunks.__anext__()
             if head["status"] != 200:
                 return JSONResponse(head["body"], status_code=head["status"])

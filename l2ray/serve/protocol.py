@@ -16,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from l2ray.decode.config import InterventionConfig
+from l2ray.errors import L2rayError
+from l2ray.serve.config import ServeConfig
 
 MAX_SEED = 2**63 - 1
 MAX_STOP = 4
@@ -55,6 +57,8 @@ def unsupported(fix: str) -> PydanticCustomError:
 
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    kind: ClassVar[Literal["chat", "completion"]]
 
     model: str = Field(min_length=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
@@ -127,9 +131,19 @@ class ChatRequest(_Common):
             raise unsupported("omit it or send {'type': 'text'}")
         return value
 
+    kind = "chat"
+
     def token_limit(self) -> int | None:
         """``max_completion_tokens`` (the newer name) or ``max_tokens``."""
         return self.max_completion_tokens or self.max_tokens
+
+    def top_logprobs_wanted(self) -> int | None:
+        """Top alternatives per token to return: chat logprobs are refused above, so none."""
+        return None
+
+    @property
+    def ignores_eos(self) -> bool:
+        return False
 
 
 class CompletionRequest(_Common):
@@ -158,11 +172,39 @@ class CompletionRequest(_Common):
             raise unsupported("omit it or send 1 (ask for n choices instead)")
         return value
 
+    kind = "completion"
+
     def token_limit(self) -> int:
         return self.max_tokens
 
+    def top_logprobs_wanted(self) -> int | None:
+        """``logprobs``: ``None`` for none, else the alternatives per token (0: the chosen token's only)."""
+        return self.logprobs
 
-class RequestError(Exception):
+    @property
+    def ignores_eos(self) -> bool:
+        return self.ignore_eos
+
+
+OpenAIRequest = ChatRequest | CompletionRequest
+SCHEMAS: dict[str, type[ChatRequest] | type[CompletionRequest]] = {
+    "chat": ChatRequest,
+    "completion": CompletionRequest,
+}
+
+
+def check_limits(request: OpenAIRequest, config: ServeConfig) -> None:
+    """Refuse (400) what the server's limits (`ServeConfig`) do not allow, before any work."""
+    if request.n > config.max_n:
+        raise RequestError(400, f"n: at most {config.max_n} choices per request", "n")
+    if request.stream and request.n > 1:
+        raise RequestError(400, "n: streaming supports n=1 only", "n")
+    limit = request.token_limit()
+    if limit is not None and limit > config.max_tokens_limit:
+        raise RequestError(400, f"max_tokens: at most {config.max_tokens_limit}", "max_tokens")
+
+
+class RequestError(L2rayError):
     """A request the server refuses, with the OpenAI error body it answers."""
 
     def __init__(

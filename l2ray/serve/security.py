@@ -20,12 +20,13 @@ import hmac
 import os
 from pathlib import Path
 
+from l2ray.errors import L2rayError
 from l2ray.serve.protocol import RequestError
 
 ANONYMOUS = "anonymous"
 
 
-class ApiKeyConfigError(RuntimeError):
+class ApiKeyConfigError(L2rayError, RuntimeError):
     """API keys are configured but none can be read: the server must not start open."""
 
 

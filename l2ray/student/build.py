@@ -14,7 +14,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from l2ray.data.seeds import bundled_file, stable_id
+from l2ray.data.seeds import bundled_file
+from l2ray.hashing import stable_id
 from l2ray.languages import LANGUAGES
 from l2ray.student.config import StudentConfig
 from l2ray.student.tokens import reasoning_tokens

@@ -25,15 +25,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from l2ray.data.seeds import stable_id
+from l2ray.errors import L2rayError
+from l2ray.hashing import stable_id
 from l2ray.student.config import BUILTIN_STUDENT, StudentConfig
+from l2ray.tracking import mlflow_client
 
 READY_MARKER = ".l2ray-ready"
 _MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class StudentNotFoundError(FileNotFoundError):
+class StudentNotFoundError(L2rayError, FileNotFoundError):
     """A student URI that names nothing loadable (no folder, no registered version, bad form)."""
 
 
@@ -102,14 +104,13 @@ def registered_version(uri: str, tracking_uri: str) -> tuple[Any, Any]:
     The client is pinned to ``tracking_uri``: mlflow's own ``models:/`` resolution would use the
     process-global registry instead. Raises `StudentNotFoundError` naming the URI and the store.
     """
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     match = _MODEL_URI.fullmatch(uri)
     if not match:
         raise StudentNotFoundError(f"model {uri!r}: expected models:/NAME@alias or models:/NAME/VERSION")
     name, alias, number = match.groups()
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     try:
         version = (
             client.get_model_version_by_alias(name, alias)

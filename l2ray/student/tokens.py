@@ -9,9 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from l2ray.languages import LANGUAGES, tag_token
-
-THINK_START = "<think>"
-THINK_END = "</think>"
+from l2ray.thinking import THINK_END, THINK_START
 
 
 def reasoning_tokens(codes: list[str] | None = None) -> list[str]:

@@ -1,5 +1,22 @@
 """Multilingual trace synthesis: whole-CoT annotation and step-wise code-switching on Ray Data.
 
-The entry points are `l2ray.synth.api.synthesize` and `l2ray.synth.api.translate_questions`
-(imported from there: this package is imported by the recipe schema and stays light).
+Entry points (`l2ray.synth.api`): `synthesize` (``l2ray synth``), `translate_questions` and
+`translator`. Exports are imported on first use (`l2ray._lazy`): the recipe schema imports this
+package for its section, which must stay light.
 """
+
+from __future__ import annotations
+
+from l2ray._lazy import lazy_exports
+
+_EXPORTS = {
+    "MissingResponsesError": "api",
+    "SynthConfig": "config",
+    "SynthResult": "api",
+    "synthesize": "api",
+    "translate_questions": "api",
+    "translator": "api",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

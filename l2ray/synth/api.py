@@ -15,15 +15,19 @@ no request whose reply is cached.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from l2ray.cluster import ensure_ray
 from l2ray.config import Recipe
 from l2ray.data.seeds import SeedRow, load_seeds
+from l2ray.errors import L2rayError
 from l2ray.synth.output import SynthOutput, table_counts, usage_totals
 from l2ray.synth.plan import expand_seed, fragment_requests, recipe_fingerprint
 from l2ray.synth.prompts import (
@@ -50,7 +54,7 @@ class SynthResult(BaseModel):
     summary: dict[str, Any]
 
 
-class MissingResponsesError(RuntimeError):
+class MissingResponsesError(L2rayError, RuntimeError):
     """Requests that are neither cached nor recorded while no teacher endpoint is configured."""
 
     def __init__(self, missing: list[str], problems: list[str], key_env: str) -> None:
@@ -67,7 +71,7 @@ class MissingResponsesError(RuntimeError):
 
 def synthesize(recipe: Recipe) -> SynthResult:
     """Run (or resume) synthesis for ``recipe`` on the current Ray cluster (started if needed)."""
-    from l2ray.synth.pipeline import ensure_ray, run_tasks
+    from l2ray.synth.pipeline import run_tasks
 
     started = time.perf_counter()
     out = SynthOutput(recipe.run_dir)
@@ -143,6 +147,11 @@ def translate_questions(recipe: Recipe, questions: list[str], lang: str) -> list
         return [parse_translation(a.text) for a in answers]
 
     return asyncio.run(run())
+
+
+def translator(recipe: Recipe) -> Callable[[list[str], str], list[str]]:
+    """`translate_questions` bound to ``recipe``: the translator `l2ray.eval.api.run_pilot` takes."""
+    return functools.partial(translate_questions, recipe)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -24,9 +24,11 @@ from collections import Counter
 from typing import Any
 
 from l2ray.data.seeds import SeedRow
-from l2ray.eval.grading import grade_answer
+from l2ray.grading import grade_answer
+from l2ray.languages import TAG_OPEN
 from l2ray.synth.prompts import parse_solution, parse_translation, restore_whitespace
 from l2ray.text import detect_segment_language, insert_tags, math_segments, measure_language_mix, segment
+from l2ray.thinking import THINK_END, THINK_START
 
 REJECTED_COLUMNS = (
     "id",
@@ -44,7 +46,7 @@ REJECTED_COLUMNS = (
 RETRYABLE_PREFIXES = ("teacher:", "cache_miss", "internal:")
 """Rejections caused by a failed request or a crash, not by the content: a rerun tries these again
 (every reply that was paid for is in the response cache, so a retry re-sends only what failed)."""
-MARKUP = ("<think>", "</think>", "<|lang:")
+MARKUP = (THINK_START, THINK_END, TAG_OPEN)
 """What only l2ray may write into a trace: the thinking delimiters and the language tags."""
 
 

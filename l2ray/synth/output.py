@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from l2ray.clock import utc_stamp
 from l2ray.synth.assemble import REJECTED_COLUMNS, RETRYABLE_PREFIXES
 from l2ray.traces import TRACE_COLUMNS
 
@@ -44,9 +45,7 @@ class SynthOutput:
         # Sortable by time (to the nanosecond: two runs in one second keep their order), unique per
         # process: later shards win when a rerun repeats a rejection.
         now = time.time_ns()
-        self._stamp = (
-            f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now // 10**9))}.{now % 10**9:09d}-{os.getpid()}"
-        )
+        self._stamp = f"{utc_stamp(now // 10**9)}.{now % 10**9:09d}-{os.getpid()}"
         self._seq = 0
 
     def finished_ids(self) -> set[str]:

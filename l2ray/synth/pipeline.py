@@ -20,7 +20,7 @@ from typing import Any
 
 import ray
 
-from l2ray.eval.grading import grade_answer
+from l2ray.grading import grade_answer
 from l2ray.synth.assemble import assemble
 from l2ray.synth.config import SynthConfig
 from l2ray.synth.plan import group_tasks
@@ -71,12 +71,6 @@ class Verifier:
             statuses.append(status)
             rows.append(json.dumps(row, ensure_ascii=False))
         return {"status": statuses, "row": rows}
-
-
-def ensure_ray() -> None:
-    """Start or join Ray unless this process is already connected (``RAY_ADDRESS`` is honoured)."""
-    if not ray.is_initialized():
-        ray.init()
 
 
 def _execute(

@@ -18,7 +18,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from l2ray.data.seeds import SeedRow, stable_id
+from l2ray.data.seeds import SeedRow
+from l2ray.hashing import stable_id
 from l2ray.synth.config import SynthConfig
 from l2ray.synth.prompts import translate_fragment_messages, translate_question_messages
 from l2ray.teacher.base import Message

@@ -16,6 +16,7 @@ from __future__ import annotations
 from l2ray.languages import get_language
 from l2ray.teacher.base import Message
 from l2ray.text.boxed import last_boxed
+from l2ray.thinking import THINK_END, THINK_START
 
 _KEEP_MATH = (
     "Keep every mathematical expression, LaTeX command, number and variable name exactly as it is, "
@@ -47,8 +48,8 @@ def solve_messages(question: str, lang: str) -> list[Message]:
             "role": "system",
             "content": (
                 f"Think step by step, only in {language.name} ({lang}), checking your work as you go. "
-                "Write the whole reasoning between <think> and </think>; after </think> write a short "
-                f"final answer in {language.name} with the result in \\boxed{{}}."
+                f"Write the whole reasoning between {THINK_START} and {THINK_END}; after {THINK_END} write "
+                f"a short final answer in {language.name} with the result in \\boxed{{}}."
             ),
         },
         {"role": "user", "content": f"{question.strip()}\n\n{language.reasoning_instruction}"},
@@ -74,7 +75,7 @@ def translate_fragment_messages(fragment: str, lang: str) -> list[Message]:
 
 def parse_translation(text: str) -> str:
     """The translation in a reply: a reasoning model's ``<think>`` part dropped, whitespace stripped."""
-    _, sep, after = text.rpartition("</think>")
+    _, sep, after = text.rpartition(THINK_END)
     return (after if sep else text).strip()
 
 
@@ -85,9 +86,9 @@ def parse_solution(text: str) -> tuple[str, str]:
     the last paragraph that holds a ``\boxed{}`` is the response, everything before it the chain of
     thought; a reply that is one paragraph is all chain of thought with an empty response.
     """
-    head, sep, tail = text.partition("</think>")
+    head, sep, tail = text.partition(THINK_END)
     if sep:
-        return head.replace("<think>", "", 1).strip(), tail.strip()
+        return head.replace(THINK_START, "", 1).strip(), tail.strip()
     paragraphs = [p for p in text.strip().split("\n\n") if p.strip()]
     for index in range(len(paragraphs) - 1, 0, -1):
         if last_boxed(paragraphs[index]) is not None:

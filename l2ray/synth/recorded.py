@@ -35,6 +35,7 @@ from l2ray.teacher.base import Message, SamplingParams, request_fingerprint
 from l2ray.teacher.cache import CacheEntry
 from l2ray.teacher.config import TeacherConfig
 from l2ray.text import segment
+from l2ray.thinking import assistant_turn
 
 RECORDED_MODEL = "l2ray-recorded-teacher"
 
@@ -61,11 +62,6 @@ def load_recorded(
     folder = Path(directory) if directory is not None else bundled_file("recorded")
     by_id = {seed.id: seed for seed in seeds}
     params = SamplingParams.from_config(teacher)
-
-    def entry(messages: list[Message], text: str, meta: dict[str, Any]) -> CacheEntry:
-        fingerprint = request_fingerprint(teacher.model, messages, params, prompt_version)
-        return CacheEntry(fingerprint, teacher.model, text, meta={**meta, "recorded": True})
-
     for lang in languages:
         path = folder / f"{lang}.jsonl"
         if not path.exists():
@@ -78,41 +74,47 @@ def load_recorded(
             if r.get("kind") == "question" and isinstance(r.get("text"), str)
         }
         for line_no, record in records:
-            where = f"{path}, line {line_no}"
             seed = by_id.get(record.get("seed_id", ""))
             if seed is None:
                 continue  # content for a seed this run does not use
-            meta = {"seed_id": seed.id, "lang": lang, "kind": record.get("kind")}
+            where = f"{path}, line {line_no}"
             try:
-                kind = record["kind"]
-                if kind == "question":
-                    result.entries.append(
-                        entry(translate_question_messages(seed.question, lang), record["text"], meta)
-                    )
-                elif kind == "whole":
-                    if seed.id not in questions:
-                        result.problems.append(
-                            f"{where}: whole trace without a recorded question for {seed.id}"
-                        )
-                        continue
-                    messages = solve_messages(parse_translation(questions[seed.id]), lang)
-                    text = f"<think>\n{record['cot'].strip()}\n</think>\n\n{record['response'].strip()}"
-                    result.entries.append(entry(messages, text, meta))
-                elif kind == "fragment":
-                    fragments = segment(seed.cot)
-                    index = int(record["index"])
-                    if not 0 <= index < len(fragments) or fragments[index] != record["source"]:
-                        result.problems.append(
-                            f"{where}: fragment {index} of {seed.id} does not match the seed's CoT"
-                        )
-                        continue
-                    messages = translate_fragment_messages(record["source"], lang)
-                    result.entries.append(entry(messages, record["text"], {**meta, "index": index}))
-                else:
-                    result.problems.append(f"{where}: unknown kind {kind!r}")
+                found = _request_of(record, seed, lang, questions)
             except (KeyError, TypeError, ValueError) as exc:
                 result.problems.append(f"{where}: malformed record ({type(exc).__name__}: {exc})")
+                continue
+            if isinstance(found, str):
+                result.problems.append(f"{where}: {found}")
+                continue
+            messages, text, meta = found
+            fingerprint = request_fingerprint(teacher.model, messages, params, prompt_version)
+            result.entries.append(
+                CacheEntry(fingerprint, teacher.model, text, meta={**meta, "recorded": True})
+            )
     return result
+
+
+def _request_of(
+    record: dict[str, Any], seed: SeedRow, lang: str, questions: dict[Any, str]
+) -> tuple[list[Message], str, dict[str, Any]] | str:
+    """The request a recorded line answers, its reply text and cache meta; or why it cannot be used."""
+    kind = record["kind"]
+    meta = {"seed_id": seed.id, "lang": lang, "kind": kind}
+    if kind == "question":
+        return translate_question_messages(seed.question, lang), record["text"], meta
+    if kind == "whole":
+        if seed.id not in questions:
+            return f"whole trace without a recorded question for {seed.id}"
+        text = assistant_turn(record["cot"].strip(), record["response"].strip())
+        return solve_messages(parse_translation(questions[seed.id]), lang), text, meta
+    if kind == "fragment":
+        fragments = segment(seed.cot)
+        index = int(record["index"])
+        if not 0 <= index < len(fragments) or fragments[index] != record["source"]:
+            return f"fragment {index} of {seed.id} does not match the seed's CoT"
+        messages = translate_fragment_messages(record["source"], lang)
+        return messages, record["text"], {**meta, "index": index}
+    return f"unknown kind {kind!r}"
 
 
 def _read(path: Path, problems: list[str]) -> list[tuple[int, dict[str, Any]]]:

@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
+from l2ray.errors import L2rayError
 from l2ray.teacher.config import TeacherConfig
 
 Message = dict[str, str]
@@ -59,7 +60,7 @@ class TeacherReply:
         return asdict(self)
 
 
-class TeacherError(RuntimeError):
+class TeacherError(L2rayError, RuntimeError):
     """A request that failed for good (after retries, or on a non-retryable status).
 
     ``reason`` is a short code for tables and summaries: ``http_400``, ``http_500``, ``timeout``,

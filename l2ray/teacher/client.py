@@ -21,6 +21,7 @@ import asyncio
 from dataclasses import dataclass, replace
 from typing import Any
 
+from l2ray.errors import L2rayError
 from l2ray.teacher.base import Message, SamplingParams, Secret, Teacher, Usage, request_fingerprint
 from l2ray.teacher.cache import CacheEntry, ResponseCache
 from l2ray.teacher.config import TeacherConfig
@@ -39,7 +40,7 @@ class Answer:
     finish_reason: str = "stop"
 
 
-class CacheMissError(LookupError):
+class CacheMissError(L2rayError, LookupError):
     """A request that is not cached while no teacher endpoint is configured."""
 
     def __init__(self, fingerprint: str, meta: dict[str, Any]) -> None:

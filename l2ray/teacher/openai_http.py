@@ -29,6 +29,7 @@ import aiohttp
 from l2ray.teacher.base import Message, SamplingParams, Secret, TeacherError, TeacherReply, Usage
 from l2ray.teacher.config import TeacherConfig
 from l2ray.teacher.ratelimit import RateLimiter
+from l2ray.thinking import assistant_turn
 
 log = logging.getLogger("l2ray.teacher")
 
@@ -161,7 +162,7 @@ def _parse_reply(raw: bytes) -> TeacherReply:
         raise _Retryable("malformed_json", f"not a chat completion: {raw[:120]!r}") from None
     if not isinstance(content, str) or not content.strip():
         raise _Retryable("empty_content", "the reply has no content")
-    text = f"<think>\n{reasoning.strip()}\n</think>\n\n{content.strip()}" if reasoning else content
+    text = assistant_turn(reasoning.strip(), content.strip()) if reasoning else content
     finish = choice.get("finish_reason") if isinstance(choice, dict) else None
     return TeacherReply(text=text, usage=_usage(data.get("usage")), finish_reason=str(finish or "stop"))
 

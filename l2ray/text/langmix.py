@@ -18,7 +18,7 @@ import itertools
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
@@ -108,8 +108,8 @@ def measure_language_mix(
         if not sequence or sequence[-1] != seg.language:
             sequence.append(seg.language)
     return LanguageMix(
-        char_share=_normalise(chars),
-        token_share=_normalise(tokens) if tokenizer is not None else None,
+        char_share=shares(chars),
+        token_share=shares(tokens) if tokenizer is not None else None,
         switches=max(len(sequence) - 1, 0),
         tag_switches=tag_switches,
         dominant=chars.most_common(1)[0][0] if chars else None,
@@ -184,9 +184,15 @@ def _letters_only(text: str) -> str:
     return re.sub(r"[^\w\s'’-]|\d|_", " ", text).strip()
 
 
-def _normalise(counts: Counter[str]) -> dict[str, float]:
+def shares(counts: Mapping[str, int]) -> dict[str, float]:
+    """Counts as shares of their total, largest first, rounded to 4 places (``{}`` when all are 0).
+
+    >>> shares({"en": 1, "zh": 2})
+    {'zh': 0.6667, 'en': 0.3333}
+    """
     total = sum(counts.values())
-    return {k: round(v / total, 4) for k, v in counts.most_common()} if total else {}
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return {k: round(v / total, 4) for k, v in ranked} if total else {}
 
 
 @lru_cache(maxsize=4096)
@@ -205,4 +211,5 @@ __all__ = [
     "detect_segment_language",
     "measure_language_mix",
     "script_counts",
+    "shares",
 ]

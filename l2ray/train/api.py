@@ -18,13 +18,14 @@ import logging
 import math
 import statistics
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import BaseModel
 
+from l2ray.clock import utc_stamp
+from l2ray.cluster import ensure_ray
 from l2ray.config import Recipe
 from l2ray.student.resolve import resolve_student
 from l2ray.train.config import TrainConfig
@@ -143,7 +144,7 @@ def _open_run(recipe: Recipe, tracker: Tracker, mix: Mix, train_dir: Path, resum
             )
         tracker.reopen(state["run_id"])
         return state["ray_run_name"], state["run_id"]
-    ray_run_name = f"{recipe.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    ray_run_name = f"{recipe.name}-{utc_stamp()}"
     run_id = tracker.start_run(
         recipe.experiment_name,
         recipe.model_dump(mode="json"),
@@ -167,8 +168,7 @@ def _fit(mix: Mix, config: TrainConfig, settings: LoopSettings, storage: Path, n
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     # Materialised up front: a lazy transform competing with the workers for CPUs can hang small clusters.
     dataset = ray.data.from_items(mix.training_records()).materialize()
     resources = {"CPU": config.cpus_per_worker} | ({"GPU": config.gpus_per_worker} if config.use_gpu else {})
@@ -202,35 +202,16 @@ def _publish(
     started: float,
 ) -> TrainResult:
     """Log the final model, register it, alias it ``candidate``, close the run, write result.json."""
-    from l2ray.train.model import export_model, read_state
+    from l2ray.train.model import read_state
 
     checkpoint_path = result.checkpoint.path
-    state = read_state(checkpoint_path)
-    model, tokenizer = export_model(checkpoint_path)
-    version, model_uri = tracker.log_and_register(
-        run_id,
-        model,
-        tokenizer,
-        recipe.registered_model_name,
-        tags={
-            "data_fingerprint": mix.fingerprint,
-            "code_version": code_version(),
-            "recipe": recipe.name,
-            "mode": recipe.train.mode,
-            "run_id": run_id,
-        },
-    )
+    version, model_uri = _register(recipe, tracker, mix, checkpoint_path, run_id)
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
     throughput = [m.value for m in tracker.client.get_metric_history(run_id, "tokens_per_s")]
     tracker.client.set_tag(run_id, "l2ray.checkpoint", checkpoint_path)
     tracker.finish(run_id)
-    if metrics.get("truncated_examples"):
-        log.warning(
-            "%d trace(s) were longer than train.max_seq_len=%d and were cut (%d tokens dropped)",
-            metrics["truncated_examples"],
-            recipe.train.max_seq_len,
-            metrics["truncated_tokens"],
-        )
+    _warn_truncation(metrics, recipe.train.max_seq_len)
+    state = read_state(checkpoint_path)
     outcome = TrainResult(
         model_uri=model_uri,
         version=version,
@@ -253,3 +234,35 @@ def _publish(
     )
     (train_dir / RESULT).write_text(outcome.model_dump_json(indent=2))
     return outcome
+
+
+def _register(
+    recipe: Recipe, tracker: Tracker, mix: Mix, checkpoint_path: str, run_id: str
+) -> tuple[str, str]:
+    """Export the final checkpoint's model, log it into the run and register a tagged version."""
+    from l2ray.train.model import export_model
+
+    model, tokenizer = export_model(checkpoint_path)
+    return tracker.log_and_register(
+        run_id,
+        model,
+        tokenizer,
+        recipe.registered_model_name,
+        tags={
+            "data_fingerprint": mix.fingerprint,
+            "code_version": code_version(),
+            "recipe": recipe.name,
+            "mode": recipe.train.mode,
+            "run_id": run_id,
+        },
+    )
+
+
+def _warn_truncation(metrics: dict[str, float], max_seq_len: int) -> None:
+    if metrics.get("truncated_examples"):
+        log.warning(
+            "%d trace(s) were longer than train.max_seq_len=%d and were cut (%d tokens dropped)",
+            metrics["truncated_examples"],
+            max_seq_len,
+            metrics["truncated_tokens"],
+        )

@@ -13,6 +13,7 @@ import contextlib
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,25 +65,78 @@ class InjectedFailure(RuntimeError):
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point (``TorchTrainer(train_loop_per_worker, train_loop_config=settings)``)."""
+    """Ray Train entry point (``TorchTrainer(train_loop_per_worker, train_loop_config=settings)``):
+    restore, prepare, then train and report step by step."""
     import ray.train
-    import torch
-    from ray.train.torch import get_device, prepare_model
+    from ray.train.torch import get_device
 
     settings = LoopSettings.model_validate(config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    restored = _restore(settings)
+    examples = _worker_examples(settings, restored.tokenizer, rank, world)
+    device = get_device()
+    run = _prepare(settings, restored, device)
+    writer = _rank_zero_writer(settings, rank)
+    data_stats = _all_reduce(
+        [sum(e.truncated for e in examples), sum(e.dropped_tokens for e in examples), len(examples)], device
+    )
+    if writer is not None:
+        summary = {
+            "truncated_examples": data_stats[0],
+            "truncated_tokens": data_stats[1],
+            "examples": data_stats[2],
+        }
+        resumed = {"resumed_from_step": restored.start_step} if restored.start_step else {}
+        writer.add(summary | resumed, max(restored.start_step, 1))
+    try:
+        _train_steps(settings, run, examples, rank, world, device, data_stats, writer)
+    finally:  # a failing step still leaves every finished step's metrics in the run
+        if writer is not None:
+            writer.flush()
+
+
+@dataclass
+class _Restored:
+    """The student as a worker starts with it: from the base, or from the latest checkpoint."""
+
+    model: Any
+    tokenizer: Any
+    added: list[str]
+    start_step: int = 0
+    trainer_state: dict[str, Any] | None = None
+
+
+@dataclass
+class _Run:
+    """What the step loop works on: the wrapped model, its optimizer and schedule."""
+
+    model: Any
+    tokenizer: Any
+    optimizer: Any
+    scheduler: Any
+    added: list[str]
+    start_step: int
+
+
+def _restore(settings: LoopSettings) -> _Restored:
+    """Load the base student, or the latest checkpoint after a restart (``ray.train.get_checkpoint``)."""
+    import ray.train
 
     checkpoint = ray.train.get_checkpoint()
-    start_step, trainer_state = 0, None
-    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as restored:
-        model, tokenizer, added = load_for_training(
-            settings.base_path, settings.mode, settings.lora, restored
-        )
-        if restored is not None:
-            start_step = read_state(restored)["step"]
-            trainer_state = read_trainer_state(restored)
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as folder:
+        model, tokenizer, added = load_for_training(settings.base_path, settings.mode, settings.lora, folder)
+        restored = _Restored(model, tokenizer, added)
+        if folder is not None:
+            restored.start_step = read_state(folder)["step"]
+            restored.trainer_state = read_trainer_state(folder)
     model.train()  # from_pretrained returns eval mode, which would switch LoRA dropout off
+    return restored
+
+
+def _worker_examples(settings: LoopSettings, tokenizer: Any, rank: int, world: int) -> list[Example]:
+    """This worker's fixed share of the mix, tokenized."""
+    import ray.train
 
     records = rank_share(list(ray.train.get_dataset_shard("train").iter_rows()), rank, world)
     examples = [
@@ -90,7 +144,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ]
     if not examples:
         raise RuntimeError(f"worker {rank} received no rows; use fewer workers than mix rows")
-    device = get_device()
+    return examples
+
+
+def _prepare(settings: LoopSettings, restored: _Restored, device: Any) -> _Run:
+    """Wrap the model for data parallelism (DDP, or FSDP across GPUs); build optimizer and schedule."""
+    from ray.train.torch import prepare_model
+
+    model = restored.model
     if settings.fsdp:
         # The model stays on the host: FSDP moves one decoder layer at a time to ``device_id`` and
         # shards it there, where `prepare_model`'s default would first move the whole model to one GPU.
@@ -102,60 +163,56 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model = prepare_model(model)
     optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], settings)
     scheduler = _scheduler(optimizer, settings)
-    if trainer_state is not None:
-        _restore(trainer_state, optimizer, scheduler)
+    if restored.trainer_state is not None:
+        _restore_trainer_state(restored.trainer_state, optimizer, scheduler)
+    return _Run(model, restored.tokenizer, optimizer, scheduler, restored.added, restored.start_step)
 
-    writer = _rank_zero_writer(settings, rank)
-    data_stats = _all_reduce(
-        [sum(e.truncated for e in examples), sum(e.dropped_tokens for e in examples), len(examples)], device
-    )
-    if writer is not None:
-        summary = {
-            "truncated_examples": data_stats[0],
-            "truncated_tokens": data_stats[1],
-            "examples": data_stats[2],
-        }
-        writer.add(summary | ({"resumed_from_step": start_step} if start_step else {}), max(start_step, 1))
 
+def _train_steps(
+    settings: LoopSettings,
+    run: _Run,
+    examples: list[Example],
+    rank: int,
+    world: int,
+    device: Any,
+    data_stats: list[float],
+    writer: StepMetricWriter | None,
+) -> None:
+    """Every optimizer step from the restored one on: step, all-reduce, log, checkpoint."""
+    import torch
+
+    tokenizer = run.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     # Throughput spans one step's end to the next, so logging and checkpointing count against it.
     last = time.perf_counter()
-    try:
-        for step in range(start_step + 1, settings.total_steps + 1):
-            _maybe_inject_failure(settings, step, rank, world)
-            # Dropout draws from a seed fixed by (seed, rank, step): a resumed run repeats them exactly.
-            torch.manual_seed(settings.seed * 1_000_003 + rank * 100_003 + step)
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step used, before the schedule moves
-            loss_sum, targets, tokens = _optimizer_step(
-                model, optimizer, examples, step, rank, settings, device, pad_id
-            )
-            scheduler.step()
-            loss_sum, targets, tokens = _all_reduce([loss_sum, targets, tokens], device)
-            now = time.perf_counter()
-            elapsed, last = now - last, now
-            metrics = {
-                "step": step,
-                "epoch": step / settings.steps_per_epoch,
-                "loss": loss_sum / max(targets, 1),
-                "lr": lr,
-                "tokens": tokens,
-                "step_seconds": elapsed,
-                "tokens_per_s": tokens / elapsed,
-                "target_tokens": targets,
-                "truncated_examples": data_stats[0],
-                "truncated_tokens": data_stats[1],
-            }
-            if writer is not None:
-                writer.add({k: v for k, v in metrics.items() if k != "step"}, step)
-            if step % settings.checkpoint_every == 0 or step == settings.total_steps:
-                if writer is not None:  # a checkpointed step's metrics are durable before it is
-                    writer.flush()
-                _report_with_checkpoint(
-                    model, tokenizer, optimizer, scheduler, settings, added, metrics, rank
-                )
-    finally:  # a failing step still leaves every finished step's metrics in the run
+    for step in range(run.start_step + 1, settings.total_steps + 1):
+        _maybe_inject_failure(settings, step, rank, world)
+        # Dropout draws from a seed fixed by (seed, rank, step): a resumed run repeats them exactly.
+        torch.manual_seed(settings.seed * 1_000_003 + rank * 100_003 + step)
+        lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used, before the schedule moves
+        totals = _optimizer_step(run.model, run.optimizer, examples, step, rank, settings, device, pad_id)
+        run.scheduler.step()
+        loss_sum, targets, tokens = _all_reduce(list(totals), device)
+        now = time.perf_counter()
+        elapsed, last = now - last, now
+        metrics = {
+            "step": step,
+            "epoch": step / settings.steps_per_epoch,
+            "loss": loss_sum / max(targets, 1),
+            "lr": lr,
+            "tokens": tokens,
+            "step_seconds": elapsed,
+            "tokens_per_s": tokens / elapsed,
+            "target_tokens": targets,
+            "truncated_examples": data_stats[0],
+            "truncated_tokens": data_stats[1],
+        }
         if writer is not None:
-            writer.flush()
+            writer.add({k: v for k, v in metrics.items() if k != "step"}, step)
+        if step % settings.checkpoint_every == 0 or step == settings.total_steps:
+            if writer is not None:  # a checkpointed step's metrics are durable before it is
+                writer.flush()
+            _report_with_checkpoint(run, settings, metrics, rank)
 
 
 def _optimizer_step(
@@ -226,20 +283,12 @@ def _scheduler(optimizer: Any, settings: LoopSettings) -> Any:
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=settings.total_steps)
 
 
-def _report_with_checkpoint(
-    model: Any,
-    tokenizer: Any,
-    optimizer: Any,
-    scheduler: Any,
-    settings: LoopSettings,
-    added: list[str],
-    metrics: dict[str, float],
-    rank: int,
-) -> None:
+def _report_with_checkpoint(run: _Run, settings: LoopSettings, metrics: dict[str, float], rank: int) -> None:
     """Every rank reports; rank 0 alone attaches the checkpoint (Train V2's rule)."""
     import ray.train
     from ray.train import Checkpoint
 
+    model, optimizer, scheduler = run.model, run.optimizer, run.scheduler
     full_state = _gathered_state_dict(model) if settings.fsdp else None
     if rank != 0:
         ray.train.report(metrics)
@@ -255,11 +304,11 @@ def _report_with_checkpoint(
         "step": int(metrics["step"]),
         "mode": settings.mode,
         "base_path": settings.base_path,
-        "added_tokens": added,
+        "added_tokens": run.added,
         "loss": metrics["loss"],
     }
     with tempfile.TemporaryDirectory() as folder:
-        save_checkpoint(folder, unwrapped, tokenizer, trainer_state, state, state_dict=full_state)
+        save_checkpoint(folder, unwrapped, run.tokenizer, trainer_state, state, state_dict=full_state)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
@@ -291,7 +340,7 @@ def _gathered_state_dict(model: Any) -> dict[str, Any] | None:
         return model.state_dict()
 
 
-def _restore(trainer_state: dict[str, Any], optimizer: Any, scheduler: Any) -> None:
+def _restore_trainer_state(trainer_state: dict[str, Any], optimizer: Any, scheduler: Any) -> None:
     if trainer_state["optimizer"] is not None:  # None under FSDP (see `_report_with_checkpoint`)
         optimizer.load_state_dict(trainer_state["optimizer"])
     scheduler.load_state_dict(trainer_state["scheduler"])

@@ -22,14 +22,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from l2ray.data.seeds import stable_id
+from l2ray.errors import L2rayError
+from l2ray.hashing import stable_id
 from l2ray.languages import LANGUAGES
 from l2ray.text.tags import tag_languages
-from l2ray.traces import TRACE_COLUMNS, TraceRow, assistant_text
+from l2ray.traces import TRACE_COLUMNS, TraceRow
 from l2ray.train.config import MixConfig
 
 
-class TrainDataError(ValueError):
+class TrainDataError(L2rayError, ValueError):
     """Training data that cannot be used; raised before any worker starts."""
 
 
@@ -66,7 +67,7 @@ class Mix:
 
     def training_records(self) -> list[dict[str, str]]:
         """One ``{id, question, assistant}`` record per row: what the workers tokenize."""
-        return [{"id": r.id, "question": r.question, "assistant": assistant_text(r)} for r in self.rows]
+        return [{"id": r.id, "question": r.question, "assistant": r.assistant_text()} for r in self.rows]
 
 
 def rank_share(records: list[dict[str, Any]], rank: int, world: int) -> list[dict[str, Any]]:

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from l2ray.tracking import ensure_experiment, mlflow_client
+
 CANDIDATE_ALIAS = "candidate"
 _PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 _METRIC_BATCH = 1000  # ... and at most 1000 metrics
@@ -31,10 +33,8 @@ class Tracker:
     """An MLflow client pinned to one tracking URI (never the process-global one)."""
 
     def __init__(self, tracking_uri: str) -> None:
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.client = mlflow_client(tracking_uri)
 
     def start_run(
         self,
@@ -48,22 +48,13 @@ class Tracker:
 
         ``artifact_root`` is used for local stores (sqlite, file); a tracking server chooses its own.
         """
-        experiment_id = self.experiment_id(experiment, artifact_root)
+        experiment_id = ensure_experiment(self.client, experiment, artifact_root)
         run = self.client.create_run(experiment_id, run_name=run_name)
         run_id = run.info.run_id
         self.log_params(run_id, params)
         for name, content in (artifacts or {}).items():
             self.log_json(run_id, name, content)
         return run_id
-
-    def experiment_id(self, name: str, artifact_root: Path | None) -> str:
-        existing = self.client.get_experiment_by_name(name)
-        if existing is not None:
-            return existing.experiment_id
-        location = (
-            str(artifact_root.resolve()) if artifact_root and is_local_store(self.tracking_uri) else None
-        )
-        return self.client.create_experiment(name, artifact_location=location)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -207,11 +198,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return text
     return f"{text} ({commit}{'+dirty' if dirty else ''})" if commit else text
-
-
-def is_local_store(tracking_uri: str) -> bool:
-    """Whether the client itself writes artifacts (sqlite, file, a database URI), not a tracking server."""
-    return not tracking_uri.startswith(("http://", "https://", "databricks"))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The decode engine on the offline student: the LocalGenerator contract, policies end to end,
+"""The decode engine on the offline student: the chat-generation contract, policies end to end,
 reproducibility under batching, and the segment loop's parity with the processors."""
 
 from __future__ import annotations
@@ -6,18 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from engine_support import EngineBackend, LocalGenerator, LoopResult, run_segment_loop
 
 from l2ray.decode.config import InterventionConfig
-from l2ray.decode.engine import Completion, DecodeRequest, LocalGenerator
 from l2ray.decode.processors import BudgetForcingLogitsProcessor, LanguageTagLogitsProcessor, PolicyBatch
-from l2ray.decode.segment import (
-    EngineBackend,
-    Sampling,
-    SegmentDelta,
-    SegmentResult,
-    run_segment_loop,
-    stream_segment_loop,
-)
+from l2ray.decode.segment import Sampling, SegmentLoop
+from l2ray.decode.types import Completion, DecodeRequest, TokenStep
 from l2ray.languages import tag_token
 from l2ray.text import tag_languages
 
@@ -173,7 +167,7 @@ def test_segment_loop_passes_sampling_and_logit_bias_to_the_generator(generator)
     prompt = engine.codec.chat_prompt(CHATS[0])
     request = DecodeRequest(prompt, 24, InterventionConfig(max_thinking_tokens=10))
 
-    def sample(seed: int, **kwargs) -> SegmentResult:
+    def sample(seed: int, **kwargs) -> LoopResult:
         policy = engine.codec.policy(request)
         loop = run_segment_loop(EngineBackend(engine), prompt, policy, 24, chunk=8, **kwargs)
         return asyncio.run(loop)
@@ -195,21 +189,22 @@ def test_segment_loop_streams_a_delta_per_generator_call(generator):
     prompt = engine.codec.chat_prompt(CHATS[1])
     request = DecodeRequest(prompt, 30, InterventionConfig(force="ko", max_thinking_tokens=12))
 
-    async def deltas() -> list[SegmentDelta]:
-        policy = engine.codec.policy(request)
-        stream = stream_segment_loop(EngineBackend(engine), prompt, policy, 30, chunk=4)
-        return [delta async for delta in stream]
+    async def groups() -> list[tuple[list[TokenStep], int]]:
+        loop = SegmentLoop(EngineBackend(engine), prompt, engine.codec.policy(request), 30, chunk=4)
+        return [(group, loop.calls) async for group in loop.stream()]
 
-    streamed = asyncio.run(deltas())
+    streamed = asyncio.run(groups())
     whole = asyncio.run(
         run_segment_loop(EngineBackend(engine), prompt, engine.codec.policy(request), 30, chunk=4)
     )
-    assert len(streamed) > 2 and all(d.finish_reason is None for d in streamed[:-1])
-    assert [t for d in streamed for t in d.tokens] == whole.tokens
-    assert streamed[-1].finish_reason == whole.finish_reason
-    assert [d.calls for d in streamed] == sorted(d.calls for d in streamed)  # tokens as calls return
-    # The answer streams too: after the delta that closes the thinking, it arrives chunk by chunk.
+    tokens = [[s.token for s in group if not s.is_stop] for group, _ in streamed]
+    assert len(streamed) > 2 and all(s.finish_reason is None for g, _ in streamed[:-1] for s in g)
+    assert [t for group in tokens for t in group] == whole.tokens
+    assert streamed[-1][0][-1].finish_reason == whole.finish_reason
+    calls = [c for _, c in streamed]
+    assert calls == sorted(calls)  # tokens as calls return
+    # The answer streams too: after the group that closes the thinking, it arrives chunk by chunk.
     think_end = engine.codec.vocab.think_end_id
-    closing = next(i for i, d in enumerate(streamed) if think_end in d.tokens)
-    answer = [d for d in streamed[closing + 1 :] if d.tokens]
-    assert len(answer) >= 2 and all(len(d.tokens) <= 4 for d in answer)
+    closing = next(i for i, group in enumerate(tokens) if think_end in group)
+    answer = [group for group in tokens[closing + 1 :] if group]
+    assert len(answer) >= 2 and all(len(group) <= 4 for group in answer)

@@ -257,3 +257,22 @@ def test_thinking_splitter_holds_a_partial_marker():
     open_ended = ThinkingSplitter(thinking=True)
     assert open_ended.feed("x </") == ("x ", "")
     assert open_ended.finish() == ("</", "")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda pol: LanguageTagLogitsProcessor(PolicyBatch([pol])),
+        lambda pol: BudgetForcingLogitsProcessor(PolicyBatch([pol])),
+        lambda pol: LogitBiasLogitsProcessor([{4: 2.0, 6: -math.inf}]),
+        lambda pol: SeededSamplingLogitsProcessor([1.0], [0.9], [3]),
+    ],
+)
+def test_processors_return_new_logits_and_leave_theirs_alone(make):
+    """As transformers' own: the scores passed in are never edited (the engine no longer clones them)."""
+    pol = policy(force="zh", max_thinking_tokens=5, num_ignore=1)
+    scores = logits(END, ZH)
+    before = scores.clone()
+    out = make(pol)(torch.tensor([[2]]), scores)
+    assert torch.equal(scores, before)
+    assert not torch.equal(out, before)  # each case changes something, so the check means something

@@ -1,4 +1,4 @@
-r"""Regression fixture for `l2ray.eval.grading`: what our grader says, case by case.
+r"""Regression fixture for `l2ray.grading`: what our grader says, case by case.
 
 Each case is ``(response, gold, answer_type, expected_extracted, expected_correct)``. The fixture records
 what the grader *does*, including math-verify's known leniencies and false negatives (Math-Verify issues

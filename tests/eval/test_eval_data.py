@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, DatasetDict
 
+from l2ray.decode.types import Completion
 from l2ray.eval.benchmarks import BenchmarkError, load_benchmark, resolve_spec
 from l2ray.eval.config import BenchmarkSpec
-from l2ray.eval.engines import Generation, split_thinking
 from l2ray.eval.metrics import pass_at_k, score_sample, summarise
+from l2ray.thinking import split_thinking
 
 
 def test_bundled_mini_set_has_40_math_and_5_letter_items() -> None:
@@ -127,10 +128,10 @@ def test_summary_counts_failures_as_wrong_and_keeps_them_out_of_token_stats() ->
         for i in range(4)
     ]
     generations = [
-        Generation("a b c</think>so \\boxed{4}", "stop"),
-        Generation("a b c d e f g h i j", "length"),
-        Generation(None, error="HTTP 500: boom"),
-        Generation("<|lang:zh|>等等，我再想一想这个问题。</think>答案是 4", "stop"),
+        Completion("a b c</think>so \\boxed{4}", "stop"),
+        Completion("a b c d e f g h i j", "length"),
+        Completion(None, error="HTTP 500: boom"),
+        Completion("<|lang:zh|>等等，我再想一想这个问题。</think>答案是 4", "stop"),
     ]
     records = [score_sample(r, g, encode) for r, g in zip(rows, generations, strict=True)]
     assert [r["correct"] for r in records] == [True, False, False, True]

@@ -11,10 +11,11 @@ from evalkit import completion, make_recipe, mini_answers, question_of, register
 from typer.testing import CliRunner
 
 from l2ray.cli import app
+from l2ray.eval.api import run_eval
 from l2ray.eval.engines import EndpointError
 from l2ray.eval.report import read_samples
-from l2ray.eval.runner import run_eval
-from l2ray.eval.tracking import EVAL_RUN_TAG, registry_client
+from l2ray.eval.tracking import EVAL_RUN_TAG
+from l2ray.tracking import mlflow_client
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -141,7 +142,7 @@ def test_http_eval_of_a_registry_version_asks_for_the_served_name_and_fails_when
     recipe = make_recipe(tmp_path, student_path, limit=2, endpoint=server.base_url)
     [version] = register_versions(recipe.tracking_uri, "l2ray-eval-test", 1, tmp_path)
     uri = f"models:/l2ray-eval-test/{version}"
-    client = registry_client(recipe.tracking_uri)
+    client = mlflow_client(recipe.tracking_uri)
 
     # Sending the pinned registry URI (as a recipe naming it does) is refused on every request: the run
     # fails instead of logging accuracy 0 and tagging the version with it.
@@ -191,7 +192,7 @@ def test_eval_through_the_serve_graph(ray_cluster, student_path, tmp_path: Path)
     )
     name = recipe.registered_model_name
     version = log_student(recipe.tracking_uri, name, student_path, tmp_path / "artifacts")
-    registry_client(recipe.tracking_uri).set_registered_model_alias(name, "champion", version)
+    mlflow_client(recipe.tracking_uri).set_registered_model_alias(name, "champion", version)
     try:
         url = run_server(recipe, model_uri=f"models:/{name}@champion", port=free_port())
         result = run_eval(recipe, model=f"models:/{name}/{version}", endpoint=url, label="served")
@@ -206,5 +207,5 @@ def test_eval_through_the_serve_graph(ray_cluster, student_path, tmp_path: Path)
         assert record["response"].startswith("<|lang:zh|>")
         assert record["engine_usage"]["completion_tokens"] <= 10
         assert record["truncated"] == (record["finish_reason"] == "length")
-    tags = registry_client(recipe.tracking_uri).get_model_version(name, version).tags
+    tags = mlflow_client(recipe.tracking_uri).get_model_version(name, version).tags
     assert tags[EVAL_RUN_TAG] == result.mlflow_run_id

@@ -10,16 +10,18 @@ import pytest
 from evalkit import completion, make_recipe
 
 from l2ray.decode.config import InterventionConfig
+from l2ray.decode.types import Completion
+from l2ray.eval.api import run_eval
 from l2ray.eval.engines import (
     EndpointError,
-    Generation,
     HttpEngine,
     LocalEngine,
     SampleRequest,
     served_model_id,
 )
 from l2ray.eval.metrics import score_sample
-from l2ray.eval.runner import resolve_model, run_eval, served_model_for
+from l2ray.eval.model_ref import resolve_model
+from l2ray.eval.runner import served_model_for
 
 ROW = {
     "benchmark": "b",
@@ -90,7 +92,7 @@ def test_in_process_generations_start_inside_thinking(student_path: Path) -> Non
     assert (record["extracted"], record["correct"]) == (None, False)
     assert record["grade_reason"] == "thinking never closed"
     # The same words from the local engine and from a server that split them out grade alike.
-    local = score_sample(ROW, Generation(CUT_REASONING, "length", starts_in_thinking=True), _words)
+    local = score_sample(ROW, Completion(CUT_REASONING, "length", starts_in_thinking=True), _words)
     assert (local["extracted"], local["correct"]) == (None, False)
     assert local["grade_reason"] == "thinking never closed"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from grading_cases import CASES
 
-from l2ray.eval.grading import Grade, answer_region, grade_answer
+from l2ray.grading import Grade, answer_region, grade_answer
 
 
 def test_fixture_is_large_enough_and_covers_every_answer_type() -> None:

@@ -8,12 +8,12 @@ import pytest
 from evalkit import completion, make_recipe, mini_answers, question_of, register_versions
 from transformers import AutoTokenizer
 
-from l2ray.eval.pilot import per_language, pilot_problems, run_pilot, tokenizer_compression
-from l2ray.eval.promotion import promote
-from l2ray.eval.runner import run_eval
-from l2ray.eval.tracking import EVAL_HASH_TAG, EVAL_RUN_TAG, STAGE_TAG, registry_client
+from l2ray.eval.api import promote, run_eval, run_pilot
+from l2ray.eval.pilot import per_language, pilot_problems, tokenizer_compression
+from l2ray.eval.tracking import EVAL_HASH_TAG, EVAL_RUN_TAG, STAGE_TAG
 from l2ray.languages import LANGUAGES
-from l2ray.synth.api import translate_questions
+from l2ray.synth.api import translate_questions, translator
+from l2ray.tracking import mlflow_client
 
 
 def test_compression_counts_tokens_per_character_of_the_same_questions(student_path, tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_pilot_asks_each_language_and_reports_per_language(
     gold = {f"{p.question}\n\n{LANGUAGES['en'].reasoning_instruction}": p.answer for p in problems}
     server = chat_server(behaviour)
     recipe = make_recipe(tmp_path, student_path, limit=2, pilot_languages=["zh"], endpoint=server.base_url)
-    result = run_pilot(recipe)
+    result = run_pilot(recipe, translator(recipe))
     rows = result.summary["per_language"]
     assert list(rows) == ["en", "zh"]
     assert (rows["en"]["accuracy"], rows["zh"]["accuracy"]) == (1.0, 0.0)
@@ -97,9 +97,9 @@ def test_a_pilot_of_a_version_leaves_its_evaluation_for_promotion(
     name = recipe.registered_model_name
     register_versions(recipe.tracking_uri, name, 2, tmp_path)
     evals = {v: run_eval(recipe, model=f"models:/{name}/{v}") for v in ("1", "2")}
-    pilot = run_pilot(recipe, model=f"models:/{name}/2")
+    pilot = run_pilot(recipe, translator(recipe), model=f"models:/{name}/2")
 
-    client = registry_client(recipe.tracking_uri)
+    client = mlflow_client(recipe.tracking_uri)
     tags = client.get_model_version(name, "2").tags
     assert tags[EVAL_RUN_TAG] == evals["2"].mlflow_run_id
     assert tags[EVAL_HASH_TAG] == evals["2"].summary["comparable_hash"]

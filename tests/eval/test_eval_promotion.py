@@ -13,12 +13,14 @@ import pytest
 from evalkit import completion, make_recipe, mini_answers, question_of, register_versions
 from mlflow import MlflowClient
 
+from l2ray.decode.types import Completion
+from l2ray.eval.api import promote, run_eval
 from l2ray.eval.config import PromotionGate
-from l2ray.eval.engines import Generation
 from l2ray.eval.metrics import score_sample, summarise
-from l2ray.eval.promotion import CHAMPION, DECISION_TAG, REASONS_TAG, PromotionError, decide, promote
-from l2ray.eval.runner import ModelRef, run_eval
-from l2ray.eval.tracking import EVAL_RUN_TAG, log_evaluation, registry_client
+from l2ray.eval.model_ref import ModelRef
+from l2ray.eval.promotion import CHAMPION, DECISION_TAG, REASONS_TAG, PromotionError, decide
+from l2ray.eval.tracking import EVAL_RUN_TAG, log_evaluation
+from l2ray.tracking import mlflow_client
 
 MODEL = "l2ray-eval-test"
 GATE = {"max_accuracy_drop": 0.0, "min_thinking_token_reduction": 0.2}
@@ -93,7 +95,7 @@ def test_promotion_on_sqlite_and_on_a_real_mlflow_server(
     recipe = make_recipe(tmp_path / "sqlite", student_path, **eval_fields)
     register_versions(recipe.tracking_uri, MODEL, 4, tmp_path / "sqlite")
     summaries = _evaluate_all(recipe, server)
-    client = registry_client(recipe.tracking_uri)
+    client = mlflow_client(recipe.tracking_uri)
     assert client.get_model_version(MODEL, "2").tags[EVAL_RUN_TAG]
     metrics = {v: s["results"]["mini"]["off"] for v, s in summaries.items()}
     assert metrics["2"]["thinking_tokens"]["mean"] < 0.8 * metrics["1"]["thinking_tokens"]["mean"]
@@ -108,7 +110,7 @@ def test_promotion_on_sqlite_and_on_a_real_mlflow_server(
     for version, summary in summaries.items():
         ref = ModelRef(f"models:/{MODEL}/{version}", MODEL, version)
         log_evaluation(remote, recipe.run_dir / "eval" / summary["label"], summary, ref)
-    _check_promotion_flow(remote, registry_client(url))
+    _check_promotion_flow(remote, mlflow_client(url))
 
 
 def test_gate_arithmetic() -> None:
@@ -150,8 +152,8 @@ def _scored(thinking: dict[str, int | None], right: set[str]) -> dict:
         )
         answer = "4" if problem in right else "5"
         text = " ".join(["hm"] * (words or 0)) + f"</think>\n\nSo \\boxed{{{answer}}}."
-        failed = Generation(None, error="TimeoutError: timed out")
-        generations.append(failed if words is None else Generation(text, "stop"))
+        failed = Completion(None, error="TimeoutError: timed out")
+        generations.append(failed if words is None else Completion(text, "stop"))
     records = [score_sample(r, g, str.split) for r, g in zip(rows, generations, strict=True)]
     return {
         "comparable_hash": "h",

@@ -8,12 +8,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from engine_support import EngineBackend
 from serve_support import a_stop_string_from
 
-from l2ray.decode.engine import DecodeEngine, DecodeRequest
-from l2ray.decode.segment import BackendResult, EngineBackend
+from l2ray.decode.engine import DecodeEngine
+from l2ray.decode.types import DecodeRequest, TokenStep
 from l2ray.serve.controller import ReasoningController
-from l2ray.serve.generator import GenStep, usage_counters
+from l2ray.serve.protocol import SCHEMAS, parse_request
 
 QUESTION = [{"role": "user", "content": "What is 2+3?"}]
 PROMPT = "Let me think about what 2+3 is"
@@ -32,15 +33,14 @@ class GeneratorCall:
     def __aiter__(self) -> GeneratorCall:
         return self
 
-    async def __anext__(self) -> list[GenStep]:
-        events = next(self.events, None)
-        if events is None or events[0] is None:
+    async def __anext__(self) -> list[TokenStep]:
+        steps = next(self.events, None)
+        if steps is None or steps[0] is None:
             raise StopAsyncIteration
-        event = events[0]
+        step = steps[0]
         self.steps += 1
-        step = GenStep(event.token, event.logprob, event.top, event.finish_reason, event.is_stop)
-        if event.finish_reason is not None:
-            step.usage = usage_counters(self.policy)
+        if step.finish_reason is not None:
+            step.usage = self.policy.counters()  # what the Generator replica attaches
         return [step]
 
     def cancel(self) -> None:
@@ -70,7 +70,7 @@ class CountingBackend(EngineBackend):
 
     calls = 0
 
-    async def complete(self, *args: Any, **kwargs: Any) -> BackendResult:
+    async def complete(self, *args: Any, **kwargs: Any) -> tuple[list[TokenStep], str]:
         self.calls += 1
         return await super().complete(*args, **kwargs)
 
@@ -99,7 +99,7 @@ def http(engine, student_path) -> ReasoningController:
 
 def respond(controller: ReasoningController, kind: str, **fields: Any) -> dict[str, Any]:
     payload = {"model": "l2ray", **fields}
-    status, body = asyncio.run(controller.respond(kind, payload))
+    status, body = asyncio.run(controller.respond(parse_request(SCHEMAS[kind], payload)))
     assert status == 200, body
     return body
 
@@ -107,7 +107,7 @@ def respond(controller: ReasoningController, kind: str, **fields: Any) -> dict[s
 def stream(controller: ReasoningController, kind: str, **fields: Any) -> list[dict[str, Any]]:
     async def collect() -> list[dict[str, Any]]:
         payload = {"model": "l2ray", "stream": True, **fields}
-        return [chunk async for chunk in controller.stream(kind, payload)]
+        return [chunk async for chunk in controller.stream(parse_request(SCHEMAS[kind], payload))]
 
     head, *chunks = asyncio.run(collect())
     assert head == {"status": 200}
@@ -209,7 +209,7 @@ def test_the_http_path_streams_each_segment_as_it_arrives(http):
             "stream": True,
             "l2ray": {"force": "zh", "max_thinking_tokens": 12, "num_ignore": 1},
         }
-        async for chunk in http.stream("chat", payload):
+        async for chunk in http.stream(parse_request(SCHEMAS["chat"], payload)):
             if chunk.get("choices"):
                 seen_at.append(backend.calls)
 
@@ -220,6 +220,6 @@ def test_the_http_path_streams_each_segment_as_it_arrives(http):
 def test_the_http_path_refuses_what_it_cannot_return(http):
     for field, value in (("logprobs", 0), ("ignore_eos", True)):
         payload = {"model": "l2ray", "prompt": PROMPT, field: value}
-        status, body = asyncio.run(http.respond("completion", payload))
+        status, body = asyncio.run(http.respond(parse_request(SCHEMAS["completion"], payload)))
         assert status == 400
         assert body["error"]["param"] == field and "generator_url" in body["error"]["message"]

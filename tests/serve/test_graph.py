@@ -12,13 +12,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from engine_support import LocalGenerator, run_segment_loop
 from serve_support import API_KEY, a_stop_string_from, first_tag
 
 from l2ray.decode.config import InterventionConfig
-from l2ray.decode.engine import DecodeRequest, LocalGenerator
-from l2ray.decode.segment import run_segment_loop
+from l2ray.decode.types import DecodeRequest
 from l2ray.languages import tag_token
 from l2ray.serve.backends import OpenAICompletionsBackend
+from l2ray.serve.protocol import ChatRequest, parse_request
 from l2ray.text import tag_languages
 
 pytestmark = pytest.mark.slow
@@ -379,7 +380,7 @@ def test_controller_with_an_http_only_generator_answers_like_the_graph(
     }
     controller = ReasoningController.func_or_class(None, settings)
     payload = {"model": "l2ray", "messages": QUESTION, "max_tokens": 32, "seed": 2, "l2ray": knobs}
-    status, body = asyncio.run(controller.respond("chat", payload))
+    status, body = asyncio.run(controller.respond(parse_request(ChatRequest, payload)))
     assert status == 200
     fast = client.chat.completions.create(
         model="l2ray", messages=QUESTION, max_tokens=32, seed=2, extra_body={"l2ray": knobs}

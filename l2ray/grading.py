@@ -19,7 +19,8 @@ Example:
     >>> grade_answer(r"答案是 \boxed{C}", "C", "letter")
     Grade(extracted='C', correct=True, reason='boxed letter: matches')
 
-This module is pure Python (no Ray) so synthesis can verify whole traces with it.
+Pure Python (no Ray), below both stages that grade: synthesis verifies whole traces with it and
+evaluation scores samples.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Literal
 
 from l2ray.languages import LANGUAGES
 from l2ray.text.boxed import last_boxed
+from l2ray.thinking import THINK_END, THINK_START
 
 AnswerType = Literal["math", "integer", "letter"]
 ANSWER_TYPES: tuple[AnswerType, ...] = ("math", "integer", "letter")
@@ -38,8 +40,6 @@ ANSWER_TYPES: tuple[AnswerType, ...] = ("math", "integer", "letter")
 GRADER_VERSION = "l2ray-grader-3"
 """Part of every evaluation fingerprint: bump it whenever a change here can change a verdict."""
 
-THINK_START = "<think>"
-THINK_END = "</think>"
 NEVER_CLOSED = "thinking never closed"
 LETTERS = "ABCDEFGHIJ"
 

@@ -1,0 +1,95 @@
+"""The tokenizer side of a model: prompts, policies, stop tokens and context length — no weights.
+
+The serve controller holds a `Codec` (it tokenizes and builds policies, while the weights live in the
+Generator replica); the in-process engine holds one too. `Codec.from_pretrained` is the one loader of
+a model's tokenizer, stop tokens and context length from its folder.
+
+Example:
+    >>> codec = Codec.from_pretrained("runs/demo/cache/students/tiny-…")  # doctest: +SKIP
+    >>> codec.chat_prompt([{"role": "user", "content": "1+1?"}])[-2:]  # doctest: +SKIP
+    [5, 198]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from l2ray.decode.policy import ReasoningVocab, RequestPolicy, opens_thinking
+from l2ray.decode.types import DecodeRequest
+from l2ray.thinking import THINK_START
+
+UNBOUNDED_CONTEXT = 1 << 30
+"""The context length of a model whose config states none."""
+
+
+class Codec:
+    """Tokenizer-side knowledge of a model (see the module docstring)."""
+
+    def __init__(self, tokenizer: Any, stop_ids: Sequence[int], context_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.vocab = ReasoningVocab.from_tokenizer(tokenizer, list(stop_ids))
+        self.context_length = context_length
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.vocab.stop_ids[0]
+
+    @classmethod
+    def from_pretrained(cls, path: str) -> Codec:
+        """Tokenizer, generation config and model config of a saved model (no weights are read)."""
+        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        try:
+            eos = GenerationConfig.from_pretrained(path).eos_token_id
+        except OSError:  # a model saved without a generation config
+            eos = None
+        return cls(tokenizer, stop_ids(eos, tokenizer), context_length(AutoConfig.from_pretrained(path)))
+
+    @classmethod
+    def for_model(cls, model: Any, tokenizer: Any) -> Codec:
+        """The codec of a model already in memory."""
+        eos = model.generation_config.eos_token_id
+        return cls(tokenizer, stop_ids(eos, tokenizer), context_length(model.config))
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation's generation prompt, always ending inside ``<think>``.
+
+        The student's template opens ``<think>\\n`` itself; for a template that does not, it is
+        appended so every model starts generation thinking.
+        """
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if not text.rstrip().endswith(THINK_START):
+            text += f"{THINK_START}\n"
+        return self.encode(text)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of raw text (no special tokens added)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Text of token ids, special tokens (tags, ``</think>``) kept."""
+        return self.tokenizer.decode(list(tokens), skip_special_tokens=False)
+
+    def policy(self, request: DecodeRequest) -> RequestPolicy:
+        """The policy of one request; raises `PolicyError` when the model cannot carry it out."""
+        config = request.intervention
+        return RequestPolicy(
+            config,
+            self.vocab,
+            seed=request.seed,
+            ignore_ids=self.encode(config.ignore_str) if config.num_ignore else (),
+            thinking=opens_thinking(request.prompt_ids, self.vocab),
+        )
+
+
+def stop_ids(eos: int | Sequence[int] | None, tokenizer: Any) -> list[int]:
+    """The tokens that end generation: the generation config's EOS ids, the tokenizer's EOS and pad."""
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    return [i for i in (*eos, tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None]
+
+
+def context_length(config: Any) -> int:
+    """``max_position_embeddings`` of a model config (unbounded when it has none)."""
+    return int(getattr(config, "max_position_embeddings", 0) or UNBOUNDED_CONTEXT)
+
+
+__all__ = ["Codec", "context_length", "stop_ids"]

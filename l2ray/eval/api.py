@@ -1,0 +1,182 @@
+"""Evaluation's entry points: `run_eval` (``l2ray eval``), `run_pilot` (``l2ray pilot``) and
+`promote` (``l2ray promote``).
+
+An evaluation generates problems × samples × configurations on a Ray Data actor pool (`runner`),
+scores them (`metrics`), writes ``<run_dir>/eval/<label>/`` (`report`) and logs it to MLflow against
+the model version when the model came from the registry (`tracking`). Promotion reads those logged
+evaluations and applies the gate (`promotion`).
+
+Example:
+    >>> result = run_eval(recipe)  # doctest: +SKIP
+    >>> result.summary["results"]["mini"]["off"]["accuracy"]  # doctest: +SKIP
+    0.0
+    >>> pilot = run_pilot(recipe, translate=lambda questions, lang: questions)  # doctest: +SKIP
+    >>> promote(recipe, "candidate").outcome  # doctest: +SKIP
+    'promoted'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from l2ray.clock import utc_iso
+from l2ray.config import Recipe
+from l2ray.decode.config import InterventionConfig
+from l2ray.eval.benchmarks import load_benchmark
+from l2ray.eval.model_ref import resolve_model
+from l2ray.eval.pilot import pilot_dataset, pilot_problems, write_pilot_report
+from l2ray.eval.promotion import CHAMPION, Decision, PromotionError, decide, decision_tags, not_evaluated
+from l2ray.eval.report import write_report
+from l2ray.eval.runner import (
+    default_label,
+    eval_fingerprint,
+    eval_seed,
+    evaluation_summary,
+    generate_and_score,
+    served_model_for,
+    task_row,
+)
+from l2ray.eval.tracking import load_version_evaluation, log_evaluation
+from l2ray.tracking import mlflow_client
+
+Translate = Callable[[list[str], str], list[str]]
+"""``(questions, language) -> the questions in that language`` (synthesis's translator, for one)."""
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation wrote and where it was logged."""
+
+    label: str
+    out_dir: Path
+    summary: dict[str, Any]
+    mlflow_run_id: str | None
+    model_name: str | None
+    model_version: str | None
+
+
+def run_eval(
+    recipe: Recipe, *, label: str | None = None, model: str | None = None, endpoint: str | None = None
+) -> EvalResult:
+    """Evaluate the recipe's model (or ``model``) on ``recipe.eval`` and write the report.
+
+    Raises:
+        BenchmarkError: an unknown benchmark or a dataset without the needed fields.
+        EndpointError: the endpoint cannot be reached at all, does not say which model it serves, or
+            refused every request (HTTP 4xx) — nothing is logged or tagged then.
+    """
+    cfg = recipe.eval
+    seed = eval_seed(recipe)
+    ref = resolve_model(model or cfg.model or recipe.student.model, recipe.tracking_uri)
+    endpoint = endpoint or cfg.endpoint
+    served = served_model_for(recipe, ref, endpoint)
+    datasets = [load_benchmark(b, limit=cfg.limit, seed=seed) for b in cfg.benchmarks]
+    rows = [
+        task_row(problem, sample, name, problem.question, "en", seed)
+        for data in datasets
+        for problem in data.problems
+        for name in cfg.configurations
+        for sample in range(cfg.samples)
+    ]
+    records = generate_and_score(recipe, rows, dict(cfg.configurations), ref, endpoint, served)
+    fingerprint = eval_fingerprint(recipe, ref, endpoint, datasets, seed, cfg.configurations, served)
+    label = label or cfg.label or default_label(ref, endpoint)
+    summary = evaluation_summary(label, endpoint, fingerprint, records)
+    out_dir = recipe.run_dir / "eval" / label
+    write_report(out_dir, summary, records)
+    run_id = log_evaluation(recipe, out_dir, summary, ref)
+    return EvalResult(label, out_dir, summary, run_id, ref.name, ref.version)
+
+
+def run_pilot(
+    recipe: Recipe, translate: Translate, *, label: str = "pilot", model: str | None = None
+) -> EvalResult:
+    """The paper's pilot study: the seed problems asked in each language (see `l2ray.eval.pilot`).
+
+    ``translate`` turns the English questions into each pilot language; the CLI and the pipeline pass
+    synthesis's translator (same prompt, same response cache), so evaluation never imports synthesis.
+    """
+    cfg = recipe.eval
+    seed = eval_seed(recipe)
+    languages = ["en", *[c for c in (cfg.pilot_languages or recipe.languages) if c != "en"]]
+    problems = pilot_problems(recipe)
+    questions = {"en": [p.question for p in problems]}
+    for lang in languages[1:]:
+        questions[lang] = translate(questions["en"], lang)
+    ref = resolve_model(model or cfg.model or recipe.student.model, recipe.tracking_uri)
+    served = served_model_for(recipe, ref, cfg.endpoint)
+    rows = [
+        task_row(problem, sample, lang, questions[lang][i], lang, seed)
+        for lang in languages
+        for i, problem in enumerate(problems)
+        for sample in range(cfg.samples)
+    ]
+    interventions = {lang: InterventionConfig() for lang in languages}
+    records = generate_and_score(recipe, rows, interventions, ref, cfg.endpoint, served)
+    for record in records:
+        record["language"] = record["configuration"]
+    data = pilot_dataset(recipe, problems, questions)
+    fingerprint = eval_fingerprint(recipe, ref, cfg.endpoint, [data], seed, interventions, served)
+    summary = evaluation_summary(label, cfg.endpoint, fingerprint, records)
+    out_dir = recipe.run_dir / "eval" / label
+    write_pilot_report(recipe, ref.uri, out_dir, summary, records, questions)
+    run_id = log_evaluation(recipe, out_dir, summary, ref, stage="pilot")
+    return EvalResult(label, out_dir, summary, run_id, ref.name, ref.version)
+
+
+def promote(recipe: Recipe, candidate: str = "candidate", tracking_uri: str | None = None) -> Decision:
+    """Compare ``candidate`` (a version number or an alias) with the champion and record the decision:
+    the ``champion`` alias moves when the gate passes, and the decision is tagged on the candidate.
+
+    Raises:
+        PromotionError: the model or version does not exist.
+    """
+    uri = tracking_uri or recipe.tracking_uri
+    client = mlflow_client(uri)
+    name = recipe.registered_model_name
+    version = _version_of(client, name, candidate, uri)
+    champion = _champion_version(client, name)
+    decision = Decision(name, version, champion, "refused")
+    evaluation = load_version_evaluation(client, uri, name, version)
+    if champion == version:
+        decision.reasons = [f"version {version} is already the champion"]
+    elif evaluation is None:
+        decision.reasons = [not_evaluated(name, version)]
+    else:
+        champion_eval = load_version_evaluation(client, uri, name, champion) if champion else None
+        if champion and champion_eval is None:
+            decision.reasons = [f"the champion has no evaluation: {not_evaluated(name, champion)}"]
+        else:
+            decision.outcome, decision.reasons = decide(evaluation, champion_eval, recipe.eval.gate)
+    if decision.promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    for key, value in decision_tags(decision, utc_iso()).items():
+        client.set_model_version_tag(name, version, key, value)
+    return decision
+
+
+def _version_of(client: Any, name: str, candidate: str, uri: str) -> str:
+    """The version number a candidate (a number or an alias) names."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if candidate.isdigit():
+            return str(client.get_model_version(name, candidate).version)
+        return str(client.get_model_version_by_alias(name, candidate).version)
+    except MlflowException as exc:
+        raise PromotionError(f"candidate {candidate!r} of model {name!r} at {uri}: {exc.message}") from None
+
+
+def _champion_version(client: Any, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+__all__ = ["EvalResult", "Translate", "promote", "run_eval", "run_pilot"]
