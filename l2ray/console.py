@@ -219,21 +219,23 @@ def captured_output(log_file: Path, on_note: Callable[[str, str], None]) -> Iter
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     saved = _redirect_fds(fd)
     watcher = _LogWatcher(log_file, on_note)
-    handler = _log_handler(fd)
+    handlers = [_log_handler(fd), _NoteHandler(on_note)]
     root = logging.getLogger()
     old_level = root.level
-    root.addHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
     root.setLevel(logging.INFO)
-    sink = open(fd, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sink = _PlainSink(fd)
     try:
         with redirect_stdout(sink), redirect_stderr(sink):
             yield
     finally:
-        sink.flush()
-        root.removeHandler(handler)
+        for handler in handlers:
+            root.removeHandler(handler)
         root.setLevel(old_level)
         _restore_fds(saved)
-        os.close(fd)
+        # ``fd`` stays open: what was handed the redirected streams during the run (Ray's log handler,
+        # a tqdm bar closed at exit) may still write to them, and that keeps landing in the log.
         watcher.stop()
 
 
@@ -255,6 +257,20 @@ _LEVELS = {
 }
 
 
+EXPECTED = (
+    # Ray Train's own actors (PreemptionWatcher, MapWorker) on every run: ray-project/ray#53727.
+    "has constructor arguments in the object store and max_restarts > 0",
+    # Ray Data says so whenever synthesis turns its bars off to draw its own.
+    "Progress bars disabled. To enable, set",
+    # Ray Train's DatasetManager uses its own deprecated option.
+    "`ExecutionOptions.exclude_resources` is deprecated",
+    # mlflow.transformers about any model not from the Hugging Face hub (ours are built locally).
+    "The model card could not be retrieved from the hub",
+    "Unable to find license information for this model",
+)
+"""Warnings every healthy run produces, about nothing the user can change: they stay in the log only."""
+
+
 def classify(line: str) -> tuple[str, str] | None:
     """``(level, message)`` for a warning or error line of Ray, Python logging, `warnings` or a
     traceback's last line; None for anything else. The message names the Ray process it came from."""
@@ -270,7 +286,7 @@ def classify(line: str) -> tuple[str, str] | None:
         found = ("warning", match.group("message"))
     elif _EXCEPTION.match(text):
         found = ("error", text)
-    if found is None or not found[1].strip():
+    if found is None or not found[1].strip() or any(text in found[1] for text in EXPECTED):
         return None
     return found[0], found[1].strip() + (f" ({source})" if source else "")
 
@@ -323,9 +339,41 @@ class _LogWatcher:
                     self._on_note(*found)
 
 
+class _PlainSink(io.TextIOBase):
+    """`sys.stdout`/`sys.stderr` during a captured run: text into the log without colour codes (Ray
+    colours the process prefix of every forwarded worker line, terminal or not)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def write(self, text: str) -> int:
+        os.write(self._fd, _ANSI.sub("", text).encode("utf-8", "replace"))
+        return len(text)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def writable(self) -> bool:
+        return True
+
+
+class _NoteHandler(logging.Handler):
+    """Python warnings and errors straight to the display, in order with the stage lines (the log
+    watcher would see them a poll later; the display prints each message once either way)."""
+
+    def __init__(self, on_note: Callable[[str, str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._on_note = on_note
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not any(text in message for text in EXPECTED):
+            self._on_note("error" if record.levelno >= logging.ERROR else "warning", message)
+
+
 def _log_handler(fd: int) -> logging.Handler:
     """Python logging into the log file (l2ray's own and any library's that propagates to the root)."""
-    handler = logging.StreamHandler(open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+    handler = logging.StreamHandler(_PlainSink(fd))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     return handler
@@ -363,6 +411,7 @@ def _escape(text: str) -> str:
 
 
 __all__ = [
+    "EXPECTED",
     "WIDTH",
     "LineDisplay",
     "ProgressBar",
