@@ -322,10 +322,11 @@ def serve_command(
 
     import ray
 
+    from l2ray.cluster import ensure_ray
     from l2ray.serve.api import run_server
 
     recipe = recipe_option(config, sets)
-    ray.init(include_dashboard=False)
+    ensure_ray(include_dashboard=False)
     url = run_server(recipe, model_uri=model, port=port)
     console.print(f"serving [bold]{url}[/] (Ctrl-C or SIGTERM to stop)")
     # SIGTERM (kubectl, systemd, a background job) stops as cleanly as Ctrl-C.

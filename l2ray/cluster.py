@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 from urllib.parse import urlparse
 
 from l2ray.errors import L2rayError
@@ -24,8 +25,9 @@ class RayClusterNotFoundError(L2rayError, ConnectionError):
     """No Ray cluster answers at the address l2ray was given."""
 
 
-def ensure_ray() -> None:
-    """Connect to Ray unless this process already is (``RAY_ADDRESS`` is honoured)."""
+def ensure_ray(**init_options: Any) -> None:
+    """Connect to Ray unless this process already is (``RAY_ADDRESS`` is honoured); ``init_options``
+    go to ``ray.init`` (e.g. ``include_dashboard=False``)."""
     import ray
 
     if ray.is_initialized():
@@ -33,7 +35,7 @@ def ensure_ray() -> None:
     address = os.environ.get("RAY_ADDRESS") or None
     check_address(address)
     try:
-        ray.init()
+        ray.init(**init_options)
     except ConnectionError as exc:  # e.g. RAY_ADDRESS=auto with no cluster running
         raise RayClusterNotFoundError(_not_found(address, str(exc).splitlines()[0])) from None
 
