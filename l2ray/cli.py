@@ -394,7 +394,7 @@ def _print_run_summary(summary: dict) -> None:
     from l2ray.pipeline import COMPARISON_COLUMNS, comparison_cells
 
     out = Console(width=min(console.width, WIDTH) if console.is_terminal else WIDTH, highlight=False)
-    table = Table(title=f"run {summary['run']}: base vs student", box=box.SIMPLE_HEAD)
+    table = Table(title=f"run {summary['run']}: base vs student", box=box.SIMPLE_HEAD, show_edge=False)
     for column in COMPARISON_COLUMNS:
         table.add_column(column, no_wrap=True)
     for row in summary["comparison"]:

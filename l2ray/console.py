@@ -90,6 +90,11 @@ class ProgressBar:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=done, note=note)
 
+    def set(self, done: int, note: str = "") -> None:
+        """``done`` parts in all so far (what a poll of someone else's counter reads)."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done, note=note)
+
 
 class RunDisplay:
     """The rich display of one run (see the module doc); ``live=False`` prints the permanent lines only."""
@@ -184,6 +189,31 @@ def progress(total: int, label: str, enabled: bool = True) -> Iterator[ProgressB
     )
     with bar:
         yield ProgressBar(bar, bar.add_task(label, total=total, note=""))
+
+
+@contextmanager
+def polled_progress(
+    total: int, label: str, read: Callable[[], tuple[int, str]], every_s: float = 2.0
+) -> Iterator[ProgressBar]:
+    """`progress` for work counted elsewhere (Ray Train workers logging steps to MLflow): a thread
+    calls ``read() -> (done, note)`` every ``every_s`` seconds while the block runs."""
+    stopped = threading.Event()
+    with progress(total, label) as bar:
+
+        def poll() -> None:
+            while not stopped.wait(every_s):
+                try:
+                    bar.set(*read())
+                except Exception as exc:  # a failed poll (a busy store) only skips one update
+                    logging.getLogger(__name__).debug("progress poll failed: %s", exc)
+
+        thread = threading.Thread(target=poll, name=f"l2ray-progress-{label}", daemon=True)
+        thread.start()
+        try:
+            yield bar
+        finally:
+            stopped.set()
+            thread.join()
 
 
 @contextmanager
@@ -420,6 +450,7 @@ __all__ = [
     "captured_output",
     "classify",
     "clip",
+    "polled_progress",
     "progress",
     "run_display",
 ]

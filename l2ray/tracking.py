@@ -81,10 +81,27 @@ def ensure_experiment(client: Any, name: str, artifact_root: Path | None) -> str
     return client.create_experiment(name, artifact_location=location)
 
 
+def logged_steps(client: Any, run_id: str, metric: str = "loss") -> tuple[int, str]:
+    """``(latest step, "loss 1.234")`` of ``metric`` as logged so far in run ``run_id`` (``(0, "")``
+    before the first point): what a driver polls to show training's progress."""
+    history = client.get_metric_history(run_id, metric)
+    if not history:
+        return 0, ""
+    latest = max(history, key=lambda point: point.step)
+    return latest.step, f"{metric} {latest.value:.3f}"
+
+
 def _port(uri: str) -> int:
     from urllib.parse import urlparse
 
     return urlparse(uri).port or 5000
 
 
-__all__ = ["TrackingStoreError", "check_store", "ensure_experiment", "is_local_store", "mlflow_client"]
+__all__ = [
+    "TrackingStoreError",
+    "check_store",
+    "ensure_experiment",
+    "is_local_store",
+    "logged_steps",
+    "mlflow_client",
+]

@@ -108,3 +108,16 @@ def test_model_uri_that_does_not_resolve_says_what_is_there(tmp_path):
         registered_version("models:/dmeo@champion", uri)
     with pytest.raises(StudentNotFoundError, match=r"'demo' has no version 3 .*latest: none"):
         registered_version("models:/demo/3", uri)
+
+
+def test_logged_steps_reads_the_latest_training_step_for_the_progress_bar(tmp_path):
+    from mlflow.entities import Metric
+
+    from l2ray.tracking import logged_steps, mlflow_client
+
+    client = mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    assert logged_steps(client, run_id) == (0, "")
+    points = [Metric("loss", 2.5, 0, 1), Metric("loss", 1.25, 0, 3), Metric("lr", 1.0, 0, 4)]
+    client.log_batch(run_id, metrics=points)
+    assert logged_steps(client, run_id) == (3, "loss 1.250")

@@ -115,3 +115,31 @@ def test_a_stage_bar_counts_inside_the_active_display(tmp_path):
         display.finished("synth", 1.0, "12 traces accepted")
     finally:
         console._active = None
+
+
+def test_a_polled_bar_shows_what_the_counter_read_last():
+    import threading
+
+    from l2ray import console
+    from l2ray.console import polled_progress
+
+    display = RunDisplay(Console(file=io.StringIO(), force_terminal=True, width=100))
+    console._active = display
+    polled = threading.Event()
+    reads = iter([(1, "loss 2.0"), (3, "loss 1.5")])
+
+    def read():
+        value = next(reads, (3, "loss 1.5"))
+        if value[0] == 3:
+            polled.set()
+        return value
+
+    try:
+        display.started("train", "abc")
+        with polled_progress(3, "training", read, every_s=0.01):
+            assert polled.wait(10)
+        task = display._progress.tasks[0]
+        assert (task.total, task.completed, task.fields["note"]) == (3, 3, "loss 1.5")
+    finally:
+        display._stop()
+        console._active = None
