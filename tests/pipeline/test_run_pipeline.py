@@ -45,9 +45,10 @@ def killed_after_train(smoke, tmp_path_factory):
     )  # fmt: skip
     deadline = time.monotonic() + 600
     try:
-        while "train" not in _state(state_file):
-            assert proc.poll() is None, "the run ended before training was recorded"
-            assert time.monotonic() < deadline, "training was not recorded within 10 minutes"
+        # Recorded, and its line shown (the line follows the record by a moment).
+        while "train" not in _state(state_file) or "✓ train" not in Path(terminal.name).read_text("utf-8"):
+            assert proc.poll() is None, "the run ended before training was recorded and shown"
+            assert time.monotonic() < deadline, "training was not recorded and shown within 10 minutes"
             time.sleep(0.5)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -128,6 +129,16 @@ def test_json_prints_the_same_summary(resumed, smoke):
     assert {("base", "off"), ("student", "off"), ("base", "boost_zh"), ("student", "boost_zh")} <= pairs
     assert summary["commands"]["browse"] == f"mlflow ui --backend-store-uri {smoke.tracking_uri}"
     assert summary["stages"][1]["figure"].startswith("loss ")
+
+
+def test_verbose_leaves_the_output_on_the_terminal_and_writes_no_log(resumed, smoke):
+    logs = set((smoke.run_dir / "logs").iterdir())
+    result = CliRunner().invoke(
+        app, ["run", "--config", str(REPO / "configs/smoke.yaml"), *_output(smoke), "--verbose"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [line.split()[1] for line in result.output.splitlines() if line.startswith("- ")] == list(STAGES)
+    assert "full log:" not in result.output and set((smoke.run_dir / "logs").iterdir()) == logs
 
 
 def _output(smoke) -> list[str]:
