@@ -379,7 +379,7 @@ def run(
         )
     summary = run_summary(recipe, result, commands)
     summary["log"] = None if verbose else str(log_file)
-    summary["notes"] = [{"level": lv, "message": m} for m, lv in display.notes.items()]
+    summary["notes"] = [{"level": level, "message": message} for level, message in display.notes.values()]
     if as_json:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
@@ -404,10 +404,10 @@ def _print_run_summary(summary: dict) -> None:
     if summary["promotion"]:
         promotion = summary["promotion"]
         out.print(f"promotion: [bold]{promotion['outcome']}[/] version {promotion['version']}")
-    out.print(f"run summary: {summary['readme']}", soft_wrap=True)
+    out.print(f"run summary: {summary['readme']}", soft_wrap=True, markup=False)
     if summary["log"]:
         shown = f" ({len(summary['notes'])} warnings/errors shown above)" if summary["notes"] else ""
-        out.print(f"full log: {summary['log']}{shown}", soft_wrap=True)
+        out.print(f"full log: {summary['log']}{shown}", soft_wrap=True, markup=False)
     labels = {"browse": "browse runs and models", "serve": "serve the champion"}
     for name, command in summary["commands"].items():
         out.print(f"{labels.get(name, name)}:")

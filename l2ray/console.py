@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -102,14 +103,12 @@ class RunDisplay:
     def __init__(self, console: Console, live: bool = True) -> None:
         self.console = console
         self.live = live and console.is_terminal
-        self.notes: dict[str, str] = {}  # message -> level, each printed once
+        self.notes: dict[str, tuple[str, str]] = {}  # (level, message) by message with ids blanked
         self._progress: Progress | None = None
         self._task: TaskID | None = None
-        self._stage = ""
         self._lock = threading.Lock()
 
     def started(self, stage: str, fingerprint: str) -> None:
-        self._stage = stage
         if not self.live:
             return
         self._progress = Progress(
@@ -133,7 +132,7 @@ class RunDisplay:
 
     def finished(self, stage: str, wall_s: float, figure: str) -> None:
         self._stop()
-        self._line("[green]✓[/]", stage, f"{wall_s:.1f} s", figure)
+        self._line("[green]✓[/]", stage, f"{wall_s:.1f} s", escape(figure))
 
     def failed(self, stage: str, wall_s: float, error: BaseException) -> None:
         self._stop()
@@ -151,10 +150,10 @@ class RunDisplay:
         with self._lock:
             if key in self.notes:
                 return
-            self.notes[key] = level
+            self.notes[key] = (level, message)
         colour = "red" if level == "error" else "yellow"
         self.console.print(
-            f"[{colour}]{level}[/] {_escape(clip(message, WIDTH - len(level) - 1))}", highlight=False
+            f"[{colour}]{level}[/] {escape(clip(message, WIDTH - len(level) - 1))}", highlight=False
         )
 
     def _line(self, mark: str, stage: str, wall: str, figure: str) -> None:
@@ -432,12 +431,6 @@ def _terminal(stream: TextIO) -> TextIO:
         return stream
     stream.flush()
     return open(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace")
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 __all__ = [

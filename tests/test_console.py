@@ -93,6 +93,7 @@ def test_display_prints_each_distinct_note_once_and_a_line_per_stage():
     display.note("warning", "worker 2 slow")  # the same message with another number
     display.finished("train", 12.34, "loss 1.000")
     display.skipped("promote", "def")
+    assert list(display.notes.values()) == [("warning", "worker 1 slow")]  # what --json lists
     lines = out.getvalue().splitlines()
     assert lines == [
         "warning worker 1 slow",
