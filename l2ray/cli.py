@@ -15,6 +15,7 @@ from typing import Annotated
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -29,7 +30,9 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except L2rayError as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+            # One line however long: a wrapped message would break the paths and commands it names.
+            message = f"[bold red]error:[/] {escape(str(exc))}"
+            Console(stderr=True).print(message, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
 
@@ -319,10 +322,11 @@ def serve_command(
 
     import ray
 
+    from l2ray.cluster import ensure_ray
     from l2ray.serve.api import run_server
 
     recipe = recipe_option(config, sets)
-    ray.init(include_dashboard=False)
+    ensure_ray(include_dashboard=False)
     url = run_server(recipe, model_uri=model, port=port)
     console.print(f"serving [bold]{url}[/] (Ctrl-C or SIGTERM to stop)")
     # SIGTERM (kubectl, systemd, a background job) stops as cleanly as Ctrl-C.
@@ -345,25 +349,79 @@ def run(
     sets: SetOpt = None,
     until: Annotated[str | None, typer.Option(help="Stop after this stage (synth, train, …).")] = None,
     force: Annotated[bool, typer.Option(help="Rerun every stage even when its outputs are current.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the closing summary as JSON.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Ray's and MLflow's own output here too.")
+    ] = False,
 ) -> None:
-    """The whole pipeline: synth → train → eval base and student → promote; done stages are skipped."""
-    from l2ray.pipeline import COMPARISON_COLUMNS, comparison_cells, comparison_rows, run_pipeline
+    """The whole pipeline: synth → train → eval base and student → promote; done stages are skipped.
+
+    One line per stage on the terminal; Ray's, MLflow's and the workers' output goes to
+    <run dir>/logs/run-<time>.log (warnings and errors are shown once each)."""
+    from l2ray.clock import utc_stamp
+    from l2ray.console import run_display
+    from l2ray.pipeline import run_pipeline, run_summary
 
     recipe = recipe_option(config, sets)
-    log = lambda line: console.print(line, highlight=False, markup=False)  # noqa: E731
-    result = run_pipeline(recipe, until=until, force=force, log=log)
-    state = {s.name: {"outputs": s.outputs} for s in result.stages}
-    table = Table(title=f"run {recipe.name}: base vs student")
+    log_file = recipe.run_dir / "logs" / f"run-{utc_stamp()}.log"
+    joined = _ray_connected()
+    with run_display(log_file, verbose=verbose, stderr=as_json) as display:
+        try:
+            result = run_pipeline(recipe, until=until, force=force, display=display)
+        finally:
+            if not joined and _ray_connected():  # a cluster this command started, not a caller's
+                _shutdown_ray()  # inside the capture: Ray's teardown messages go to the log too
+    commands = {}
+    if result.stages[-1].name == "promote" and result.stages[-1].outputs["outcome"] == "promoted":
+        config_flag = f" --config {config}" if config else ""
+        commands["serve"] = (
+            f"l2ray serve{config_flag} --model models:/{recipe.registered_model_name}@champion"
+        )
+    summary = run_summary(recipe, result, commands)
+    summary["log"] = None if verbose else str(log_file)
+    summary["notes"] = [{"level": level, "message": message} for level, message in display.notes.values()]
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        _print_run_summary(summary)
+
+
+def _print_run_summary(summary: dict) -> None:
+    """The closing summary, laid out for 100 columns; commands are printed whole (never wrapped)."""
+    from rich import box
+
+    from l2ray.console import WIDTH
+    from l2ray.pipeline import COMPARISON_COLUMNS, comparison_cells
+
+    out = Console(width=min(console.width, WIDTH) if console.is_terminal else WIDTH, highlight=False)
+    table = Table(title=f"run {summary['run']}: base vs student", box=box.SIMPLE_HEAD, show_edge=False)
     for column in COMPARISON_COLUMNS:
-        table.add_column(column)
-    for row in comparison_rows(state):
+        table.add_column(column, no_wrap=True)
+    for row in summary["comparison"]:
         table.add_row(*comparison_cells(row))
     if table.row_count:
-        console.print(table)
-    if "promote" in state:
-        console.print(f"promotion: [bold]{state['promote']['outputs']['outcome']}[/]")
-    console.print(f"run summary: {result.run_dir / 'README.md'}")
-    console.print(f"browse runs and models: mlflow ui --backend-store-uri {recipe.tracking_uri}")
+        out.print(table)
+    if summary["promotion"]:
+        promotion = summary["promotion"]
+        out.print(f"promotion: [bold]{promotion['outcome']}[/] version {promotion['version']}")
+    out.print(f"run summary: {summary['readme']}", soft_wrap=True, markup=False)
+    if summary["log"]:
+        shown = f" ({len(summary['notes'])} warnings/errors shown above)" if summary["notes"] else ""
+        out.print(f"full log: {summary['log']}{shown}", soft_wrap=True, markup=False)
+    labels = {"browse": "browse runs and models", "serve": "serve the champion"}
+    for name, command in summary["commands"].items():
+        out.print(f"{labels.get(name, name)}:")
+        out.print(f"  {command}", soft_wrap=True, markup=False)
+
+
+def _ray_connected() -> bool:
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    ray.shutdown()
 
 
 class TraceFileError(L2rayError):

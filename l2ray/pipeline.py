@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from l2ray.clock import utc_iso
 from l2ray.config import Recipe
+from l2ray.console import LineDisplay, StageDisplay
 from l2ray.hashing import stable_id
 
 STATE_FILE = "pipeline.json"
@@ -61,14 +62,17 @@ def run_pipeline(
     until: str | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
+    display: StageDisplay | None = None,
 ) -> PipelineResult:
     """Run every stage of ``recipe`` in order, skipping those already done for the same fingerprint.
 
     Args:
         until: stop after this stage (one of `STAGES`); the next run continues from there.
         force: rerun every stage even when its record matches.
-        log: where one line per stage goes.
+        log: where one plain line per stage event goes (a `LineDisplay`), unless ``display`` is given.
+        display: what is told when a stage starts, is skipped, finishes (with `stage_figure`) or fails.
     """
+    display = display or LineDisplay(log)
     if until is not None and until not in STAGES:
         raise ValueError(f"until={until!r}: not a stage; stages are {', '.join(STAGES)}")
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
@@ -80,26 +84,44 @@ def run_pipeline(
         previous = state.get(name)
         if not force and previous and previous["fingerprint"] == fingerprint and _outputs_exist(previous):
             record = StageRecord(**{**previous, "skipped": True})
-            log(f"[{name}] skipped: done before with the same fingerprint {fingerprint}")
+            display.skipped(name, fingerprint)
         else:
-            log(f"[{name}] running (fingerprint {fingerprint})")
-            started = time.perf_counter()
-            outputs = _RUNNERS[name](recipe, state)
-            record = StageRecord(
-                name=name,
-                fingerprint=fingerprint,
-                outputs=outputs,
-                finished=utc_iso(),
-                wall_s=round(time.perf_counter() - started, 2),
-            )
+            record = _run_stage(recipe, name, fingerprint, state, display)
             state[name] = {k: v for k, v in asdict(record).items() if k != "skipped"}
             _save_state(recipe.run_dir, state)
-            log(f"[{name}] done in {record.wall_s:.1f} s")
+            display.finished(name, record.wall_s, stage_figure(name, record.outputs))
         result.stages.append(record)
         if name == until:
             break
     write_run_readme(recipe, state)
     return result
+
+
+def stage_figure(name: str, outputs: dict[str, Any]) -> str:
+    """The one figure a person wants when stage ``name`` ends, read from its outputs and summary.
+
+    >>> stage_figure("promote", {"outcome": "promoted", "version": "2"})
+    'promoted version 2'
+    """
+    if name == "promote":
+        return f"{outputs['outcome']} version {outputs['version']}"
+    summary = json.loads(Path(outputs["summary"]).read_text(encoding="utf-8"))
+    if name == "synth":
+        reasons = ", ".join(f"{r} {n}" for r, n in summary.get("rejected_by_reason", {}).items())
+        return f"{summary['rows']} traces accepted, {summary['rejected']} rejected" + (
+            f" ({reasons})" if reasons else ""
+        )
+    if name == "train":
+        return (
+            f"loss {summary['final_loss']:.3f} · {summary['steps']} steps · "
+            f"{summary['tokens_per_s']:,.0f} tokens/s"
+        )
+    benchmark, configurations = next(iter(summary["results"].items()))
+    configuration, metrics = next(iter(configurations.items()))
+    return (
+        f"accuracy {metrics['accuracy']:.1%} · {metrics['thinking_tokens']['mean']:.1f} thinking tokens "
+        f"({benchmark}/{configuration}; {len(configurations)} configurations)"
+    )
 
 
 def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
@@ -147,12 +169,43 @@ def write_run_readme(recipe: Recipe, state: dict[str, dict[str, Any]] | None = N
     return path
 
 
+def run_summary(
+    recipe: Recipe, result: PipelineResult, commands: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What `l2ray run` prints at the end (as a table, or as JSON with ``--json``): each stage's state,
+    wall time and figure, base vs student, the promotion, where the outputs are, and ``commands`` plus
+    the `mlflow ui` one to look further."""
+    state = {s.name: {"outputs": s.outputs} for s in result.stages}
+    stages = [
+        {
+            "name": s.name,
+            "state": "skipped" if s.skipped else "done",
+            "wall_s": s.wall_s,
+            "figure": stage_figure(s.name, s.outputs),
+            "outputs": s.outputs,
+        }
+        for s in result.stages
+    ]
+    promote = state.get("promote", {}).get("outputs")
+    return {
+        "run": recipe.name,
+        "run_dir": str(result.run_dir),
+        "readme": str(result.run_dir / "README.md"),
+        "stages": stages,
+        "comparison": comparison_rows(state),
+        "promotion": None
+        if promote is None
+        else {"outcome": promote["outcome"], "version": promote["version"]},
+        "commands": {"browse": f"mlflow ui --backend-store-uri {recipe.tracking_uri}", **(commands or {})},
+    }
+
+
 COMPARISON_COLUMNS = (
     "model",
     "benchmark",
     "configuration",
     "accuracy",
-    "mean thinking tokens",
+    "mean thinking",
     "truncation",
     "failures",
 )
@@ -206,6 +259,25 @@ def comparison_rows(state: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --- stages ------------------------------------------------------------------------------------------
+
+
+def _run_stage(
+    recipe: Recipe, name: str, fingerprint: str, state: dict[str, Any], display: StageDisplay
+) -> StageRecord:
+    display.started(name, fingerprint)
+    started = time.perf_counter()
+    try:
+        outputs = _RUNNERS[name](recipe, state)
+    except BaseException as exc:  # the display says which stage failed; the caller reports the error
+        display.failed(name, round(time.perf_counter() - started, 2), exc)
+        raise
+    return StageRecord(
+        name=name,
+        fingerprint=fingerprint,
+        outputs=outputs,
+        finished=utc_iso(),
+        wall_s=round(time.perf_counter() - started, 2),
+    )
 
 
 def _synth(recipe: Recipe, state: dict[str, Any]) -> dict[str, Any]:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from l2ray.config import Recipe
+from l2ray.errors import L2rayError
 
 APP_NAME = "l2ray"
+
+
+class PortInUseError(L2rayError, OSError):
+    """The HTTP port Serve was asked to listen on is taken by another process."""
 
 
 def run_server(
@@ -27,6 +33,34 @@ def run_server(
     settings["port"] = port or recipe.serve.port
     settings.update(overrides)
     app = build_app(settings)
+    if not _serve_running():  # a running Serve already holds its own port
+        check_port_free(settings["host"], settings["port"])
     serve.start(http_options={"host": settings["host"], "port": settings["port"]})
     serve.run(app, name=APP_NAME, route_prefix="/")
     return f"http://{settings['host']}:{settings['port']}/v1"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise `PortInUseError` when nothing can listen on ``host:port`` because something already does."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is free
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"port {port} on {host} is in use ({exc.strerror}); stop what listens there "
+                f"(`ss -ltnp 'sport = :{port}'` names it) or choose another: --port N, serve.port or "
+                "http_options.port"
+            ) from None
+
+
+def _serve_running() -> bool:
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True

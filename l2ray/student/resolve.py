@@ -118,8 +118,35 @@ def registered_version(uri: str, tracking_uri: str) -> tuple[Any, Any]:
             else client.get_model_version(name, number)
         )
     except MlflowException as exc:
-        raise StudentNotFoundError(f"model {uri!r} at tracking URI {tracking_uri}: {exc.message}") from None
+        reason = _unresolved(client, uri, name, alias, number, tracking_uri)
+        raise StudentNotFoundError(f"{reason} [MLflow: {exc.message}]") from None
     return client, version
+
+
+def _unresolved(client: Any, uri: str, name: str, alias: str | None, number: str | None, store: str) -> str:
+    """Why ``models:/…`` names nothing in ``store``, with what is there and the fix."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models(max_results=20))
+        return (
+            f"model {uri!r} does not resolve: no registered model {name!r} in {store} (registered there: "
+            f"{', '.join(names) or 'none'}); train one (`l2ray train`) or set tracking.uri to the store "
+            "that has it"
+        )
+    if alias:
+        aliases = ", ".join(f"@{a} → {v}" for a, v in sorted(model.aliases.items())) or "none"
+        return (
+            f"model {uri!r} does not resolve: {name!r} has no alias {alias!r} in {store} (aliases: "
+            f"{aliases}); promote a version (`l2ray promote`) or name one, e.g. models:/{name}/1"
+        )
+    latest = max((int(v.version) for v in client.search_model_versions(f"name='{name}'")), default=0)
+    return (
+        f"model {uri!r} does not resolve: {name!r} has no version {number} in {store} (latest: "
+        f"{latest or 'none'}); name an existing version or an alias (models:/{name}@candidate)"
+    )
 
 
 def _download_mlflow_model(uri: str, tracking_uri: str | None, cache: Path) -> Path:

@@ -238,34 +238,23 @@ def _summary(
 
 
 class _Progress:
-    """A rich progress bar of finished tasks on the driver (or nothing, when disabled)."""
+    """Finished tasks on the run's display (`l2ray.console.progress`), or a bar of its own."""
 
     def __init__(self, total: int, enabled: bool) -> None:
         self.total, self.enabled = total, enabled
         self.accepted = self.rejected = 0
-        self._bar: Any = None
 
     def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from l2ray.console import progress
 
-            self._bar = Progress(
-                TextColumn("synthesizing"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("[green]{task.fields[ok]} ok[/] [red]{task.fields[bad]} rejected[/]"),
-                TimeElapsedColumn(),
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("synth", total=self.total, ok=0, bad=0)
+        self._context = progress(self.total, "synthesizing", enabled=self.enabled)
+        self._bar = self._context.__enter__()
         return self
 
     def advance(self, accepted: int, rejected: int) -> None:
         self.accepted += accepted
         self.rejected += rejected
-        if self._bar is not None:
-            self._bar.update(self._task, advance=accepted + rejected, ok=self.accepted, bad=self.rejected)
+        self._bar.advance(accepted + rejected, f"{self.accepted} ok · {self.rejected} rejected")
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        self._context.__exit__(*exc)

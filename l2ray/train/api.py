@@ -13,6 +13,7 @@ points the ``candidate`` alias at it and writes ``<run_dir>/train/result.json``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -27,7 +28,9 @@ from pydantic import BaseModel
 from l2ray.clock import utc_stamp
 from l2ray.cluster import ensure_ray
 from l2ray.config import Recipe
+from l2ray.console import polled_progress
 from l2ray.student.resolve import resolve_student
+from l2ray.tracking import logged_steps
 from l2ray.train.config import TrainConfig
 from l2ray.train.loop import LoopSettings, train_loop_per_worker
 from l2ray.train.mix import Mix, TrainDataError, read_traces, select_mix
@@ -109,7 +112,9 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
         fault_marker=str(train_dir / "ray" / ray_run_name / "fault_injected"),
     )
     try:
-        result = _fit(mix, config, settings, train_dir / "ray", ray_run_name)
+        steps = functools.partial(logged_steps, tracker.client, run_id)  # rank 0 logs them as it goes
+        with polled_progress(total_steps, "training", steps):
+            result = _fit(mix, config, settings, train_dir / "ray", ray_run_name)
         return _publish(recipe, tracker, mix, result, run_id, ray_run_name, train_dir, started)
     except BaseException:
         tracker.finish(run_id, "FAILED")
