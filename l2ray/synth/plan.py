@@ -23,19 +23,20 @@ from l2ray.hashing import stable_id
 from l2ray.synth.config import SynthConfig
 from l2ray.synth.prompts import translate_fragment_messages, translate_question_messages
 from l2ray.teacher.base import Message
-from l2ray.teacher.config import TeacherConfig
+from l2ray.teacher.config import Role, TeacherConfig
 from l2ray.text import segment
 
 SOURCE_LANGUAGE = "en"
 
 
-def recipe_fingerprint(teacher: TeacherConfig, synth: SynthConfig, seed: int) -> str:
-    """What makes a trace differ between recipes: teacher model, sampling, prompts, the seed and the
-    verifier's threshold (a stricter ``min_language_share`` judges every trace again; the requests
-    come from the cache)."""
+def recipe_fingerprint(roles: dict[Role, TeacherConfig], synth: SynthConfig, seed: int) -> str:
+    """What makes a trace differ between recipes: each role's model and sampling, prompts, the seed
+    and the verifier's threshold (a stricter ``min_language_share`` judges every trace again; the
+    requests come from the cache). One teacher for both roles fingerprints as it did before roles."""
+    translator, reasoner = roles["translator"], roles["reasoner"]
+    teachers = [translator] if translator == reasoner else [translator, reasoner]
     return stable_id(
-        teacher.model,
-        repr((teacher.temperature, teacher.top_p, teacher.max_tokens)),
+        *(part for t in teachers for part in (t.model, repr((t.temperature, t.top_p, t.max_tokens)))),
         synth.prompt_version,
         str(seed),
         repr(synth.min_language_share),
