@@ -84,7 +84,7 @@ def synthesize(recipe: Recipe) -> SynthResult:
     tasks = plan_tasks(recipe, loaded.rows)
     finished = out.finished_ids()
     todo = [task for task in tasks if task["id"] not in finished]
-    recorded = _recorded(recipe, loaded.rows)
+    recorded = recorded_content(recipe, loaded.rows)
     roles = recipe.teacher_roles
     keys = {role: require_key(config, _section(recipe, role)) for role, config in roles.items()}
     if todo:
@@ -130,7 +130,7 @@ def plan_tasks(recipe: Recipe, seeds: list[SeedRow]) -> list[dict[str, Any]]:
 def translate_questions(recipe: Recipe, questions: list[str], lang: str) -> list[str]:
     """Translate ``questions`` into ``lang`` with synthesis's prompt, translator and cache (no Ray)."""
     seeds = load_seeds(recipe.seeds.model_copy(update={"on_error": "skip"})).rows
-    recorded = _recorded(recipe, seeds, [lang])
+    recorded = recorded_content(recipe, seeds, [lang])
     config = recipe.teacher_roles["translator"]
     section = _section(recipe, "translator")
     teacher = build_teacher(config, api_key=require_key(config, section))
@@ -187,7 +187,10 @@ def has_endpoint(config: TeacherConfig) -> bool:
     return config.kind == "transformers" or bool(config.base_url)
 
 
-def _recorded(recipe: Recipe, seeds: list[SeedRow], languages: list[str] | None = None) -> RecordedLoad:
+def recorded_content(
+    recipe: Recipe, seeds: list[SeedRow], languages: list[str] | None = None
+) -> RecordedLoad:
+    """Cache entries made from the recorded teacher content each role may use."""
     return load_recorded(seeds, recipe.teacher_roles, _version(recipe), languages or recipe.languages)
 
 

@@ -199,6 +199,7 @@ class RoleClients:
         share: how many actors share each role's RPM/TPM limits and budget.
         api_keys: role → key (default: read from each section's variable).
         recorded: entries served from memory by every role's cache, never written.
+        build: build the teachers (``False``: cache-only clients, to look up what is cached).
     """
 
     def __init__(
@@ -209,6 +210,7 @@ class RoleClients:
         share: int = 1,
         api_keys: dict[Role, Secret | None] | None = None,
         recorded: Sequence[CacheEntry] = (),
+        build: bool = True,
     ) -> None:
         self.by_role: dict[Role, TeacherClient] = {}
         for role in ROLES:
@@ -220,7 +222,7 @@ class RoleClients:
                 self.by_role[role] = self.by_role[same]
                 continue
             key = (api_keys or {}).get(role)
-            teacher = build_teacher(roles[role], share, key)
+            teacher = build_teacher(roles[role], share, key) if build else None
             cache = ResponseCache(cache_dirs[role], preload=recorded)
             self.by_role[role] = TeacherClient(teacher, cache, roles[role], prompt_version, share)
 
