@@ -266,3 +266,22 @@ def test_a_long_reply_that_keeps_arriving_never_times_out_and_a_stalled_one_does
     assert slow.text.endswith("$\\boxed{0}$.") and server.by_fingerprint[slow_fp] == 1  # sent once
     assert isinstance(stalled, TeacherError) and stalled.reason == "timeout" and stalled.attempts == 2
     assert "silence 1.0s" in str(stalled)
+
+
+def test_bare_429s_shrink_the_in_flight_window_until_they_stop_and_every_request_finishes(api_key, tmp_path):
+    # An endpoint that takes 4 requests at a time and refuses the rest with a 429 without Retry-After.
+    with FakeTeacher(latency=0.02, capacity=4) as server:
+        client = _client(
+            server, tmp_path, concurrency=32, max_retries=40, backoff_base_s=0.01, backoff_max_s=0.05
+        )
+        window = client.teacher.window
+        answers = _ask_all(client, [f"request {i}" for i in range(240)])
+    assert all(not isinstance(a, Exception) for a in answers), [
+        a for a in answers if isinstance(a, Exception)
+    ][:3]
+    assert sum(server.succeeded.values()) == 240  # each request answered once
+    refused = server.refused
+    third = len(refused) // 3
+    early, late = sum(refused[:third]) / third, sum(refused[-third:]) / third
+    assert late < early / 2, (early, late)  # the 429 rate falls as the window adapts
+    assert window.limit < 32 and window.in_flight == 0
