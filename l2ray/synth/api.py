@@ -30,17 +30,18 @@ from l2ray.config import Recipe
 from l2ray.data.seeds import SeedRow, load_seeds
 from l2ray.errors import L2rayError
 from l2ray.synth.output import SynthOutput, table_counts, usage_totals
-from l2ray.synth.plan import expand_seed, fragment_requests, recipe_fingerprint
+from l2ray.synth.plan import expand_seed, fragment_requests, recipe_fingerprint, task_requests
 from l2ray.synth.prompts import (
     parse_translation,
     solve_messages,
     translate_question_messages,
 )
 from l2ray.synth.recorded import RecordedLoad, load_recorded
-from l2ray.teacher.base import require_key
+from l2ray.teacher.base import Message, Secret, require_key
+from l2ray.teacher.batch import BatchReport, BatchRequest, run_batch
 from l2ray.teacher.cache import ResponseCache
 from l2ray.teacher.client import BUDGET_REASON, RoleClients, TeacherClient, build_teacher
-from l2ray.teacher.config import Role, TeacherConfig
+from l2ray.teacher.config import ROLES, Role, TeacherConfig
 from l2ray.teacher.prices import price_of
 
 MAX_LISTED = 20
@@ -89,6 +90,7 @@ def synthesize(recipe: Recipe) -> SynthResult:
     keys = {role: require_key(config, _section(recipe, role)) for role, config in roles.items()}
     if todo:
         _check_offline_roles(recipe, todo, recorded)
+    batches = asyncio.run(_run_batches(recipe, todo, recorded, keys)) if todo else {}
     usages: list[tuple[str, str]] = []
     if todo:
         ensure_ray()
@@ -103,6 +105,7 @@ def synthesize(recipe: Recipe) -> SynthResult:
     out.consolidate_rejected()
     out.write_preview(recipe.synth.preview_rows)
     summary = _summary(recipe, out, loaded.rows, len(loaded.failures), len(tasks), len(todo), usages)
+    _add_batch_costs(recipe, summary, batches)
     summary["wall_time_s"] = round(time.perf_counter() - started, 3)
     out.write_summary(summary)
     if summary["this_run"]["stopped_by_budget"]:
@@ -207,6 +210,58 @@ def _check_offline_roles(recipe: Recipe, todo: list[dict[str, Any]], recorded: R
         raise MissingResponsesError(missing, recorded.problems, _section(recipe, offline[0]))
 
 
+async def _run_batches(
+    recipe: Recipe, todo: list[dict[str, Any]], recorded: RecordedLoad, keys: dict[Role, Secret | None]
+) -> dict[Role, BatchReport]:
+    """Fill the cache through the batch API for the roles with ``batch: true``, before the pipeline:
+    translations first, then the solves of the questions now translated. A reasoner in batch mode
+    behind a live translator gets its questions translated live here, so one run does it all."""
+    roles = recipe.teacher_roles
+    if not any(config.batch for config in roles.values()):
+        return {}
+    clients = RoleClients(roles, cache_dirs(recipe), _version(recipe), recorded=recorded.entries, build=False)
+    reports: dict[Role, BatchReport] = {}
+    for role in ROLES:
+        client = clients.by_role[role]
+        wanted = [
+            BatchRequest(
+                client.fingerprint(r.messages), r.messages, {"kind": task["kind"], "seed_id": task["seed_id"]}
+            )
+            for task in todo
+            for r in task_requests(task, translation_of(clients.translator))
+            if r.role == role and not r.pending
+        ]
+        config = roles[role]
+        if config.batch:
+            reports[role] = await run_batch(config, client.cache, wanted, client.params, keys[role])
+        elif role == "translator" and roles["reasoner"].batch:
+            await _ask_live(config, clients.translator, wanted, keys[role])
+    await clients.aclose()
+    return reports
+
+
+async def _ask_live(
+    config: TeacherConfig, cached: TeacherClient, wanted: list[BatchRequest], key: Secret | None
+) -> None:
+    live = TeacherClient(build_teacher(config, api_key=key), cached.cache, config, cached.prompt_version)
+    try:
+        await asyncio.gather(*(live.ask(r.messages, r.meta) for r in wanted), return_exceptions=True)
+    finally:
+        live.sync()
+        if live.teacher is not None:
+            await live.teacher.aclose()
+
+
+def translation_of(client: TeacherClient) -> Callable[[list[Message]], str | None]:
+    """The cached reply to a question translation, or ``None``."""
+
+    def cached(messages: list[Message]) -> str | None:
+        answer = client.cached(messages)
+        return answer.text if answer is not None else None
+
+    return cached
+
+
 def missing_requests(tasks: list[dict[str, Any]], clients: RoleClients) -> list[tuple[Role, str]]:
     """``(role, description)`` of every request the tasks need that the cache cannot answer (a whole
     trace whose question translation is missing lists only that: its solve request depends on it)."""
@@ -266,6 +321,17 @@ def _summary(
             ),
         },
     }
+
+
+def _add_batch_costs(recipe: Recipe, summary: dict[str, Any], batches: dict[Role, BatchReport]) -> None:
+    """The batch API's work this run, per role, with its cost (at the batch price) added to the run's."""
+    lines = {}
+    for role, report in batches.items():
+        price = price_of(recipe.teacher_roles[role])
+        cost = round(price.cost(report.prompt_tokens, report.completion_tokens, batch=True), 6)
+        lines[role] = {**report.to_dict(), "cost_usd": cost}
+        summary["this_run"]["cost"] = round(summary["this_run"]["cost"] + cost, 6)
+    summary["batch"] = lines
 
 
 def _teacher_line(config: TeacherConfig) -> dict[str, Any]:

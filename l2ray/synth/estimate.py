@@ -6,9 +6,9 @@ content answers are free (``cache_hits``); the others are estimated. Prompt toke
 the text (`l2ray.teacher.openai_http.estimate_tokens`); a translation's completion from its source
 (``TRANSLATION_GROWTH`` × its tokens); a solve's completion from the seed's own chain of thought (the
 nearest thing to the reasoning it will write), capped at the role's ``max_tokens``. Dollars use the
-role's price (`l2ray.teacher.prices.price_of`), with ``usd_at_most`` where every completion runs to
-``max_tokens``. A solve whose question translation is not cached yet is estimated from the English
-question.
+role's price (`l2ray.teacher.prices.price_of`; a batch role at the batch price), with ``usd_at_most``
+where every completion runs to ``max_tokens``. A solve whose question translation is not cached yet
+is estimated from the English question.
 
 Example:
     >>> from l2ray.config import recipe_from_dict
@@ -19,18 +19,16 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.table import Table
 
 from l2ray.config import Recipe
-from l2ray.data.seeds import SeedRow, load_seeds
-from l2ray.synth.api import cache_dirs, plan_tasks, recorded_content
+from l2ray.data.seeds import load_seeds
+from l2ray.synth.api import cache_dirs, plan_tasks, recorded_content, translation_of
 from l2ray.synth.output import SynthOutput
-from l2ray.synth.plan import fragment_requests
-from l2ray.synth.prompts import parse_translation, solve_messages, translate_question_messages
+from l2ray.synth.plan import task_requests
 from l2ray.teacher.base import Message
 from l2ray.teacher.client import RoleClients, TeacherClient
 from l2ray.teacher.config import Role
@@ -69,8 +67,10 @@ def plan_cost(recipe: Recipe) -> dict[str, Any]:
     )
     tallies: dict[Role, _RoleTally] = {role: _RoleTally() for role in recipe.teacher_roles}
     for task in todo:
-        for role, messages, completion in _requests(task, clients):
-            _count(tallies[role], clients.by_role[role], messages, completion)
+        for request in task_requests(task, translation_of(clients.translator)):
+            source = estimate_tokens(request.source)
+            completion = source if request.role == "reasoner" else int(source * TRANSLATION_GROWTH) + 1
+            _count(tallies[request.role], clients.by_role[request.role], request.messages, completion)
     return {
         "tasks": {"planned": len(tasks), "to_run": len(todo), "finished": len(tasks) - len(todo)},
         "roles": {role: _role_line(recipe, role, tally) for role, tally in tallies.items()},
@@ -113,31 +113,6 @@ def plan_table(recipe: Recipe) -> Table:
     return table
 
 
-def _requests(task: dict[str, Any], clients: RoleClients) -> list[tuple[Role, list[Message], int]]:
-    """``(role, messages, estimated completion tokens)`` of every request ``task`` sends."""
-    seed = SeedRow.model_validate_json(task["seed"])
-    langs: list[str] = json.loads(task["languages"])
-    if task["kind"] == "whole":
-        lang = langs[0]
-        question = translate_question_messages(seed.question, lang)
-        cached = clients.translator.cached(question)
-        translated = parse_translation(cached.text) if cached is not None else seed.question
-        return [
-            ("translator", question, _translation_tokens(seed.question)),
-            ("reasoner", solve_messages(translated, lang), estimate_tokens(seed.final_response() + seed.cot)),
-        ]
-    if task["kind"] == "mixed":
-        return [
-            ("translator", messages, _translation_tokens(messages[-1]["content"]))
-            for _, _, messages in fragment_requests(seed, langs)
-        ]
-    return []
-
-
-def _translation_tokens(source: str) -> int:
-    return int(estimate_tokens(source) * TRANSLATION_GROWTH) + 1
-
-
 def _count(tally: _RoleTally, client: TeacherClient, messages: list[Message], completion: int) -> None:
     fingerprint = client.fingerprint(messages)
     if fingerprint in tally.seen:  # the run sends a request once however many tasks need it
@@ -162,8 +137,8 @@ def _role_line(recipe: Recipe, role: Role, tally: _RoleTally) -> dict[str, Any]:
         "cache_hits": tally.cache_hits,
         "prompt_tokens": tally.prompt_tokens,
         "completion_tokens": tally.completion_tokens,
-        "usd": round(price.cost(tally.prompt_tokens, tally.completion_tokens), 4),
-        "usd_at_most": round(price.cost(tally.prompt_tokens, tally.completion_at_most), 4),
+        "usd": round(price.cost(tally.prompt_tokens, tally.completion_tokens, config.batch), 4),
+        "usd_at_most": round(price.cost(tally.prompt_tokens, tally.completion_at_most, config.batch), 4),
         "price_per_mtok": {
             "input": price.input,
             "output": price.output,

@@ -57,11 +57,13 @@ BUDGET_REASON = "budget"
 class CacheMissError(L2rayError, LookupError):
     """A request that is not cached while no teacher endpoint is configured."""
 
-    def __init__(self, fingerprint: str, meta: dict[str, Any]) -> None:
-        super().__init__(
-            f"no cached teacher response for request {fingerprint[:16]} ({meta}) and no teacher "
-            "endpoint; set teacher.base_url (or teacher.kind=transformers) to generate it"
+    def __init__(self, fingerprint: str, meta: dict[str, Any], batch: bool = False) -> None:
+        fix = (
+            "the batch API did not answer it (see summary.json: batch); run again to submit it again"
+            if batch
+            else "no teacher endpoint; set teacher.base_url (or teacher.kind=transformers) to generate it"
         )
+        super().__init__(f"no cached teacher response for request {fingerprint[:16]} ({meta}): {fix}")
         self.fingerprint, self.meta = fingerprint, meta
 
 
@@ -109,7 +111,7 @@ class TeacherClient:
         if entry is not None:
             return _answer(entry, cached=True)
         if self.teacher is None:
-            raise CacheMissError(fingerprint, meta or {})
+            raise CacheMissError(fingerprint, meta or {}, self.config.batch)
         pending = self._in_flight.get(fingerprint)
         if pending is not None:  # sent (and paid for) by the first caller, not by this one
             return replace(await asyncio.shield(pending), cached=True)
@@ -222,7 +224,9 @@ class RoleClients:
                 self.by_role[role] = self.by_role[same]
                 continue
             key = (api_keys or {}).get(role)
-            teacher = build_teacher(roles[role], share, key) if build else None
+            # A batch role's replies come from the batch API before the pipeline runs: its actors
+            # only read the cache, and a line that failed in the batch stays a miss.
+            teacher = build_teacher(roles[role], share, key) if build and not roles[role].batch else None
             cache = ResponseCache(cache_dirs[role], preload=recorded)
             self.by_role[role] = TeacherClient(teacher, cache, roles[role], prompt_version, share)
 

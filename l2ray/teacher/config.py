@@ -38,6 +38,9 @@ class TeacherConfig(Section):
     ``device`` (default: CUDA when available). ``requests_per_minute``, ``tokens_per_minute`` and
     ``max_cost_usd`` are limits for the whole run; the pipeline splits them evenly over its actors.
     Prices come from `l2ray.teacher.prices` unless ``price_per_mtok_input``/``_output`` are set.
+
+    ``batch: true`` sends the role's requests through the OpenAI-compatible batch API before the
+    pipeline runs (cheaper, slower; `l2ray.teacher.batch`); replies land in the same cache.
     """
 
     kind: Literal["openai", "transformers"] = "openai"
@@ -59,6 +62,9 @@ class TeacherConfig(Section):
     price_per_mtok_input: float | None = Field(default=None, ge=0, description="USD; default: price table")
     price_per_mtok_output: float | None = Field(default=None, ge=0, description="USD; default: price table")
     max_cost_usd: float | None = Field(default=None, gt=0, description="send nothing new past this spend")
+    batch: bool = Field(default=False, description="send through the batch API (/v1/files + /v1/batches)")
+    batch_poll_s: float = Field(default=30.0, gt=0, description="how often a submitted batch is polled")
+    batch_max_requests: int = Field(default=50_000, ge=1, description="lines per batch (OpenAI's limit)")
     cache_dir: str | None = Field(default=None, description="default: <run dir>/teacher_cache")
     use_recorded: bool = Field(default=True, description="seed the cache with recorded responses")
     recorded_dir: str | None = Field(

@@ -131,7 +131,7 @@ class OpenAITeacher:
             raise _Retryable("timeout", f"the endpoint went quiet ({limits})") from None
         except aiohttp.ClientError as exc:
             raise _Retryable("connection", f"{type(exc).__name__}: {exc}") from None
-        return _parse_reply(raw)
+        return parse_reply(raw)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -174,7 +174,7 @@ class _Retryable(Exception):
         self.reason, self.detail, self.retry_after = reason, detail, retry_after
 
 
-def _parse_reply(raw: bytes) -> TeacherReply:
+def parse_reply(raw: bytes) -> TeacherReply:
     """The text of the first choice (reasoning content folded into ``<think>``), the usage and the
     model that answered. ``finish_reason`` is read first: a cut-off reply is final even when empty."""
     try:

@@ -55,9 +55,12 @@ class Price:
     output: float
     known: bool
     as_of: str = ""
+    batch_discount: float = 0.0
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+    def cost(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
+        """USD for these tokens (through the batch API: less the provider's batch discount)."""
+        full = (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+        return full * (1.0 - self.batch_discount) if batch else full
 
 
 def price_of(config: TeacherConfig) -> Price:
@@ -68,7 +71,9 @@ def price_of(config: TeacherConfig) -> Price:
         return Price(given_in or 0.0, given_out or 0.0, known=True, as_of="recipe")
     if listed is None:
         return Price(0.0, 0.0, known=False)
-    return Price(listed.input, listed.output, known=True, as_of=listed.as_of)
+    return Price(
+        listed.input, listed.output, known=True, as_of=listed.as_of, batch_discount=listed.batch_discount
+    )
 
 
 def ignored_params(model: str) -> tuple[str, ...]:

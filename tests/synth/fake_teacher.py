@@ -23,6 +23,10 @@ it was). ``paid`` counts, per fingerprint, the requests that produced a reply (w
 bills: good, empty, malformed or cut off). ``served_model`` is the model id replies name (default:
 the requested one).
 
+The batch API (``/v1/files``, ``/v1/batches``) answers a batch on its ``batch_polls``-th poll; a line
+whose prompt holds ``[[BATCHFAIL]]`` lands in the error file. ``batch_lines`` counts, per custom id,
+the batches that carried it.
+
 Run in a thread (tests: ``with FakeTeacher() as server: server.base_url``) or as a process
 (bench: ``python tests/synth/fake_teacher.py --latency 0.1`` prints the base URL).
 """
@@ -83,11 +87,17 @@ class FakeTeacher:
         served_model: str | None = None,
         trickle_chunks: int = 20,
         trickle_gap_s: float = 0.1,
+        batch_polls: int = 2,
     ) -> None:
         self.latency, self.faults, self.slow_s = latency, faults, slow_s
         self.capacity, self.served_model = capacity, served_model
         self.trickle_chunks, self.trickle_gap_s = trickle_chunks, trickle_gap_s
         self.refused: list[bool] = []
+        self.batch_polls = batch_polls
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_lines: Counter[str] = Counter()  # custom_id -> how many batches carried it
+        self._polls: Counter[str] = Counter()
         self.paid: Counter[str] = Counter()
         self._in_flight = 0
         self.client_timeout_s = 2.0 if faults else 30.0
@@ -110,6 +120,10 @@ class FakeTeacher:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/files", self._upload)
+        app.router.add_get("/v1/files/{file_id}/content", self._file_content)
+        app.router.add_post("/v1/batches", self._create_batch)
+        app.router.add_get("/v1/batches/{batch_id}", self._get_batch)
         return app
 
     async def start_async(self) -> None:
@@ -173,29 +187,95 @@ class FakeTeacher:
             response = await self._misbehave(fault, request, auth)
             if response is not None:
                 return response
+        self.succeeded[fingerprint] += 1
+        self.paid[fingerprint] += 1
+        reply = self._completion(body, text)
+        if "[[TRICKLE]]" in text:
+            return await self._trickle(request, json.dumps(reply).encode())
+        return web.json_response(reply)
+
+    def _completion(self, body: dict, text: str) -> dict:
+        """The chat completion a good (or a marked) request gets."""
         content = answer(body["messages"]) + (" <|lang:de|>" if "[[MARKUP]]" in text else "")
         message = {"role": "assistant", "content": content}
         if "[[CUTEMPTY]]" in text:  # a reasoning model cut off while still thinking
             message = {"role": "assistant", "content": "", "reasoning_content": "Let me think. " * 20}
         usage = {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4}
-        self.succeeded[fingerprint] += 1
-        self.paid[fingerprint] += 1
-        reply = {
+        cut = "[[CUTOFF]]" in text or "[[CUTEMPTY]]" in text
+        return {
             "id": "fake",
             "object": "chat.completion",
             "model": self.served_model or body.get("model"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "finish_reason": "length" if "[[CUTOFF]]" in text or "[[CUTEMPTY]]" in text else "stop",
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": "length" if cut else "stop"}],
             "usage": [1] if "[[BADUSAGE]]" in text else usage,
         }
-        if "[[TRICKLE]]" in text:
-            return await self._trickle(request, json.dumps(reply).encode())
-        return web.json_response(reply)
+
+    # --- the batch API: /v1/files + /v1/batches -----------------------------------------------------
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        if self.expected_key and request.headers.get("Authorization") != f"Bearer {self.expected_key}":
+            return web.json_response({"error": "bad key"}, status=401)
+        form = await request.post()
+        upload = form["file"]
+        file_id = f"file-{len(self.files)}"
+        self.files[file_id] = upload.file.read() if hasattr(upload, "file") else bytes(upload)
+        assert form["purpose"] == "batch"
+        return web.json_response({"id": file_id, "object": "file", "purpose": "batch"})
+
+    async def _create_batch(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        batch_id = f"batch_{len(self.batches)}"
+        self.batches[batch_id] = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": body["endpoint"],
+            "input_file_id": body["input_file_id"],
+            "completion_window": body["completion_window"],
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+        }
+        self._polls[batch_id] = 0
+        return web.json_response(self.batches[batch_id])
+
+    async def _get_batch(self, request: web.Request) -> web.Response:
+        batch = self.batches[request.match_info["batch_id"]]
+        self._polls[batch["id"]] += 1
+        if batch["status"] != "completed" and self._polls[batch["id"]] >= self.batch_polls:
+            self._run_batch(batch)
+        elif batch["status"] == "validating":
+            batch["status"] = "in_progress"
+        return web.json_response(batch)
+
+    async def _file_content(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.files[request.match_info["file_id"]], content_type="application/jsonl")
+
+    def _run_batch(self, batch: dict) -> None:
+        """Answer every line; a line whose prompt holds ``[[BATCHFAIL]]`` goes to the error file."""
+        done, failed = [], []
+        for raw in self.files[batch["input_file_id"]].decode().splitlines():
+            line = json.loads(raw)
+            body, custom_id = line["body"], line["custom_id"]
+            self.batch_lines[custom_id] += 1
+            text = "\n".join(m["content"] for m in body["messages"])
+            if "[[BATCHFAIL]]" in text:
+                error = {"code": "server_error", "message": "the line failed"}
+                failed.append({"id": "r", "custom_id": custom_id, "response": None, "error": error})
+                continue
+            self.paid[custom_id] += 1
+            response = {"status_code": 200, "request_id": "req", "body": self._completion(body, text)}
+            done.append({"id": "r", "custom_id": custom_id, "response": response, "error": None})
+        for key, lines in (("output_file_id", done), ("error_file_id", failed)):
+            if lines:
+                file_id = f"file-{len(self.files)}"
+                self.files[file_id] = "".join(json.dumps(x) + "\n" for x in lines).encode()
+                batch[key] = file_id
+        batch["status"] = "completed"
+        batch["request_counts"] = {
+            "total": len(done) + len(failed),
+            "completed": len(done),
+            "failed": len(failed),
+        }
 
     async def _trickle(self, request: web.Request, payload: bytes) -> web.StreamResponse:
         """Headers at once, then blank lines while the "model" works, then the JSON (leading

@@ -152,3 +152,55 @@ def test_the_plan_counts_each_roles_requests_and_free_cache_hits_and_sends_nothi
     assert shown.exit_code == 0, shown.output
     assert "nothing was sent" in shown.output
     assert f"{reasoner['usd']}" in shown.output and "deepseek-reasoner" in shown.output
+
+
+@pytest.mark.slow
+def test_batch_mode_resumes_a_killed_run_into_the_same_cache_and_resubmits_only_failed_lines(
+    ray_cluster, api_key, tmp_path
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    records = [seed_record(0), seed_record(1, marker="[[BATCHFAIL]] ")]
+    with FakeTeacher(expected_key=API_KEY, batch_polls=10_000) as server:  # no batch ends until told
+        raw = _roles_recipe(tmp_path, server, server)
+        write_seeds(tmp_path / "seeds.jsonl", records)
+        for role in ("translator", "reasoner"):
+            raw["teachers"][role].update(batch=True, batch_poll_s=0.05)
+        (tmp_path / "recipe.yaml").write_text(json.dumps(raw))
+        repo = Path(__file__).resolve().parents[2]
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "l2ray.cli", "synth", "--config", str(tmp_path / "recipe.yaml")],
+            cwd=repo,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while not server.batches and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.batches and driver.poll() is None
+        os.killpg(driver.pid, signal.SIGKILL)  # killed while its translation batch is running
+        driver.wait()
+        server.batch_polls = 1  # the provider finishes the batch while nobody watches
+
+        summary = synthesize(recipe_from_dict(raw)).summary
+        batches_after_resume = dict(server.batches)
+        again = synthesize(recipe_from_dict(raw)).summary
+
+    assert server.requests == 0  # nothing went to /chat/completions: all through the batch API
+    # The resumed run collected the killed run's batch (batch_0) and submitted only the solves.
+    assert summary["batch"]["translator"]["collected"] == ["batch_0"]
+    assert summary["batch"]["translator"]["submitted"] == []
+    assert summary["batch"]["reasoner"]["submitted"] == ["batch_1"] and len(batches_after_resume) == 2
+    # s1's question translations fail in the batch: its whole traces wait for a rerun, the rest is built.
+    assert summary["batch"]["translator"]["failed"] == 2
+    assert summary["rows"] == 6 and summary["rejected_by_reason"] == {"cache_miss": 2}
+    assert summary["batch"]["reasoner"]["cost_usd"] > 0 and summary["this_run"]["cost"] > 0
+    # The rerun resubmits those two lines, and nothing else; no line was ever paid twice.
+    assert again["batch"]["translator"]["submitted"] == ["batch_2"]
+    assert sorted(server.batch_lines.values()).count(2) == 2 and max(server.batch_lines.values()) == 2
+    assert max(server.paid.values()) == 1
