@@ -154,6 +154,7 @@ def _l2ray(
             "seeds": {"source": str(seeds_path)},
             "teacher": {
                 "base_url": base_url,
+                "api_key_env": None,  # the local server takes no key
                 "model": "bench",
                 "max_tokens": 64,
                 "concurrency": args.concurrency // args.actors,
