@@ -87,7 +87,10 @@ def synthesize(recipe: Recipe) -> SynthResult:
     todo = [task for task in tasks if task["id"] not in finished]
     recorded = recorded_content(recipe, loaded.rows)
     roles = recipe.teacher_roles
-    keys = {role: require_key(config, _section(recipe, role)) for role, config in roles.items()}
+    # Keys are needed only to send: a finished run reruns (summary, preview) without them.
+    keys = {
+        role: require_key(config, _section(recipe, role)) if todo else None for role, config in roles.items()
+    }
     if todo:
         _check_offline_roles(recipe, todo, recorded)
     batches = asyncio.run(_run_batches(recipe, todo, recorded, keys)) if todo else {}
