@@ -30,6 +30,7 @@ import json
 import logging
 import random
 import time
+from typing import Literal
 
 import aiohttp
 
@@ -85,12 +86,9 @@ class OpenAITeacher:
         paid_retries = 0
         for attempt in range(self.config.max_retries + 1):
             await self.limiter.acquire(prompt_estimate)
-            ticket = await self.window.acquire()
-            overloaded = False
             try:
-                reply = await self._post(body, headers)
+                reply = await self._attempt(body, headers)
             except _Retryable as exc:
-                overloaded = exc.reason == "rate_limited" and exc.retry_after is None
                 paid_retries += exc.reason in PAID_FAULTS
                 failure = TeacherError(exc.reason, self._scrub(exc.detail), attempt + 1)
                 if attempt == self.config.max_retries or paid_retries > MAX_PAID_RETRIES:
@@ -99,8 +97,6 @@ class OpenAITeacher:
                 continue
             except TeacherError as exc:
                 raise TeacherError(exc.reason, self._scrub(exc.detail), attempt + 1) from None
-            finally:
-                self.window.release(ticket, overloaded)
             missed = reply.usage.prompt_tokens - prompt_estimate if reply.usage.prompt_tokens else 0
             self.limiter.charge_tokens(reply.usage.completion_tokens + missed)
             return reply
@@ -112,6 +108,21 @@ class OpenAITeacher:
             self._session = None
 
     # --- one attempt ------------------------------------------------------------------------------
+
+    async def _attempt(self, body: dict, headers: dict[str, str]) -> TeacherReply:
+        """One request inside the adaptive window; the slot is freed before any backoff."""
+        ticket = await self.window.acquire()
+        outcome: Literal["ok", "overloaded", "failed"] = "failed"
+        try:
+            reply = await self._post(body, headers)
+            outcome = "ok"
+            return reply
+        except _Retryable as exc:
+            if exc.reason == "rate_limited" and exc.retry_after is None:
+                outcome = "overloaded"
+            raise
+        finally:
+            self.window.release(ticket, outcome)
 
     async def _post(self, body: dict, headers: dict[str, str]) -> TeacherReply:
         session = self._open()

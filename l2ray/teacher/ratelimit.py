@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Literal
 
 
 class TokenBucket:
@@ -103,7 +104,7 @@ class AdaptiveWindow:
         >>> import asyncio
         >>> window = AdaptiveWindow(ceiling=8)
         >>> ticket = asyncio.run(window.acquire())
-        >>> window.release(ticket, overloaded=True); window.limit
+        >>> window.release(ticket, "overloaded"); window.limit
         4.0
     """
 
@@ -124,14 +125,14 @@ class AdaptiveWindow:
         self.in_flight += 1
         return self._round
 
-    def release(self, sent_in_round: int, overloaded: bool) -> None:
-        """Free the slot; ``overloaded``: the endpoint refused the request for load (a bare 429)."""
+    def release(self, sent_in_round: int, outcome: Literal["ok", "overloaded", "failed"]) -> None:
+        """Free the slot. ``overloaded``: the endpoint refused the request for load (a bare 429);
+        ``failed``: any other failure (neither grows nor shrinks the window)."""
         self.in_flight -= 1
-        if overloaded:
-            if sent_in_round == self._round:
-                self.limit = max(1.0, self.limit / 2)
-                self._round += 1
-        else:
+        if outcome == "overloaded" and sent_in_round == self._round:
+            self.limit = max(1.0, self.limit / 2)
+            self._round += 1
+        elif outcome == "ok":
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
         if self._waiters is not None:
             self._waiters.set()
