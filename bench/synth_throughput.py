@@ -49,6 +49,8 @@ def main() -> None:
         seeds_path = _write_seeds(work / "seeds.jsonl", seeds)
         ideal = n * args.latency / args.concurrency
         plain = asyncio.run(_plain_loop(base_url, seeds_path, args.concurrency))
+        # Printed now: a later failure (Ray start-up on an overloaded machine) still leaves the baseline.
+        print(f"plain aiohttp: {plain:.2f} s, ratio {ideal / plain:.3f}", file=sys.stderr, flush=True)
         fresh, fresh_summary = _l2ray(work, "fresh", seeds_path, base_url, args)
         cached, cached_summary = _l2ray(work, "cached", seeds_path, base_url, args)
     finally:
@@ -154,6 +156,7 @@ def _l2ray(
             "seeds": {"source": str(seeds_path)},
             "teacher": {
                 "base_url": base_url,
+                "api_key_env": None,  # the local server takes no key
                 "model": "bench",
                 "max_tokens": 64,
                 "concurrency": args.concurrency // args.actors,

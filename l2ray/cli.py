@@ -257,11 +257,22 @@ def _print_eval(result) -> None:
 
 
 @app.command()
-def synth(config: ConfigOpt = None, sets: SetOpt = None) -> None:
+def synth(
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Estimate requests, tokens and dollars; send nothing.")
+    ] = False,
+) -> None:
     """Synthesize multilingual traces (original, whole-CoT, code-switched) on Ray Data; resumable."""
     from l2ray.synth.api import synthesize
 
     recipe = recipe_option(config, sets)
+    if plan:
+        from l2ray.synth.estimate import plan_table
+
+        console.print(plan_table(recipe))
+        return
     result = synthesize(recipe)
     summary = result.summary
     table = Table(title=f"synthesis: {result.run_dir / 'synth'}")

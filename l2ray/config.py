@@ -26,7 +26,7 @@ from l2ray.languages import LANGUAGES, validate_codes
 from l2ray.serve.config import ServeConfig
 from l2ray.student.config import StudentConfig
 from l2ray.synth.config import SynthConfig
-from l2ray.teacher.config import TeacherConfig
+from l2ray.teacher.config import Role, TeacherConfig, TeachersConfig, teacher_roles
 from l2ray.train.config import TrainConfig
 
 DEFAULT_LANGUAGES = ["zh", "ja", "fr", "de"]
@@ -49,6 +49,7 @@ class Recipe(Section):
     languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES), min_length=1)
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    teachers: TeachersConfig | None = Field(default=None, description="per role; replaces teacher")
     synth: SynthConfig = Field(default_factory=SynthConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -70,7 +71,14 @@ class Recipe(Section):
             validate_codes(list(self.synth.language_weights))
         if self.train.mix.languages:
             validate_codes(self.train.mix.languages)
+        if self.teachers is not None and "teacher" in self.model_fields_set:
+            raise ValueError("set teacher (one teacher for both roles) or teachers (per role), not both")
         return self
+
+    @property
+    def teacher_roles(self) -> dict[Role, TeacherConfig]:
+        """Role → teacher section (the single ``teacher`` for both roles unless ``teachers`` is set)."""
+        return teacher_roles(self.teacher, self.teachers)
 
     @property
     def run_dir(self) -> Path:

@@ -131,7 +131,8 @@ def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
         plain = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
         return stable_id(json.dumps(plain, sort_keys=True))
 
-    synth = digest(recipe.languages, recipe.seed, recipe.seeds, recipe.teacher, recipe.synth)
+    teachers = [recipe.teachers] if recipe.teachers is not None else []  # absent: digests as before roles
+    synth = digest(recipe.languages, recipe.seed, recipe.seeds, recipe.teacher, recipe.synth, *teachers)
     train = digest(synth, recipe.student, recipe.train, recipe.tracking_uri, recipe.registered_model_name)
     eval_base = digest(recipe.student.model, recipe.eval, recipe.tracking_uri)
     eval_student = digest(train, recipe.eval)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,18 +30,22 @@ from l2ray.config import Recipe
 from l2ray.data.seeds import SeedRow, load_seeds
 from l2ray.errors import L2rayError
 from l2ray.synth.output import SynthOutput, table_counts, usage_totals
-from l2ray.synth.plan import expand_seed, fragment_requests, recipe_fingerprint
+from l2ray.synth.plan import expand_seed, fragment_requests, recipe_fingerprint, task_requests
 from l2ray.synth.prompts import (
     parse_translation,
     solve_messages,
     translate_question_messages,
 )
 from l2ray.synth.recorded import RecordedLoad, load_recorded
-from l2ray.teacher.base import Usage
+from l2ray.teacher.base import Message, Secret, require_key
+from l2ray.teacher.batch import BatchReport, BatchRequest, run_batch
 from l2ray.teacher.cache import ResponseCache
-from l2ray.teacher.client import TeacherClient, build_teacher
+from l2ray.teacher.client import BUDGET_REASON, RoleClients, TeacherClient, build_teacher
+from l2ray.teacher.config import ROLES, Role, TeacherConfig
+from l2ray.teacher.prices import price_of
 
 MAX_LISTED = 20
+log = logging.getLogger("l2ray.synth")
 
 
 class SynthResult(BaseModel):
@@ -55,16 +60,16 @@ class SynthResult(BaseModel):
 
 
 class MissingResponsesError(L2rayError, RuntimeError):
-    """Requests that are neither cached nor recorded while no teacher endpoint is configured."""
+    """Requests that are neither cached nor recorded while their role has no teacher endpoint."""
 
-    def __init__(self, missing: list[str], problems: list[str], key_env: str) -> None:
+    def __init__(self, missing: list[str], problems: list[str], section: str) -> None:
         listed = "\n".join(f"  - {m}" for m in missing[:MAX_LISTED])
         more = f"\n  … and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
         notes = "".join(f"\n  note: {p}" for p in problems[:MAX_LISTED])
         super().__init__(
             f"{len(missing)} teacher request(s) are not in the cache or the recorded content, and "
-            f"teacher.base_url is not set:\n{listed}{more}{notes}\nSet teacher.base_url (with the API key "
-            f"in ${key_env}) or teacher.kind=transformers to generate them, or add recorded content."
+            f"{section}.base_url is not set:\n{listed}{more}{notes}\nSet {section}.base_url (with its "
+            f"api_key_env) or {section}.kind=transformers to generate them, or add recorded content."
         )
         self.missing = missing
 
@@ -77,39 +82,37 @@ def synthesize(recipe: Recipe) -> SynthResult:
     out = SynthOutput(recipe.run_dir)
     loaded = load_seeds(recipe.seeds)
     loaded.write_failures(out.failures_path)
-    fingerprint = recipe_fingerprint(recipe.teacher, recipe.synth, recipe.seed)
-    tasks = [
-        task
-        for seed in loaded.rows
-        for task in expand_seed(seed, recipe.languages, recipe.synth, fingerprint, recipe.seed)
-    ]
+    tasks = plan_tasks(recipe, loaded.rows)
     finished = out.finished_ids()
     todo = [task for task in tasks if task["id"] not in finished]
-    recorded = _recorded(recipe, loaded.rows)
-    cache_dir = _cache_dir(recipe)
-    if todo and not _has_teacher(recipe):
-        client = TeacherClient(
-            None, ResponseCache(cache_dir, recorded.entries), recipe.teacher, _version(recipe)
-        )
-        missing = _missing_requests(todo, client)
-        if missing:
-            raise MissingResponsesError(missing, recorded.problems, recipe.teacher.api_key_env)
-    usages: list[str] = []
+    recorded = recorded_content(recipe, loaded.rows)
+    roles = recipe.teacher_roles
+    # Keys are needed only to send: a finished run reruns (summary, preview) without them.
+    keys = {
+        role: require_key(config, _section(recipe, role)) if todo else None for role, config in roles.items()
+    }
+    if todo:
+        _check_offline_roles(recipe, todo, recorded)
+    batches = asyncio.run(_run_batches(recipe, todo, recorded, keys)) if todo else {}
+    usages: list[tuple[str, str]] = []
     if todo:
         ensure_ray()
         with _Progress(len(todo), recipe.synth.progress) as progress:
             for accepted, rejected in run_tasks(
-                todo, recipe.teacher, recipe.synth, cache_dir, recorded.entries
+                todo, roles, recipe.synth, cache_dirs(recipe), recorded.entries, keys
             ):
                 out.write("traces", accepted)
                 out.write("rejected", rejected)
-                usages.extend(row["usage"] for row in (*accepted, *rejected))
+                usages.extend((row["kind"], row["usage"]) for row in (*accepted, *rejected))
                 progress.advance(len(accepted), len(rejected))
     out.consolidate_rejected()
     out.write_preview(recipe.synth.preview_rows)
     summary = _summary(recipe, out, loaded.rows, len(loaded.failures), len(tasks), len(todo), usages)
+    _add_batch_costs(recipe, summary, batches)
     summary["wall_time_s"] = round(time.perf_counter() - started, 3)
     out.write_summary(summary)
+    if summary["this_run"]["stopped_by_budget"]:
+        log.warning("%s", summary["this_run"]["budget_note"])
     return SynthResult(
         run_dir=recipe.run_dir,
         traces_dir=out.traces_dir,
@@ -120,13 +123,25 @@ def synthesize(recipe: Recipe) -> SynthResult:
     )
 
 
+def plan_tasks(recipe: Recipe, seeds: list[SeedRow]) -> list[dict[str, Any]]:
+    """Every trace task of ``seeds`` under ``recipe`` (ids include the recipe fingerprint)."""
+    fingerprint = recipe_fingerprint(recipe.teacher_roles, recipe.synth, recipe.seed)
+    return [
+        task
+        for seed in seeds
+        for task in expand_seed(seed, recipe.languages, recipe.synth, fingerprint, recipe.seed)
+    ]
+
+
 def translate_questions(recipe: Recipe, questions: list[str], lang: str) -> list[str]:
-    """Translate ``questions`` into ``lang`` with synthesis's prompt and response cache (no Ray)."""
+    """Translate ``questions`` into ``lang`` with synthesis's prompt, translator and cache (no Ray)."""
     seeds = load_seeds(recipe.seeds.model_copy(update={"on_error": "skip"})).rows
-    recorded = _recorded(recipe, seeds, [lang])
-    teacher = build_teacher(recipe.teacher)
-    cache = ResponseCache(_cache_dir(recipe), recorded.entries)
-    client = TeacherClient(teacher, cache, recipe.teacher, _version(recipe))
+    recorded = recorded_content(recipe, seeds, [lang])
+    config = recipe.teacher_roles["translator"]
+    section = _section(recipe, "translator")
+    teacher = build_teacher(config, api_key=require_key(config, section))
+    cache = ResponseCache(cache_dirs(recipe)["translator"], recorded.entries)
+    client = TeacherClient(teacher, cache, config, _version(recipe))
     conversations = [translate_question_messages(q, lang) for q in questions]
     if teacher is None:
         missing = [
@@ -135,7 +150,7 @@ def translate_questions(recipe: Recipe, questions: list[str], lang: str) -> list
             if client.cached(msgs) is None
         ]
         if missing:
-            raise MissingResponsesError(missing, recorded.problems, recipe.teacher.api_key_env)
+            raise MissingResponsesError(missing, recorded.problems, section)
 
     async def run() -> list[str]:
         try:
@@ -154,6 +169,14 @@ def translator(recipe: Recipe) -> Callable[[list[str], str], list[str]]:
     return functools.partial(translate_questions, recipe)
 
 
+def cache_dirs(recipe: Recipe) -> dict[Role, str]:
+    """Role → response cache folder (``cache_dir`` of its section, default ``<run dir>/teacher_cache``)."""
+    return {
+        role: str(Path(config.cache_dir).resolve() if config.cache_dir else recipe.run_dir / "teacher_cache")
+        for role, config in recipe.teacher_roles.items()
+    }
+
+
 # --- helpers ---------------------------------------------------------------------------------------
 
 
@@ -161,43 +184,105 @@ def _version(recipe: Recipe) -> str:
     return recipe.synth.prompt_version
 
 
-def _cache_dir(recipe: Recipe) -> str:
-    return str(
-        Path(recipe.teacher.cache_dir).resolve()
-        if recipe.teacher.cache_dir
-        else recipe.run_dir / "teacher_cache"
+def _section(recipe: Recipe, role: Role) -> str:
+    """Where a role is configured in the recipe, for messages."""
+    return f"teachers.{role}" if recipe.teachers is not None else "teacher"
+
+
+def has_endpoint(config: TeacherConfig) -> bool:
+    return config.kind == "transformers" or bool(config.base_url)
+
+
+def recorded_content(
+    recipe: Recipe, seeds: list[SeedRow], languages: list[str] | None = None
+) -> RecordedLoad:
+    """Cache entries made from the recorded teacher content each role may use."""
+    return load_recorded(seeds, recipe.teacher_roles, _version(recipe), languages or recipe.languages)
+
+
+def _check_offline_roles(recipe: Recipe, todo: list[dict[str, Any]], recorded: RecordedLoad) -> None:
+    """Fail before Ray starts when a role without an endpoint lacks cached or recorded replies."""
+    offline = [role for role, config in recipe.teacher_roles.items() if not has_endpoint(config)]
+    if not offline:
+        return
+    clients = RoleClients(
+        recipe.teacher_roles, cache_dirs(recipe), _version(recipe), recorded=recorded.entries
     )
+    missing = [m for role, m in missing_requests(todo, clients) if role in offline]
+    if missing:
+        raise MissingResponsesError(missing, recorded.problems, _section(recipe, offline[0]))
 
 
-def _has_teacher(recipe: Recipe) -> bool:
-    return recipe.teacher.kind == "transformers" or bool(recipe.teacher.base_url)
+async def _run_batches(
+    recipe: Recipe, todo: list[dict[str, Any]], recorded: RecordedLoad, keys: dict[Role, Secret | None]
+) -> dict[Role, BatchReport]:
+    """Fill the cache through the batch API for the roles with ``batch: true``, before the pipeline:
+    translations first, then the solves of the questions now translated. A reasoner in batch mode
+    behind a live translator gets its questions translated live here, so one run does it all."""
+    roles = recipe.teacher_roles
+    if not any(config.batch for config in roles.values()):
+        return {}
+    clients = RoleClients(roles, cache_dirs(recipe), _version(recipe), recorded=recorded.entries, build=False)
+    reports: dict[Role, BatchReport] = {}
+    for role in ROLES:
+        client = clients.by_role[role]
+        wanted = [
+            BatchRequest(
+                client.fingerprint(r.messages), r.messages, {"kind": task["kind"], "seed_id": task["seed_id"]}
+            )
+            for task in todo
+            for r in task_requests(task, translation_of(clients.translator))
+            if r.role == role and not r.pending
+        ]
+        config = roles[role]
+        if config.batch:
+            reports[role] = await run_batch(config, client.cache, wanted, client.params, keys[role])
+        elif role == "translator" and roles["reasoner"].batch:
+            await _ask_live(config, clients.translator, wanted, keys[role])
+    await clients.aclose()
+    return reports
 
 
-def _recorded(recipe: Recipe, seeds: list[SeedRow], languages: list[str] | None = None) -> RecordedLoad:
-    if not recipe.teacher.use_recorded:
-        return RecordedLoad()
-    return load_recorded(
-        seeds, recipe.teacher, _version(recipe), languages or recipe.languages, recipe.teacher.recorded_dir
-    )
+async def _ask_live(
+    config: TeacherConfig, cached: TeacherClient, wanted: list[BatchRequest], key: Secret | None
+) -> None:
+    live = TeacherClient(build_teacher(config, api_key=key), cached.cache, config, cached.prompt_version)
+    try:
+        await asyncio.gather(*(live.ask(r.messages, r.meta) for r in wanted), return_exceptions=True)
+    finally:
+        live.sync()
+        if live.teacher is not None:
+            await live.teacher.aclose()
 
 
-def _missing_requests(tasks: list[dict[str, Any]], client: TeacherClient) -> list[str]:
-    """Describe every request the tasks need that the cache cannot answer (a whole trace whose
-    question translation is missing lists only that: its solve request depends on it)."""
-    missing: list[str] = []
+def translation_of(client: TeacherClient) -> Callable[[list[Message]], str | None]:
+    """The cached reply to a question translation, or ``None``."""
+
+    def cached(messages: list[Message]) -> str | None:
+        answer = client.cached(messages)
+        return answer.text if answer is not None else None
+
+    return cached
+
+
+def missing_requests(tasks: list[dict[str, Any]], clients: RoleClients) -> list[tuple[Role, str]]:
+    """``(role, description)`` of every request the tasks need that the cache cannot answer (a whole
+    trace whose question translation is missing lists only that: its solve request depends on it)."""
+    missing: list[tuple[Role, str]] = []
     for task in tasks:
         seed = SeedRow.model_validate_json(task["seed"])
         langs = json.loads(task["languages"])
         if task["kind"] == "whole":
-            question = client.cached(translate_question_messages(seed.question, langs[0]))
+            question = clients.translator.cached(translate_question_messages(seed.question, langs[0]))
             if question is None:
-                missing.append(f"seed {seed.id}: question translation into {langs[0]}")
-            elif client.cached(solve_messages(parse_translation(question.text), langs[0])) is None:
-                missing.append(f"seed {seed.id}: whole reasoning in {langs[0]}")
+                missing.append(("translator", f"seed {seed.id}: question translation into {langs[0]}"))
+            elif clients.reasoner.cached(solve_messages(parse_translation(question.text), langs[0])) is None:
+                missing.append(("reasoner", f"seed {seed.id}: whole reasoning in {langs[0]}"))
         elif task["kind"] == "mixed":
             for index, code, messages in fragment_requests(seed, langs):
-                if client.cached(messages) is None:
-                    missing.append(f"seed {seed.id}: fragment {index} into {code} (mixed #{task['index']})")
+                if clients.translator.cached(messages) is None:
+                    what = f"seed {seed.id}: fragment {index} into {code} (mixed #{task['index']})"
+                    missing.append(("translator", what))
     return list(dict.fromkeys(missing))
 
 
@@ -208,32 +293,63 @@ def _summary(
     failed_seeds: int,
     tasks: int,
     ran: int,
-    usages: list[str],
+    usages: list[tuple[str, str]],
 ) -> dict[str, Any]:
     traces = out.read("traces", ["seed_id", "kind", "languages"])
     rejected = out.read("rejected", ["seed_id", "kind", "reason"])
     covered = set(traces["seed_id"].to_pylist()) | set(rejected["seed_id"].to_pylist())
     totals = usage_totals(usages)
-    spent = Usage(totals["sent_prompt_tokens"], totals["sent_completion_tokens"])
+    counts = table_counts(traces, rejected)
+    over_budget = counts["rejected_by_reason"].get(f"teacher:{BUDGET_REASON}", 0)
     return {
         "name": recipe.name,
-        "teacher": {
-            "kind": recipe.teacher.kind,
-            "model": recipe.teacher.model,
-            "base_url": recipe.teacher.base_url,
-        },
+        "teachers": {role: _teacher_line(config) for role, config in recipe.teacher_roles.items()},
         "seeds": {
             "loaded": len(seeds),
             "failed": failed_seeds,
             "without_rows": sorted(s.id for s in seeds if s.id not in covered),
         },
         "tasks": {"planned": tasks, "run": ran, "skipped_existing": tasks - ran},
-        **table_counts(traces, rejected),
+        **counts,
         "this_run": {
             **totals,
             "requests_sent": totals["requests"] - totals["cache_hits"],
-            "cost": round(spent.cost(recipe.teacher), 6),
+            "cost": totals["cost_usd"],
+            "stopped_by_budget": over_budget,
+            "budget_note": (
+                f"max_cost_usd reached: {over_budget} trace(s) were not built; every paid reply is "
+                "cached, so raising max_cost_usd and running again resumes where this run stopped"
+                if over_budget
+                else ""
+            ),
         },
+    }
+
+
+def _add_batch_costs(recipe: Recipe, summary: dict[str, Any], batches: dict[Role, BatchReport]) -> None:
+    """The batch API's work this run, per role, with its cost (at the batch price) added to the run's."""
+    lines = {}
+    for role, report in batches.items():
+        price = price_of(recipe.teacher_roles[role])
+        cost = round(price.cost(report.prompt_tokens, report.completion_tokens, batch=True), 6)
+        lines[role] = {**report.to_dict(), "cost_usd": cost}
+        summary["this_run"]["cost"] = round(summary["this_run"]["cost"] + cost, 6)
+    summary["batch"] = lines
+
+
+def _teacher_line(config: TeacherConfig) -> dict[str, Any]:
+    price = price_of(config)
+    return {
+        "kind": config.kind,
+        "model": config.model,
+        "base_url": config.base_url,
+        "price_per_mtok": {
+            "input": price.input,
+            "output": price.output,
+            "known": price.known,
+            "as_of": price.as_of,
+        },
+        "max_cost_usd": config.max_cost_usd,
     }
 
 

@@ -3,7 +3,8 @@ r"""Assemble a trace from its task and the teacher's replies, and verify it (pur
 `assemble` returns ``("accepted", TraceRow fields)`` or ``("rejected", rejected-row fields)``; a
 rejected row keeps the candidate text and says why (``reason`` is a short code, ``detail`` a
 sentence). Reasons: ``teacher:<code>``, ``cache_miss`` and ``internal:<type>`` (the request or our
-code failed; a rerun retries them), ``truncated`` (a reply stopped at ``max_tokens``),
+code failed, or ``teacher:budget``: the role's ``max_cost_usd`` was reached; a rerun retries them),
+``truncated`` (a reply stopped at ``max_tokens``),
 ``teacher_markup`` (the teacher wrote ``<think>``/``</think>`` or a language tag into text we keep),
 ``wrong_answer``, ``no_reasoning``, ``language_share``, ``question_language``, ``fragment_language``,
 ``fragment_math``, ``no_switch`` (a mixed plan that translated nothing), ``single_fragment``.
@@ -12,7 +13,7 @@ Example:
     >>> seed = SeedRow(id="s", source="t", question="1+1?", cot="So $1+1=2$.", answer="2")
     >>> task = {"id": "t1", "seed_id": "s", "kind": "original", "index": 0, "languages": '["en"]',
     ...         "seed": seed.model_dump_json()}
-    >>> status, row = assemble(task, {"responses": {}, "requests": [], "error": None}, "m", 0.6)
+    >>> status, row = assemble(task, {"responses": {}, "requests": [], "error": None}, 0.6)
     >>> status, row["cot"]
     ('accepted', '<|lang:en|>So $1+1=2$.')
 """
@@ -51,41 +52,46 @@ MARKUP = (THINK_START, THINK_END, TAG_OPEN)
 
 
 def assemble(
-    task: dict[str, Any], outcome: dict[str, Any], model: str, min_language_share: float
+    task: dict[str, Any], outcome: dict[str, Any], min_language_share: float
 ) -> tuple[str, dict[str, Any]]:
     """Build and check the trace of ``task`` from the worker's ``outcome``.
 
     Args:
         task: a row from `l2ray.synth.plan.expand_seed`.
-        outcome: ``{"responses": {...}, "requests": [...], "error": None | {"reason", "detail"}}``.
-        model: the teacher model name (recorded in the ``teacher`` column).
+        outcome: ``{"responses": {...}, "requests": [...], "error": None | {"reason", "detail"},
+            "teacher": provenance}`` (provenance: per role the model asked for, the models that
+            answered and the parameters applied; kept as the ``teacher`` column).
         min_language_share: the least character share of the target language in a whole trace.
     """
     try:
-        return _assemble(task, outcome, model, min_language_share)
+        return _assemble(task, outcome, min_language_share)
     except Exception as exc:  # an unforeseen reply or a bug costs this row, never the run
         base = {
             "id": task["id"],
             "seed_id": task["seed_id"],
             "kind": task["kind"],
             "languages": json.loads(task["languages"]),
-            "teacher": json.dumps({"model": model, "requests": []}),
+            "teacher": json.dumps(outcome.get("teacher") or {"roles": {}, "requests": []}),
             "usage": json.dumps(_usage(outcome.get("requests") or [])),
         }
         return "rejected", _rejected(base, f"internal:{type(exc).__name__}", str(exc)[:500])
 
 
 def _assemble(
-    task: dict[str, Any], outcome: dict[str, Any], model: str, min_language_share: float
+    task: dict[str, Any], outcome: dict[str, Any], min_language_share: float
 ) -> tuple[str, dict[str, Any]]:
     seed = SeedRow.model_validate_json(task["seed"])
     langs: list[str] = json.loads(task["languages"])
+    provenance = outcome.get("teacher") or {
+        "roles": {},
+        "requests": [r["fingerprint"] for r in outcome["requests"]],
+    }
     base = {
         "id": task["id"],
         "seed_id": seed.id,
         "kind": task["kind"],
         "languages": langs,
-        "teacher": json.dumps({"model": model, "requests": [r["fingerprint"] for r in outcome["requests"]]}),
+        "teacher": json.dumps(provenance, ensure_ascii=False),
         "usage": json.dumps(_usage(outcome["requests"])),
     }
     if outcome.get("error"):
@@ -238,7 +244,18 @@ def _rejected(
     }
 
 
-def _usage(requests: list[dict[str, Any]]) -> dict[str, int]:
+def _usage(requests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row's token counts and the dollars it cost this run (paid requests only), in total and
+    per role (``by_role``)."""
+    by_role = {role: _counts([r for r in requests if r.get("role") == role]) for role in _roles(requests)}
+    return {**_counts(requests), "by_role": by_role}
+
+
+def _roles(requests: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r["role"] for r in requests if r.get("role")))
+
+
+def _counts(requests: list[dict[str, Any]]) -> dict[str, Any]:
     sent = [r for r in requests if not r["cached"]]
     return {
         "requests": len(requests),
@@ -247,4 +264,5 @@ def _usage(requests: list[dict[str, Any]]) -> dict[str, int]:
         "completion_tokens": sum(r["completion_tokens"] for r in requests),
         "sent_prompt_tokens": sum(r["prompt_tokens"] for r in sent),
         "sent_completion_tokens": sum(r["completion_tokens"] for r in sent),
+        "cost_usd": sum(r.get("cost_usd", 0.0) for r in sent),
     }

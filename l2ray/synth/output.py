@@ -131,13 +131,41 @@ def table_counts(traces: pa.Table, rejected: pa.Table) -> dict[str, Any]:
     }
 
 
-def usage_totals(usages: Iterable[str]) -> dict[str, int]:
-    """Sum the ``usage`` JSON of the rows a run produced."""
+USAGE_KEYS = (
+    "requests",
+    "cache_hits",
+    "prompt_tokens",
+    "completion_tokens",
+    "sent_prompt_tokens",
+    "sent_completion_tokens",
+    "cost_usd",
+)
+
+
+def usage_totals(rows: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Sum the ``usage`` JSON of the ``(kind, usage)`` rows a run produced: in total, per role
+    (``by_role``) and per trace kind (``by_kind``). ``cost_usd`` counts paid requests only."""
     total: Counter[str] = Counter()
-    for usage in usages:
-        total.update(json.loads(usage))
-    keys = ("requests", "cache_hits", "prompt_tokens", "completion_tokens")
-    return {key: total[key] for key in (*keys, "sent_prompt_tokens", "sent_completion_tokens")}
+    by_role: dict[str, Counter[str]] = defaultdict(Counter)
+    by_kind: dict[str, Counter[str]] = defaultdict(Counter)
+    for kind, usage in rows:
+        data = json.loads(usage)
+        flat = {key: data.get(key, 0) for key in USAGE_KEYS}
+        total.update(flat)
+        by_kind[kind].update(flat)
+        for role, counts in (data.get("by_role") or {}).items():
+            by_role[role].update({key: counts.get(key, 0) for key in USAGE_KEYS})
+    return {
+        **_usage_line(total),
+        "by_role": {role: _usage_line(counts) for role, counts in by_role.items()},
+        "by_kind": {kind: _usage_line(counts) for kind, counts in by_kind.items()},
+    }
+
+
+def _usage_line(counts: Counter[str]) -> dict[str, Any]:
+    line: dict[str, Any] = {key: counts[key] for key in USAGE_KEYS}
+    line["cost_usd"] = round(float(line["cost_usd"]), 6)
+    return line
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:

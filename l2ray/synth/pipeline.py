@@ -27,16 +27,17 @@ from l2ray.synth.plan import group_tasks
 from l2ray.synth.worker import TeacherWorker
 from l2ray.teacher.base import Secret
 from l2ray.teacher.cache import CacheEntry
-from l2ray.teacher.config import TeacherConfig
+from l2ray.teacher.config import Role, TeacherConfig
 from l2ray.text import detect_segment_language
 
 
 def run_tasks(
     tasks: list[dict[str, Any]],
-    teacher: TeacherConfig,
+    roles: dict[Role, TeacherConfig],
     synth: SynthConfig,
-    cache_dir: str,
+    cache_dirs: dict[Role, str],
     recorded: list[CacheEntry],
+    api_keys: dict[Role, Secret | None],
 ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Yield ``(accepted rows, rejected rows)`` per finished batch, in completion order."""
     if not tasks:
@@ -45,7 +46,7 @@ def run_tasks(
     bars = context.enable_progress_bars
     context.enable_progress_bars = not synth.progress  # the driver draws its own when asked to
     try:
-        yield from _execute(tasks, teacher, synth, cache_dir, recorded)
+        yield from _execute(tasks, roles, synth, cache_dirs, recorded, api_keys)
     finally:
         context.enable_progress_bars = bars
 
@@ -57,8 +58,8 @@ class Verifier:
     costs seconds per process; a small warm pool pays that once.
     """
 
-    def __init__(self, model: str, min_language_share: float) -> None:
-        self.model, self.min_language_share = model, min_language_share
+    def __init__(self, min_language_share: float) -> None:
+        self.min_language_share = min_language_share
         # Load math-verify and the language-ID model now, while the teacher actors wait on their
         # first replies, not when the first batch is already queued here.
         grade_answer("$\\boxed{1}$", "1")
@@ -67,7 +68,7 @@ class Verifier:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         statuses, rows = [], []
         for task, outcome in zip(batch["task"], batch["outcome"], strict=True):
-            status, row = assemble(json.loads(task), json.loads(outcome), self.model, self.min_language_share)
+            status, row = assemble(json.loads(task), json.loads(outcome), self.min_language_share)
             statuses.append(status)
             rows.append(json.dumps(row, ensure_ascii=False))
         return {"status": statuses, "row": rows}
@@ -75,10 +76,11 @@ class Verifier:
 
 def _execute(
     tasks: list[dict[str, Any]],
-    teacher: TeacherConfig,
+    roles: dict[Role, TeacherConfig],
     synth: SynthConfig,
-    cache_dir: str,
+    cache_dirs: dict[Role, str],
     recorded: list[CacheEntry],
+    api_keys: dict[Role, Secret | None],
 ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     # Tasks that share a request run on one actor (its client sends the request once).
     groups = group_tasks(tasks, max_group=max(64, math.ceil(len(tasks) / (synth.actors * 8))))
@@ -88,12 +90,12 @@ def _execute(
     ds = ds.map_batches(
         TeacherWorker,
         fn_constructor_kwargs={
-            "teacher": teacher.model_dump_json(),
+            "teachers": {role: config.model_dump_json() for role, config in roles.items()},
             "prompt_version": synth.prompt_version,
-            "cache_dir": cache_dir,
+            "cache_dirs": cache_dirs,
             "recorded": [asdict(e) for e in recorded],
             "rate_share": synth.actors,
-            "api_key": Secret.from_env(teacher.api_key_env),
+            "api_keys": api_keys,
         },
         # Several blocks at once per actor: they share its event loop and concurrency bound, so a
         # block's slowest request never leaves the actor idle.
@@ -103,7 +105,7 @@ def _execute(
     )
     ds = ds.map_batches(
         Verifier,
-        fn_constructor_kwargs={"model": teacher.model, "min_language_share": synth.min_language_share},
+        fn_constructor_kwargs={"min_language_share": synth.min_language_share},
         compute=ray.data.ActorPoolStrategy(size=synth.verify_actors),
         batch_size=synth.batch_size,
         num_cpus=synth.verify_cpus,

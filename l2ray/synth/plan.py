@@ -15,27 +15,34 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from l2ray.data.seeds import SeedRow
 from l2ray.hashing import stable_id
 from l2ray.synth.config import SynthConfig
-from l2ray.synth.prompts import translate_fragment_messages, translate_question_messages
+from l2ray.synth.prompts import (
+    parse_translation,
+    solve_messages,
+    translate_fragment_messages,
+    translate_question_messages,
+)
 from l2ray.teacher.base import Message
-from l2ray.teacher.config import TeacherConfig
+from l2ray.teacher.config import Role, TeacherConfig
 from l2ray.text import segment
 
 SOURCE_LANGUAGE = "en"
 
 
-def recipe_fingerprint(teacher: TeacherConfig, synth: SynthConfig, seed: int) -> str:
-    """What makes a trace differ between recipes: teacher model, sampling, prompts, the seed and the
-    verifier's threshold (a stricter ``min_language_share`` judges every trace again; the requests
-    come from the cache)."""
+def recipe_fingerprint(roles: dict[Role, TeacherConfig], synth: SynthConfig, seed: int) -> str:
+    """What makes a trace differ between recipes: each role's model and sampling, prompts, the seed
+    and the verifier's threshold (a stricter ``min_language_share`` judges every trace again; the
+    requests come from the cache). One teacher for both roles fingerprints as it did before roles."""
+    translator, reasoner = roles["translator"], roles["reasoner"]
+    teachers = [translator] if translator == reasoner else [translator, reasoner]
     return stable_id(
-        teacher.model,
-        repr((teacher.temperature, teacher.top_p, teacher.max_tokens)),
+        *(part for t in teachers for part in (t.model, repr((t.temperature, t.top_p, t.max_tokens)))),
         synth.prompt_version,
         str(seed),
         repr(synth.min_language_share),
@@ -164,3 +171,42 @@ def fragment_requests(seed: SeedRow, langs: list[str]) -> list[tuple[int, str, l
         for index, code in enumerate(langs)
         if code != SOURCE_LANGUAGE
     ]
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """One request a task sends: its role, messages and source text (what a translation renders;
+    for a solve the seed's CoT, the nearest thing to what it will write). ``pending``: a solve whose
+    question translation is not known yet, listed with the English question in its place."""
+
+    role: Role
+    messages: list[Message]
+    source: str
+    pending: bool = False
+
+
+def task_requests(
+    task: dict[str, Any], translation: Callable[[list[Message]], str | None]
+) -> list[PlannedRequest]:
+    """The requests of ``task``; ``translation(messages)`` is the known reply to a question
+    translation (or ``None``), which decides a whole trace's solve request."""
+    seed = SeedRow.model_validate_json(task["seed"])
+    langs: list[str] = json.loads(task["languages"])
+    if task["kind"] == "whole":
+        lang = langs[0]
+        question = translate_question_messages(seed.question, lang)
+        translated = translation(question)
+        solve = solve_messages(
+            parse_translation(translated) if translated is not None else seed.question, lang
+        )
+        return [
+            PlannedRequest("translator", question, seed.question),
+            PlannedRequest("reasoner", solve, seed.final_response() + seed.cot, pending=translated is None),
+        ]
+    if task["kind"] == "mixed":
+        fragments = segment(seed.cot)
+        return [
+            PlannedRequest("translator", messages, fragments[index])
+            for index, _, messages in fragment_requests(seed, langs)
+        ]
+    return []

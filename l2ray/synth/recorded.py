@@ -10,8 +10,9 @@ skipped and reported in ``problems``; the requests it would have answered stay c
 
 Example:
     >>> from l2ray.data.seeds import load_seeds
-    >>> from l2ray.teacher.config import TeacherConfig
-    >>> loaded = load_recorded(load_seeds().rows, TeacherConfig(), "v1", ["zh"])
+    >>> from l2ray.teacher.config import Role, TeacherConfig
+    >>> one = TeacherConfig()
+    >>> loaded = load_recorded(load_seeds().rows, {"translator": one, "reasoner": one}, "v1", ["zh"])
     >>> isinstance(loaded.entries, list)
     True
 """
@@ -33,7 +34,7 @@ from l2ray.synth.prompts import (
 )
 from l2ray.teacher.base import Message, SamplingParams, request_fingerprint
 from l2ray.teacher.cache import CacheEntry
-from l2ray.teacher.config import TeacherConfig
+from l2ray.teacher.config import Role, TeacherConfig
 from l2ray.text import segment
 from l2ray.thinking import assistant_turn
 
@@ -48,18 +49,38 @@ class RecordedLoad:
     problems: list[str] = field(default_factory=list)
 
 
+ROLE_OF_KIND: dict[str, Role] = {"question": "translator", "fragment": "translator", "whole": "reasoner"}
+
+
 def load_recorded(
     seeds: Sequence[SeedRow],
-    teacher: TeacherConfig,
+    roles: dict[Role, TeacherConfig],
     prompt_version: str,
     languages: Sequence[str],
-    directory: str | Path | None = None,
 ) -> RecordedLoad:
-    """Cache entries for ``seeds`` in ``languages`` from ``directory`` (default: the bundled files)."""
+    """Cache entries for ``seeds`` in ``languages``: question and fragment lines answer the
+    translator, whole lines the reasoner, each from its role's ``recorded_dir`` (default: the bundled
+    files) when that role names the recorded model and ``use_recorded`` is on."""
     result = RecordedLoad()
-    if teacher.model != RECORDED_MODEL:
-        return result
-    folder = Path(directory) if directory is not None else bundled_file("recorded")
+    wanted: dict[int, tuple[TeacherConfig, set[str]]] = {}
+    for kind, role in ROLE_OF_KIND.items():
+        config = roles[role]
+        if config.use_recorded and config.model == RECORDED_MODEL:
+            wanted.setdefault(id(config), (config, set()))[1].add(kind)
+    for config, kinds in wanted.values():
+        _load_role(result, seeds, config, kinds, prompt_version, languages)
+    return result
+
+
+def _load_role(
+    result: RecordedLoad,
+    seeds: Sequence[SeedRow],
+    teacher: TeacherConfig,
+    kinds: set[str],
+    prompt_version: str,
+    languages: Sequence[str],
+) -> None:
+    folder = Path(teacher.recorded_dir) if teacher.recorded_dir is not None else bundled_file("recorded")
     by_id = {seed.id: seed for seed in seeds}
     params = SamplingParams.from_config(teacher)
     for lang in languages:
@@ -75,8 +96,8 @@ def load_recorded(
         }
         for line_no, record in records:
             seed = by_id.get(record.get("seed_id", ""))
-            if seed is None:
-                continue  # content for a seed this run does not use
+            if seed is None or record.get("kind") not in kinds:
+                continue  # content for a seed this run does not use, or another role's
             where = f"{path}, line {line_no}"
             try:
                 found = _request_of(record, seed, lang, questions)
@@ -91,7 +112,6 @@ def load_recorded(
             result.entries.append(
                 CacheEntry(fingerprint, teacher.model, text, meta={**meta, "recorded": True})
             )
-    return result
 
 
 def _request_of(

@@ -1,9 +1,9 @@
 """The teacher stage: run the requests of trace tasks, concurrently, through the cached client.
 
-`TeacherWorker` is the Ray Data callable class of the actor pool (one aiohttp session, one cache
-writer and one concurrency bound per actor); its async ``__call__`` runs every task of a batch at
-once and the client keeps at most ``teacher.concurrency`` requests in flight. `run_task` is the
-per-task logic, also used without Ray by `l2ray.synth.api.translate_questions`.
+`TeacherWorker` is the Ray Data callable class of the actor pool (per role one aiohttp session, one
+cache writer, one concurrency bound and one budget per actor); its async ``__call__`` runs every
+task of a batch at once and each role's client keeps at most its ``concurrency`` requests in flight.
+`run_task` is the per-task logic.
 
 A failed request does not fail the batch: the task's outcome carries the error and the task becomes
 a rejected row with the cause. So does a reply cut off at ``max_tokens`` (``truncated``) and any
@@ -24,9 +24,10 @@ from l2ray.synth.prompts import (
     translate_question_messages,
 )
 from l2ray.teacher.base import Secret, TeacherError
-from l2ray.teacher.cache import CacheEntry, ResponseCache
-from l2ray.teacher.client import Answer, CacheMissError, TeacherClient, build_teacher
-from l2ray.teacher.config import TeacherConfig
+from l2ray.teacher.cache import CacheEntry
+from l2ray.teacher.client import Answer, CacheMissError, RoleClients
+from l2ray.teacher.config import ROLES, Role, TeacherConfig
+from l2ray.teacher.prices import ignored_params
 
 
 class TeacherWorker:
@@ -34,31 +35,31 @@ class TeacherWorker:
     `l2ray.synth.plan.group_tasks`), one ``{"id", "task", "outcome"}`` row per task out (JSON strings).
 
     Args:
-        teacher: the teacher section as a JSON string (pydantic-dumped).
+        teachers: role → teacher section as JSON (pydantic-dumped); equal sections share one client.
         prompt_version: ``synth.prompt_version``.
-        cache_dir: the response cache folder.
+        cache_dirs: role → response cache folder.
         recorded: recorded responses (`CacheEntry` dicts) served from memory, never re-written.
-        rate_share: how many actors share the RPM/TPM limits.
-        api_key: the driver's API key (actors do not inherit the driver's environment).
+        rate_share: how many actors share each role's RPM/TPM limits and budget.
+        api_keys: role → the driver's API key (actors do not inherit the driver's environment).
     """
 
     def __init__(
         self,
-        teacher: str,
+        teachers: dict[str, str],
         prompt_version: str,
-        cache_dir: str,
+        cache_dirs: dict[str, str],
         recorded: list[dict[str, Any]] | None = None,
         rate_share: int = 1,
-        api_key: Secret | None = None,
+        api_keys: dict[str, Secret | None] | None = None,
     ) -> None:
-        config = TeacherConfig.model_validate_json(teacher)
-        cache = ResponseCache(cache_dir, preload=[CacheEntry(**e) for e in recorded or []])
-        self.client = TeacherClient(build_teacher(config, rate_share, api_key), cache, config, prompt_version)
+        roles = {role: TeacherConfig.model_validate_json(teachers[role]) for role in ROLES}
+        entries = [CacheEntry(**e) for e in recorded or []]
+        self.clients = RoleClients(roles, cache_dirs, prompt_version, rate_share, api_keys, entries)  # type: ignore[arg-type]
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         tasks = [task for group in _rows(batch) for task in json.loads(group["tasks"])]
-        outcomes = await asyncio.gather(*(run_task(task, self.client) for task in tasks))
-        self.client.sync()  # everything these rows used is durable before the rows move on
+        outcomes = await asyncio.gather(*(run_task(task, self.clients) for task in tasks))
+        self.clients.sync()  # everything these rows used is durable before the rows move on
         return {
             "id": [task["id"] for task in tasks],
             "task": [json.dumps(task, ensure_ascii=False) for task in tasks],
@@ -66,9 +67,13 @@ class TeacherWorker:
         }
 
 
-async def run_task(task: dict[str, Any], client: TeacherClient) -> dict[str, Any]:
-    """Send (or look up) every request a task needs; errors are returned, not raised."""
-    requests: list[dict[str, Any]] = []
+async def run_task(task: dict[str, Any], clients: RoleClients) -> dict[str, Any]:
+    """Send (or look up) every request a task needs; errors are returned, not raised.
+
+    Whole traces: the translator translates the question, the reasoner solves it in that language
+    (not when the translation was cut off: the solve would build on half a question). Mixed traces:
+    the translator translates the fragments."""
+    log = _RequestLog(clients)
     responses: dict[str, Any] = {}
     seed = SeedRow.model_validate_json(task["seed"])
     langs: list[str] = json.loads(task["languages"])
@@ -76,15 +81,16 @@ async def run_task(task: dict[str, Any], client: TeacherClient) -> dict[str, Any
     try:
         if task["kind"] == "whole":
             lang = langs[0]
-            question = await _ask(client, translate_question_messages(seed.question, lang), requests, meta)
+            question = await log.ask("translator", translate_question_messages(seed.question, lang), meta)
             responses["question"] = question.text
-            solve = solve_messages(parse_translation(question.text), lang)
-            responses["solution"] = (await _ask(client, solve, requests, meta)).text
+            if question.finish_reason != "length":
+                solve = solve_messages(parse_translation(question.text), lang)
+                responses["solution"] = (await log.ask("reasoner", solve, meta)).text
         elif task["kind"] == "mixed":
             wanted = fragment_requests(seed, langs)
             # Every fragment request finishes (and is logged: it is paid for) before a failure counts.
             answers = await asyncio.gather(
-                *(_ask(client, messages, requests, meta) for _, _, messages in wanted),
+                *(log.ask("translator", messages, meta) for _, _, messages in wanted),
                 return_exceptions=True,
             )
             failed = next((a for a in answers if isinstance(a, BaseException)), None)
@@ -93,14 +99,76 @@ async def run_task(task: dict[str, Any], client: TeacherClient) -> dict[str, Any
             responses["fragments"] = {str(i): a.text for (i, _, _), a in zip(wanted, answers, strict=True)}
     except (TeacherError, CacheMissError) as exc:
         reason = f"teacher:{exc.reason}" if isinstance(exc, TeacherError) else "cache_miss"
-        return _outcome(responses, requests, reason, str(exc))
+        return log.outcome(responses, reason, str(exc))
     except Exception as exc:  # a bug or an unforeseen reply costs this task, not the batch or the run
-        return _outcome(responses, requests, f"internal:{type(exc).__name__}", str(exc)[:500])
-    cut = [r["fingerprint"][:16] for r in requests if r["finish_reason"] == "length"]
+        return log.outcome(responses, f"internal:{type(exc).__name__}", str(exc)[:500])
+    cut = [r for r in log.requests if r["finish_reason"] == "length"]
     if cut:
-        detail = f"reply {', '.join(cut)} stopped at teacher.max_tokens; raise it to keep such traces"
-        return _outcome(responses, requests, "truncated", detail)
-    return _outcome(responses, requests)
+        where = ", ".join(f"{r['fingerprint'][:16]} ({r['role']})" for r in cut)
+        role = cut[0]["role"]
+        detail = (
+            f"reply {where} stopped at max_tokens; raise teacher.max_tokens (or teachers.{role}.max_tokens)"
+            " to keep such traces"
+        )
+        return log.outcome(responses, "truncated", detail)
+    return log.outcome(responses)
+
+
+class _RequestLog:
+    """Every request a task made, paid or cached (role, fingerprint, tokens, cost, the model that
+    answered), and the task's provenance: per role the model asked for, the models that answered
+    and the sampling parameters the model applies (`l2ray.teacher.prices.ignored_params` are left out)."""
+
+    def __init__(self, clients: RoleClients) -> None:
+        self.clients = clients
+        self.requests: list[dict[str, Any]] = []
+
+    async def ask(self, role: Role, messages: list[dict[str, str]], meta: dict[str, Any]) -> Answer:
+        client = self.clients.by_role[role]
+        answer = await client.ask(messages, meta)
+        usage = answer.usage
+        self.requests.append(
+            {
+                "role": role,
+                "fingerprint": answer.fingerprint,
+                "cached": answer.cached,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cost_usd": client.price.cost(usage.prompt_tokens, usage.completion_tokens),
+                "finish_reason": answer.finish_reason,
+                "served_model": answer.served_model,
+            }
+        )
+        return answer
+
+    def outcome(
+        self, responses: dict[str, Any], reason: str | None = None, detail: str = ""
+    ) -> dict[str, Any]:
+        return {**_outcome(responses, self.requests, reason, detail), "teacher": self.provenance()}
+
+    def provenance(self) -> dict[str, Any]:
+        roles: dict[str, Any] = {}
+        for request in self.requests:
+            role = request["role"]
+            if role not in roles:
+                config = self.clients.by_role[role].config
+                params = {
+                    "temperature": config.temperature,
+                    "top_p": config.top_p,
+                    "max_tokens": config.max_tokens,
+                }
+                ignored = ignored_params(config.model)
+                applied = {k: v for k, v in params.items() if k not in ignored}
+                roles[role] = {
+                    "model": config.model,
+                    "served": [],
+                    "params": applied,
+                    "ignored": list(ignored),
+                }
+            served = request["served_model"]
+            if served and served not in roles[role]["served"]:
+                roles[role]["served"].append(served)
+        return {"roles": roles, "requests": [r["fingerprint"] for r in self.requests]}
 
 
 def _outcome(
@@ -108,22 +176,6 @@ def _outcome(
 ) -> dict[str, Any]:
     error = {"reason": reason, "detail": detail} if reason else None
     return {"responses": responses, "requests": requests, "error": error}
-
-
-async def _ask(
-    client: TeacherClient, messages: list[dict[str, str]], log: list[dict[str, Any]], meta: dict[str, Any]
-) -> Answer:
-    answer = await client.ask(messages, meta)
-    log.append(
-        {
-            "fingerprint": answer.fingerprint,
-            "cached": answer.cached,
-            "prompt_tokens": answer.usage.prompt_tokens,
-            "completion_tokens": answer.usage.completion_tokens,
-            "finish_reason": answer.finish_reason,
-        }
-    )
-    return answer
 
 
 def _rows(batch: dict[str, Any]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from l2ray.errors import L2rayError
 from l2ray.teacher.config import TeacherConfig
+from l2ray.teacher.prices import price_of
 
 Message = dict[str, str]
 
@@ -41,11 +42,8 @@ class Usage:
     completion_tokens: int = 0
 
     def cost(self, config: TeacherConfig) -> float:
-        """Price in the unit of the config's price table (per million tokens); 0 without prices."""
-        return (
-            self.prompt_tokens * (config.price_per_mtok_input or 0.0)
-            + self.completion_tokens * (config.price_per_mtok_output or 0.0)
-        ) / 1e6
+        """USD at the role's price (`l2ray.teacher.prices.price_of`); 0 for a model without a price."""
+        return price_of(config).cost(self.prompt_tokens, self.completion_tokens)
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,7 @@ class TeacherReply:
     text: str
     usage: Usage
     finish_reason: str = "stop"
+    model: str = ""  # the model id the endpoint says answered ("" when it did not say)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +63,8 @@ class TeacherError(L2rayError, RuntimeError):
     """A request that failed for good (after retries, or on a non-retryable status).
 
     ``reason`` is a short code for tables and summaries: ``http_400``, ``http_500``, ``timeout``,
-    ``connection``, ``malformed_json``, ``empty_content``, ``rate_limited``.
+    ``connection``, ``malformed_json``, ``empty_content``, ``rate_limited``, ``content_filter``,
+    ``budget`` (the role's ``max_cost_usd`` was reached; nothing was sent).
     """
 
     def __init__(self, reason: str, detail: str, attempts: int = 1) -> None:
@@ -94,9 +94,28 @@ class Secret:
     __str__ = __repr__
 
     @classmethod
-    def from_env(cls, name: str) -> Secret | None:
-        value = os.environ.get(name)
+    def from_env(cls, name: str | None) -> Secret | None:
+        value = os.environ.get(name) if name else None
         return cls(value) if value else None
+
+
+class MissingKeyError(L2rayError, RuntimeError):
+    """An endpoint whose API-key variable is not set in the environment (checked before any request)."""
+
+
+def require_key(config: TeacherConfig, where: str) -> Secret | None:
+    """The key an HTTP teacher sends, read from ``$<api_key_env>``; a variable that is unset is an error
+    naming it and the fix (``where``: the recipe section, e.g. ``teachers.reasoner``)."""
+    if config.kind != "openai" or not config.base_url or config.api_key_env is None:
+        return None
+    key = Secret.from_env(config.api_key_env)
+    if key is None:
+        raise MissingKeyError(
+            f"{where}: the API key variable ${config.api_key_env} is not set; export "
+            f"{config.api_key_env}=<key for {config.base_url}>, or set {where}.api_key_env: null for an "
+            "endpoint without a key"
+        )
+    return key
 
 
 @runtime_checkable

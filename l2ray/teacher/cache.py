@@ -37,6 +37,7 @@ class CacheEntry:
     completion_tokens: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     finish_reason: str = "stop"  # "length": the reply hit max_tokens (entries before this field: "stop")
+    served_model: str = ""  # the model id the endpoint's reply named (entries before this field: "")
 
     def to_json(self) -> str:
         # A literal dict, not dataclasses.asdict: this runs once per response on the hot path.
@@ -48,6 +49,7 @@ class CacheEntry:
             "completion_tokens": self.completion_tokens,
             "meta": self.meta,
             "finish_reason": self.finish_reason,
+            "served_model": self.served_model,
         }
         return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 

@@ -18,13 +18,23 @@ Example:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from l2ray.errors import L2rayError
-from l2ray.teacher.base import Message, SamplingParams, Secret, Teacher, Usage, request_fingerprint
+from l2ray.teacher.base import (
+    Message,
+    SamplingParams,
+    Secret,
+    Teacher,
+    TeacherError,
+    Usage,
+    request_fingerprint,
+)
 from l2ray.teacher.cache import CacheEntry, ResponseCache
-from l2ray.teacher.config import TeacherConfig
+from l2ray.teacher.config import ROLES, Role, TeacherConfig
+from l2ray.teacher.prices import price_of
 from l2ray.teacher.ratelimit import RateLimiter
 
 
@@ -38,35 +48,50 @@ class Answer:
     fingerprint: str
     cached: bool
     finish_reason: str = "stop"
+    served_model: str = ""  # the model id the endpoint named in its reply ("" if it named none)
+
+
+BUDGET_REASON = "budget"
 
 
 class CacheMissError(L2rayError, LookupError):
     """A request that is not cached while no teacher endpoint is configured."""
 
-    def __init__(self, fingerprint: str, meta: dict[str, Any]) -> None:
-        super().__init__(
-            f"no cached teacher response for request {fingerprint[:16]} ({meta}) and no teacher "
-            "endpoint; set teacher.base_url (or teacher.kind=transformers) to generate it"
+    def __init__(self, fingerprint: str, meta: dict[str, Any], batch: bool = False) -> None:
+        fix = (
+            "the batch API did not answer it (see summary.json: batch); run again to submit it again"
+            if batch
+            else "no teacher endpoint; set teacher.base_url (or teacher.kind=transformers) to generate it"
         )
+        super().__init__(f"no cached teacher response for request {fingerprint[:16]} ({meta}): {fix}")
         self.fingerprint, self.meta = fingerprint, meta
 
 
 class TeacherClient:
-    """Cache + teacher + a concurrency bound.
+    """Cache + teacher + a concurrency bound + a spending limit.
 
     Args:
         teacher: the model behind the cache, or ``None`` (cache only: misses raise `CacheMissError`).
         cache: where finished requests live.
-        config: the teacher section (model name, sampling parameters, concurrency).
+        config: the teacher section (model name, sampling parameters, concurrency, prices, budget).
         prompt_version: part of every fingerprint; bump it when a prompt changes.
+        budget_share: how many clients share ``config.max_cost_usd`` (each may spend an equal part).
     """
 
     def __init__(
-        self, teacher: Teacher | None, cache: ResponseCache, config: TeacherConfig, prompt_version: str
+        self,
+        teacher: Teacher | None,
+        cache: ResponseCache,
+        config: TeacherConfig,
+        prompt_version: str,
+        budget_share: int = 1,
     ) -> None:
         self.teacher, self.cache, self.config = teacher, cache, config
         self.prompt_version = prompt_version
         self.params = SamplingParams.from_config(config)
+        self.price = price_of(config)
+        self.budget_usd = config.max_cost_usd / budget_share if config.max_cost_usd else None
+        self.spent_usd = 0.0
         self._semaphore: asyncio.Semaphore | None = None
         self._in_flight: dict[str, asyncio.Future[Answer]] = {}
 
@@ -86,7 +111,7 @@ class TeacherClient:
         if entry is not None:
             return _answer(entry, cached=True)
         if self.teacher is None:
-            raise CacheMissError(fingerprint, meta or {})
+            raise CacheMissError(fingerprint, meta or {}, self.config.batch)
         pending = self._in_flight.get(fingerprint)
         if pending is not None:  # sent (and paid for) by the first caller, not by this one
             return replace(await asyncio.shield(pending), cached=True)
@@ -117,7 +142,9 @@ class TeacherClient:
             self._semaphore = asyncio.Semaphore(self.config.concurrency)
         assert self.teacher is not None
         async with self._semaphore:
+            self._check_budget()  # here, not before the wait: the spend may have grown meanwhile
             reply = await self.teacher.complete(messages, self.params, fingerprint)
+        self.spent_usd += self.price.cost(reply.usage.prompt_tokens, reply.usage.completion_tokens)
         entry = CacheEntry(
             fingerprint,
             self.config.model,
@@ -126,9 +153,18 @@ class TeacherClient:
             reply.usage.completion_tokens,
             meta,
             reply.finish_reason,
+            reply.model,
         )
         self.cache.put(entry)
         return _answer(entry, cached=False)
+
+    def _check_budget(self) -> None:
+        if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
+            raise TeacherError(
+                BUDGET_REASON,
+                f"{self.config.model}: spent ${self.spent_usd:.4f} of this actor's ${self.budget_usd:.4f} "
+                "share of max_cost_usd; raise max_cost_usd and run again to resume (replies are cached)",
+            )
 
 
 def build_teacher(
@@ -154,6 +190,66 @@ def build_teacher(
     return OpenAITeacher(config, limiter, api_key)
 
 
+class RoleClients:
+    """The client of each role. A single ``teacher:`` section serving both roles gets one client
+    (one cache, one limiter, one budget), as before roles existed.
+
+    Args:
+        roles: role → section (`l2ray.teacher.config.teacher_roles`).
+        cache_dirs: role → response cache folder.
+        prompt_version: ``synth.prompt_version``.
+        share: how many actors share each role's RPM/TPM limits and budget.
+        api_keys: role → key (default: read from each section's variable).
+        recorded: entries served from memory by every role's cache, never written.
+        build: build the teachers (``False``: cache-only clients, to look up what is cached).
+    """
+
+    def __init__(
+        self,
+        roles: dict[Role, TeacherConfig],
+        cache_dirs: dict[Role, str],
+        prompt_version: str,
+        share: int = 1,
+        api_keys: dict[Role, Secret | None] | None = None,
+        recorded: Sequence[CacheEntry] = (),
+        build: bool = True,
+    ) -> None:
+        self.by_role: dict[Role, TeacherClient] = {}
+        for role in ROLES:
+            same = next(
+                (r for r in self.by_role if (roles[r], cache_dirs[r]) == (roles[role], cache_dirs[role])),
+                None,
+            )
+            if same is not None:
+                self.by_role[role] = self.by_role[same]
+                continue
+            key = (api_keys or {}).get(role)
+            # A batch role's replies come from the batch API before the pipeline runs: its actors
+            # only read the cache, and a line that failed in the batch stays a miss.
+            teacher = build_teacher(roles[role], share, key) if build and not roles[role].batch else None
+            cache = ResponseCache(cache_dirs[role], preload=recorded)
+            self.by_role[role] = TeacherClient(teacher, cache, roles[role], prompt_version, share)
+
+    @property
+    def translator(self) -> TeacherClient:
+        return self.by_role["translator"]
+
+    @property
+    def reasoner(self) -> TeacherClient:
+        return self.by_role["reasoner"]
+
+    def distinct(self) -> list[TeacherClient]:
+        return list({id(c): c for c in self.by_role.values()}.values())
+
+    def sync(self) -> None:
+        for client in self.distinct():
+            client.sync()
+
+    async def aclose(self) -> None:
+        for client in self.distinct():
+            await client.aclose()
+
+
 def _answer(entry: CacheEntry, cached: bool) -> Answer:
     usage = Usage(entry.prompt_tokens, entry.completion_tokens)
-    return Answer(entry.text, usage, entry.fingerprint, cached, entry.finish_reason)
+    return Answer(entry.text, usage, entry.fingerprint, cached, entry.finish_reason, entry.served_model)

@@ -3,11 +3,18 @@
 aiohttp, not the ``openai`` SDK: on these machines the SDK's default httpx transport reached 0.09 of
 the teacher-bound ideal at concurrency 64, raw aiohttp 0.88 (see ``bench/synth_throughput.py``).
 
-Retries with exponential backoff and full jitter on 429, 5xx, timeouts, dropped connections,
-malformed JSON and empty content; a ``Retry-After`` header (seconds or an HTTP date) is honoured,
-capped at ``backoff_max_s``, and after a 429 the whole actor pauses that long, not only the request
-that received it. Other 4xx statuses fail at once. The API key is read from the
-environment, sent only in the ``Authorization`` header and scrubbed from every error message.
+A failure is classified before anything is sent again, so no paid reply is bought twice for
+nothing: ``finish_reason: length`` is a final answer (the caller rejects it as truncated; sending it
+again would be cut at the same place), ``content_filter`` fails at once, and a reply that arrived but
+is unusable (empty content with ``stop``, malformed JSON: both paid for) is retried at most once.
+429, 5xx, timeouts and dropped connections (not billed) are retried with exponential backoff and
+full jitter; a ``Retry-After`` header (seconds or an HTTP date) is honoured, capped at
+``backoff_max_s``, and pauses the whole actor. A 429 *without* ``Retry-After`` halves the actor's
+in-flight window instead (`l2ray.teacher.ratelimit.AdaptiveWindow`). Other 4xx statuses fail at once.
+
+Timeouts are a connect timeout and an idle-read timeout (the longest silence between two chunks of a
+reply), never a total: a long reasoning reply that keeps arriving is not cut. The API key is sent
+only in the ``Authorization`` header and scrubbed from every error message.
 
 Example:
     >>> teacher = OpenAITeacher(TeacherConfig(base_url="http://127.0.0.1:8000/v1", model="m"))
@@ -23,17 +30,21 @@ import json
 import logging
 import random
 import time
+from typing import Literal
 
 import aiohttp
 
 from l2ray.teacher.base import Message, SamplingParams, Secret, TeacherError, TeacherReply, Usage
 from l2ray.teacher.config import TeacherConfig
-from l2ray.teacher.ratelimit import RateLimiter
+from l2ray.teacher.ratelimit import AdaptiveWindow, RateLimiter
 from l2ray.thinking import assistant_turn
 
 log = logging.getLogger("l2ray.teacher")
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+PAID_FAULTS = frozenset({"empty_content", "malformed_json"})
+"""Faults of a reply that arrived (and is billed): worth one more try, never more."""
+MAX_PAID_RETRIES = 1
 FINGERPRINT_HEADER = "X-L2ray-Fingerprint"
 
 
@@ -55,6 +66,7 @@ class OpenAITeacher:
         self.model = config.model
         self.endpoint = config.base_url.rstrip("/") + "/chat/completions"
         self.limiter = limiter or RateLimiter(config.requests_per_minute, config.tokens_per_minute)
+        self.window = AdaptiveWindow(config.concurrency)
         key = api_key or Secret.from_env(config.api_key_env)
         self._api_key = key.value if key else None
         self._session: aiohttp.ClientSession | None = None
@@ -71,29 +83,24 @@ class OpenAITeacher:
         }
         headers = {FINGERPRINT_HEADER: fingerprint} if fingerprint else {}
         prompt_estimate = estimate_tokens("".join(m["content"] for m in messages))
-        last: TeacherError | None = None
+        paid_retries = 0
         for attempt in range(self.config.max_retries + 1):
             await self.limiter.acquire(prompt_estimate)
             try:
-                reply = await self._post(body, headers)
+                reply = await self._attempt(body, headers)
             except _Retryable as exc:
-                last = TeacherError(exc.reason, self._scrub(exc.detail), attempt + 1)
-                if attempt == self.config.max_retries:
-                    break
-                delay = self._delay(attempt, exc.retry_after)
-                log.debug("teacher %s (attempt %d), retrying in %.2fs", exc.reason, attempt + 1, delay)
-                if exc.reason == "rate_limited":
-                    self.limiter.pause(delay)  # every request of this actor waits, then this one retries
-                else:
-                    await asyncio.sleep(delay)
+                paid_retries += exc.reason in PAID_FAULTS
+                failure = TeacherError(exc.reason, self._scrub(exc.detail), attempt + 1)
+                if attempt == self.config.max_retries or paid_retries > MAX_PAID_RETRIES:
+                    raise failure from None
+                await self._wait_before_retry(attempt, exc)
                 continue
             except TeacherError as exc:
                 raise TeacherError(exc.reason, self._scrub(exc.detail), attempt + 1) from None
             missed = reply.usage.prompt_tokens - prompt_estimate if reply.usage.prompt_tokens else 0
             self.limiter.charge_tokens(reply.usage.completion_tokens + missed)
             return reply
-        assert last is not None
-        raise last
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -101,6 +108,21 @@ class OpenAITeacher:
             self._session = None
 
     # --- one attempt ------------------------------------------------------------------------------
+
+    async def _attempt(self, body: dict, headers: dict[str, str]) -> TeacherReply:
+        """One request inside the adaptive window; the slot is freed before any backoff."""
+        ticket = await self.window.acquire()
+        outcome: Literal["ok", "overloaded", "failed"] = "failed"
+        try:
+            reply = await self._post(body, headers)
+            outcome = "ok"
+            return reply
+        except _Retryable as exc:
+            if exc.reason == "rate_limited" and exc.retry_after is None:
+                outcome = "overloaded"
+            raise
+        finally:
+            self.window.release(ticket, outcome)
 
     async def _post(self, body: dict, headers: dict[str, str]) -> TeacherReply:
         session = self._open()
@@ -116,10 +138,11 @@ class OpenAITeacher:
                         raise _Retryable(reason, detail, _retry_after(resp.headers.get("Retry-After")))
                     raise TeacherError(f"http_{resp.status}", detail)
         except asyncio.TimeoutError:
-            raise _Retryable("timeout", f"no complete reply within {self.config.timeout_s}s") from None
+            limits = f"connect {self.config.connect_timeout_s}s, silence {self.config.read_timeout_s}s"
+            raise _Retryable("timeout", f"the endpoint went quiet ({limits})") from None
         except aiohttp.ClientError as exc:
             raise _Retryable("connection", f"{type(exc).__name__}: {exc}") from None
-        return _parse_reply(raw)
+        return parse_reply(raw)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -128,11 +151,23 @@ class OpenAITeacher:
                 headers["Authorization"] = f"Bearer {self._api_key}"
             self._session = aiohttp.ClientSession(
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=self.config.connect_timeout_s,
+                    sock_read=self.config.read_timeout_s,
+                ),
                 # The caller bounds concurrency; the connector must not queue below it.
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             )
         return self._session
+
+    async def _wait_before_retry(self, attempt: int, exc: _Retryable) -> None:
+        delay = self._delay(attempt, exc.retry_after)
+        log.debug("teacher %s (attempt %d), retrying in %.2fs", exc.reason, attempt + 1, delay)
+        if exc.reason == "rate_limited" and exc.retry_after is not None:
+            self.limiter.pause(delay)  # every request of this actor waits, then this one retries
+        else:
+            await asyncio.sleep(delay)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         cap = self.config.backoff_max_s
@@ -150,21 +185,27 @@ class _Retryable(Exception):
         self.reason, self.detail, self.retry_after = reason, detail, retry_after
 
 
-def _parse_reply(raw: bytes) -> TeacherReply:
-    """The text of the first choice (reasoning content folded into ``<think>``) and the usage."""
+def parse_reply(raw: bytes) -> TeacherReply:
+    """The text of the first choice (reasoning content folded into ``<think>``), the usage and the
+    model that answered. ``finish_reason`` is read first: a cut-off reply is final even when empty."""
     try:
         data = json.loads(raw)
         choice = data["choices"][0]
         message = choice["message"]
         content = message.get("content") or ""
         reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+        finish = str(choice.get("finish_reason") or "stop")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError, AttributeError):
         raise _Retryable("malformed_json", f"not a chat completion: {raw[:120]!r}") from None
-    if not isinstance(content, str) or not content.strip():
+    if not isinstance(content, str) or not isinstance(reasoning, str):
+        raise _Retryable("malformed_json", "message content is not text")
+    if finish == "content_filter":
+        raise TeacherError("content_filter", "the endpoint filtered the reply; sending it again would too")
+    if finish != "length" and not content.strip():
         raise _Retryable("empty_content", "the reply has no content")
     text = assistant_turn(reasoning.strip(), content.strip()) if reasoning else content
-    finish = choice.get("finish_reason") if isinstance(choice, dict) else None
-    return TeacherReply(text=text, usage=_usage(data.get("usage")), finish_reason=str(finish or "stop"))
+    model = data.get("model") if isinstance(data.get("model"), str) else ""
+    return TeacherReply(text=text, usage=_usage(data.get("usage")), finish_reason=finish, model=model)
 
 
 def _usage(raw: object) -> Usage:

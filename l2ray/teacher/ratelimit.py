@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Literal
 
 
 class TokenBucket:
@@ -90,3 +91,48 @@ class RateLimiter:
         if self._tokens is not None:
             self._tokens.refill()
             self._tokens.level -= tokens
+
+
+class AdaptiveWindow:
+    """How many requests may be in flight, adapted to the endpoint (AIMD, as TCP does).
+
+    A 429 without ``Retry-After`` (DeepSeek's way of saying "too many at once") halves the window,
+    once per round: 429s of requests sent before the last cut do not cut again. Every success grows
+    it by ``1/window`` (about one per round trip of a full window), up to ``ceiling``.
+
+    Example:
+        >>> import asyncio
+        >>> window = AdaptiveWindow(ceiling=8)
+        >>> ticket = asyncio.run(window.acquire())
+        >>> window.release(ticket, "overloaded"); window.limit
+        4.0
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.limit = float(ceiling)
+        self.in_flight = 0
+        self._round = 0
+        self._waiters: asyncio.Event | None = None
+
+    async def acquire(self) -> int:
+        """Wait for a free slot; returns the round the request is sent in (give it to `release`)."""
+        if self._waiters is None:
+            self._waiters = asyncio.Event()
+        while self.in_flight >= max(1, int(self.limit)):
+            self._waiters.clear()
+            await self._waiters.wait()
+        self.in_flight += 1
+        return self._round
+
+    def release(self, sent_in_round: int, outcome: Literal["ok", "overloaded", "failed"]) -> None:
+        """Free the slot. ``overloaded``: the endpoint refused the request for load (a bare 429);
+        ``failed``: any other failure (neither grows nor shrinks the window)."""
+        self.in_flight -= 1
+        if outcome == "overloaded" and sent_in_round == self._round:
+            self.limit = max(1.0, self.limit / 2)
+            self._round += 1
+        elif outcome == "ok":
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+        if self._waiters is not None:
+            self._waiters.set()

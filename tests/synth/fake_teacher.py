@@ -10,9 +10,22 @@ fingerprint — 429 with ``Retry-After``, 500, a reply held back until the serve
 times out: ``client_timeout_s`` suits the server), a dropped connection, malformed JSON, empty
 content — and the retry succeeds. Text markers make a request
 fail every time: ``[[ALWAYS500]]`` (HTTP 500) and ``[[EMPTY]]`` (empty content); ``[[429]]`` gets a
-429 with ``Retry-After: 0.5`` on its first attempt; others change a
-successful reply: ``[[CUTOFF]]`` (``finish_reason: length``), ``[[MARKUP]]`` (a language tag in the
-text) and ``[[BADUSAGE]]`` (``usage`` is not an object).
+429 with ``Retry-After: 0.5`` on its first attempt; ``[[STALL]]`` starts a reply and then goes
+silent until the server stops. Others change a successful reply: ``[[CUTOFF]]`` (``finish_reason:
+length``), ``[[CUTEMPTY]]`` (cut off inside the reasoning: empty content, ``length``),
+``[[TRICKLE]]`` (the reply arrives slowly: ``trickle_chunks`` blank lines ``trickle_gap_s`` apart
+before the JSON, as DeepSeek keeps a long reply alive), ``[[MARKUP]]`` (a language tag in the text)
+and ``[[BADUSAGE]]`` (``usage`` is not an object).
+
+``capacity`` (optional) makes it an overloaded endpoint: a request arriving while ``capacity``
+others are in flight gets a 429 *without* ``Retry-After`` (``refused`` records, per arrival, whether
+it was). ``paid`` counts, per fingerprint, the requests that produced a reply (what a real endpoint
+bills: good, empty, malformed or cut off). ``served_model`` is the model id replies name (default:
+the requested one).
+
+The batch API (``/v1/files``, ``/v1/batches``) answers a batch on its ``batch_polls``-th poll; a line
+whose prompt holds ``[[BATCHFAIL]]`` lands in the error file. ``batch_lines`` counts, per custom id,
+the batches that carried it.
 
 Run in a thread (tests: ``with FakeTeacher() as server: server.base_url``) or as a process
 (bench: ``python tests/synth/fake_teacher.py --latency 0.1`` prints the base URL).
@@ -70,8 +83,23 @@ class FakeTeacher:
         slow_s: float = 60.0,
         expected_key: str | None = None,
         port: int = 0,
+        capacity: int | None = None,
+        served_model: str | None = None,
+        trickle_chunks: int = 20,
+        trickle_gap_s: float = 0.1,
+        batch_polls: int = 2,
     ) -> None:
         self.latency, self.faults, self.slow_s = latency, faults, slow_s
+        self.capacity, self.served_model = capacity, served_model
+        self.trickle_chunks, self.trickle_gap_s = trickle_chunks, trickle_gap_s
+        self.refused: list[bool] = []
+        self.batch_polls = batch_polls
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_lines: Counter[str] = Counter()  # custom_id -> how many batches carried it
+        self._polls: Counter[str] = Counter()
+        self.paid: Counter[str] = Counter()
+        self._in_flight = 0
         self.client_timeout_s = 2.0 if faults else 30.0
         self.expected_key, self.port = expected_key, port
         self.requests = 0
@@ -92,6 +120,10 @@ class FakeTeacher:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/files", self._upload)
+        app.router.add_get("/v1/files/{file_id}/content", self._file_content)
+        app.router.add_post("/v1/batches", self._create_batch)
+        app.router.add_get("/v1/batches/{batch_id}", self._get_batch)
         return app
 
     async def start_async(self) -> None:
@@ -125,6 +157,13 @@ class FakeTeacher:
             self._thread.join(10)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self._in_flight += 1
+        try:
+            return await self._serve(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         auth = request.headers.get("Authorization", "")
         if self.expected_key and auth != f"Bearer {self.expected_key}":
@@ -136,6 +175,10 @@ class FakeTeacher:
         self._attempts[fingerprint] += 1
         text = "\n".join(m["content"] for m in body["messages"])
         self.arrivals.append((time.monotonic(), body["messages"][-1]["content"]))
+        if self.capacity is not None:
+            self.refused.append(self._in_flight > self.capacity)
+            if self.refused[-1]:
+                return web.json_response({"error": "server busy"}, status=429)
         if self.latency:
             await asyncio.sleep(self.latency)
         fault = self._fault(fingerprint, text)
@@ -144,24 +187,107 @@ class FakeTeacher:
             response = await self._misbehave(fault, request, auth)
             if response is not None:
                 return response
-        content = answer(body["messages"]) + (" <|lang:de|>" if "[[MARKUP]]" in text else "")
-        usage = {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4}
         self.succeeded[fingerprint] += 1
-        return web.json_response(
-            {
-                "id": "fake",
-                "object": "chat.completion",
-                "model": body.get("model"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "length" if "[[CUTOFF]]" in text else "stop",
-                    }
-                ],
-                "usage": [1] if "[[BADUSAGE]]" in text else usage,
-            }
-        )
+        self.paid[fingerprint] += 1
+        reply = self._completion(body, text)
+        if "[[TRICKLE]]" in text:
+            return await self._trickle(request, json.dumps(reply).encode())
+        return web.json_response(reply)
+
+    def _completion(self, body: dict, text: str) -> dict:
+        """The chat completion a good (or a marked) request gets."""
+        content = answer(body["messages"]) + (" <|lang:de|>" if "[[MARKUP]]" in text else "")
+        message = {"role": "assistant", "content": content}
+        if "[[CUTEMPTY]]" in text:  # a reasoning model cut off while still thinking
+            message = {"role": "assistant", "content": "", "reasoning_content": "Let me think. " * 20}
+        usage = {"prompt_tokens": len(text) // 4, "completion_tokens": len(content) // 4}
+        cut = "[[CUTOFF]]" in text or "[[CUTEMPTY]]" in text
+        return {
+            "id": "fake",
+            "object": "chat.completion",
+            "model": self.served_model or body.get("model"),
+            "choices": [{"index": 0, "message": message, "finish_reason": "length" if cut else "stop"}],
+            "usage": [1] if "[[BADUSAGE]]" in text else usage,
+        }
+
+    # --- the batch API: /v1/files + /v1/batches -----------------------------------------------------
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        if self.expected_key and request.headers.get("Authorization") != f"Bearer {self.expected_key}":
+            return web.json_response({"error": "bad key"}, status=401)
+        form = await request.post()
+        upload = form["file"]
+        file_id = f"file-{len(self.files)}"
+        self.files[file_id] = upload.file.read() if hasattr(upload, "file") else bytes(upload)
+        assert form["purpose"] == "batch"
+        return web.json_response({"id": file_id, "object": "file", "purpose": "batch"})
+
+    async def _create_batch(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        batch_id = f"batch_{len(self.batches)}"
+        self.batches[batch_id] = {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": body["endpoint"],
+            "input_file_id": body["input_file_id"],
+            "completion_window": body["completion_window"],
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+        }
+        self._polls[batch_id] = 0
+        return web.json_response(self.batches[batch_id])
+
+    async def _get_batch(self, request: web.Request) -> web.Response:
+        batch = self.batches[request.match_info["batch_id"]]
+        self._polls[batch["id"]] += 1
+        if batch["status"] != "completed" and self._polls[batch["id"]] >= self.batch_polls:
+            self._run_batch(batch)
+        elif batch["status"] == "validating":
+            batch["status"] = "in_progress"
+        return web.json_response(batch)
+
+    async def _file_content(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.files[request.match_info["file_id"]], content_type="application/jsonl")
+
+    def _run_batch(self, batch: dict) -> None:
+        """Answer every line; a line whose prompt holds ``[[BATCHFAIL]]`` goes to the error file."""
+        done, failed = [], []
+        for raw in self.files[batch["input_file_id"]].decode().splitlines():
+            line = json.loads(raw)
+            body, custom_id = line["body"], line["custom_id"]
+            self.batch_lines[custom_id] += 1
+            text = "\n".join(m["content"] for m in body["messages"])
+            if "[[BATCHFAIL]]" in text:
+                error = {"code": "server_error", "message": "the line failed"}
+                failed.append({"id": "r", "custom_id": custom_id, "response": None, "error": error})
+                continue
+            self.paid[custom_id] += 1
+            response = {"status_code": 200, "request_id": "req", "body": self._completion(body, text)}
+            done.append({"id": "r", "custom_id": custom_id, "response": response, "error": None})
+        for key, lines in (("output_file_id", done), ("error_file_id", failed)):
+            if lines:
+                file_id = f"file-{len(self.files)}"
+                self.files[file_id] = "".join(json.dumps(x) + "\n" for x in lines).encode()
+                batch[key] = file_id
+        batch["status"] = "completed"
+        batch["request_counts"] = {
+            "total": len(done) + len(failed),
+            "completed": len(done),
+            "failed": len(failed),
+        }
+
+    async def _trickle(self, request: web.Request, payload: bytes) -> web.StreamResponse:
+        """Headers at once, then blank lines while the "model" works, then the JSON (leading
+        whitespace is valid JSON): a reply far longer than the client's idle timeout, never silent."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for _ in range(self.trickle_chunks):
+            await asyncio.sleep(self.trickle_gap_s)
+            await response.write(b"\n")
+        await response.write(payload)
+        await response.write_eof()
+        return response
 
     def _fault(self, fingerprint: str, text: str) -> str | None:
         if "[[429]]" in text and self._attempts[fingerprint] == 1:
@@ -170,6 +296,8 @@ class FakeTeacher:
             return "server_error"
         if "[[EMPTY]]" in text:
             return "empty"
+        if "[[STALL]]" in text:
+            return "stall"
         if self.faults and self._attempts[fingerprint] == 1:
             return FAULTS[int(fingerprint[:8], 16) % len(FAULTS)]
         return None
@@ -188,10 +316,20 @@ class FakeTeacher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.slow_s)
             return None
+        if fault == "stall":  # a reply that starts, then goes silent for good
+            assert self._stopping is not None
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            await response.write(b"\n")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.slow_s)
+            return response
         if fault == "drop":
             assert request.transport is not None
             request.transport.close()
             return web.Response()  # never reaches the client
+        fingerprint = request.headers.get("X-L2ray-Fingerprint", "")
+        self.paid[fingerprint] += 1  # a reply was produced: billed, though useless
         if fault == "malformed":
             return web.Response(text='{"choices": [', content_type="application/json")
         return web.json_response(

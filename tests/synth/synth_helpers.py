@@ -39,7 +39,7 @@ def teacher_section(server: FakeTeacher, **extra) -> dict:
     return {
         "base_url": server.base_url,
         "model": "fake-teacher",
-        "timeout_s": server.client_timeout_s,
+        "read_timeout_s": server.client_timeout_s,
         "backoff_base_s": 0.02,
         "backoff_max_s": 0.2,
         "max_retries": 3,

@@ -122,7 +122,7 @@ def test_two_actors_send_each_request_once_and_odd_replies_cost_one_row(ray_clus
 def test_a_killed_run_resumes_without_duplicates_or_resent_requests(ray_cluster, api_key, tmp_path):
     seeds = write_seeds(tmp_path / "seeds.jsonl", [seed_record(i) for i in range(6)])
     with FakeTeacher(latency=0.25, expected_key=API_KEY) as server:
-        teacher = teacher_section(server, concurrency=2, timeout_s=5)
+        teacher = teacher_section(server, concurrency=2, read_timeout_s=5)
         raw = _recipe(tmp_path, seeds, teacher, ["zh", "fr", "de"])
         (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(raw))
         env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}

@@ -38,12 +38,13 @@ def test_switch_plans_are_seeded_weighted_and_never_repeat_the_previous_language
 def test_expansion_gives_stable_ids_per_kind_language_and_recipe():
     seed = SeedRow(source="t", **seed_record(1))
     synth = SynthConfig(mixed_per_seed=2, p_switch=1.0)
-    fp = recipe_fingerprint(TeacherConfig(), synth, 0)
+    one = TeacherConfig()
+    fp = recipe_fingerprint({"translator": one, "reasoner": one}, synth, 0)
     tasks = expand_seed(seed, ["zh", "fr"], synth, fp, 0)
     assert [t["kind"] for t in tasks] == ["original", "whole", "whole", "mixed", "mixed"]
     assert [t["id"] for t in tasks] == [t["id"] for t in expand_seed(seed, ["zh", "fr"], synth, fp, 0)]
     assert len({t["id"] for t in tasks}) == 5
-    other = recipe_fingerprint(TeacherConfig(model="another"), synth, 0)
+    other = recipe_fingerprint({"translator": one, "reasoner": TeacherConfig(model="another")}, synth, 0)
     assert not {t["id"] for t in tasks} & {t["id"] for t in expand_seed(seed, ["zh", "fr"], synth, other, 0)}
 
 
@@ -81,17 +82,15 @@ def test_mixed_traces_are_tagged_at_every_switch_and_checked_per_fragment():
         "1": "Attendez, vérifions encore : $a$ était défini comme $12$.",
         "2": "嗯，是的，这个值是 $12$，没有别的。",
     }
-    status, row = assemble(_task(seed, "mixed", ["en", "fr", "zh"]), _outcome(fragments=good), "m", 0.6)
+    status, row = assemble(_task(seed, "mixed", ["en", "fr", "zh"]), _outcome(fragments=good), 0.6)
     assert status == "accepted"
     assert [code for code, _ in parse_tagged(row["cot"])] == ["en", "fr", "zh"]
     assert row["cot"].startswith("<|lang:en|>So $a = 12$") and row["question_lang"] == "en"
     lost_math = {**good, "1": "Attendez, vérifions encore : a était défini comme douze."}
-    status, row = assemble(_task(seed, "mixed", ["en", "fr", "zh"]), _outcome(fragments=lost_math), "m", 0.6)
+    status, row = assemble(_task(seed, "mixed", ["en", "fr", "zh"]), _outcome(fragments=lost_math), 0.6)
     assert (status, row["reason"]) == ("rejected", "fragment_math")
     wrong_language = {**good, "1": "Wait, let us check again: $a$ was defined as $12$."}
-    status, row = assemble(
-        _task(seed, "mixed", ["en", "fr", "zh"]), _outcome(fragments=wrong_language), "m", 0.6
-    )
+    status, row = assemble(_task(seed, "mixed", ["en", "fr", "zh"]), _outcome(fragments=wrong_language), 0.6)
     assert (status, row["reason"]) == ("rejected", "fragment_language")
 
 
@@ -99,21 +98,15 @@ def test_whole_traces_need_the_gold_answer_and_the_target_language():
     seed = SeedRow(source="t", **seed_record(3))
     question = "设 $a = 13$。求 $a$ 的值。"
     right = "<think>\n题目直接给出了这个值，所以不需要额外计算。\n</think>\n\n答案是 $\\boxed{13}$。"
-    status, row = assemble(
-        _task(seed, "whole", ["zh"]), _outcome(question=question, solution=right), "m", 0.6
-    )
+    status, row = assemble(_task(seed, "whole", ["zh"]), _outcome(question=question, solution=right), 0.6)
     assert status == "accepted" and row["cot"].startswith("<|lang:zh|>") and row["question_lang"] == "zh"
     wrong = right.replace("{13}", "{14}")
-    status, row = assemble(
-        _task(seed, "whole", ["zh"]), _outcome(question=question, solution=wrong), "m", 0.6
-    )
+    status, row = assemble(_task(seed, "whole", ["zh"]), _outcome(question=question, solution=wrong), 0.6)
     assert (status, row["reason"]) == ("rejected", "wrong_answer")
     english = (
         "<think>\nThe statement gives the value directly, nothing to compute.\n</think>\n\n$\\boxed{13}$"
     )
-    status, row = assemble(
-        _task(seed, "whole", ["zh"]), _outcome(question=question, solution=english), "m", 0.6
-    )
+    status, row = assemble(_task(seed, "whole", ["zh"]), _outcome(question=question, solution=english), 0.6)
     assert (status, row["reason"]) == ("rejected", "language_share")
 
 
@@ -122,14 +115,14 @@ def test_teacher_markup_and_unforeseen_errors_reject_one_row_with_their_cause():
     question = "设 $a = 13$。求 $a$ 的值。"
     # A reasoning reply cut off before </think>: the opening <think> would land inside the trace.
     cut = "<think>\n题目直接给出了这个值，所以答案是 $\\boxed{13}$，不需要额外计算。"
-    status, row = assemble(_task(seed, "whole", ["zh"]), _outcome(question=question, solution=cut), "m", 0.6)
+    status, row = assemble(_task(seed, "whole", ["zh"]), _outcome(question=question, solution=cut), 0.6)
     assert (status, row["reason"]) == ("rejected", "teacher_markup") and "<think>" in row["detail"]
 
     fragments = {"1": "Attendez <|lang:de|> : $a$ était défini comme $13$.", "2": "嗯，是的，值是 $13$。"}
-    status, row = assemble(_task(seed, "mixed", ["en", "fr", "zh"]), _outcome(fragments=fragments), "m", 0.6)
+    status, row = assemble(_task(seed, "mixed", ["en", "fr", "zh"]), _outcome(fragments=fragments), 0.6)
     assert (status, row["reason"]) == ("rejected", "teacher_markup") and "fragment 1" in row["detail"]
 
-    status, row = assemble(_task(seed, "whole", ["zh"]), _outcome(question=question), "m", 0.6)
+    status, row = assemble(_task(seed, "whole", ["zh"]), _outcome(question=question), 0.6)
     assert (status, row["reason"]) == ("rejected", "internal:KeyError") and "solution" in row["detail"]
     assert row["id"] == "t" and row["seed_id"] == seed.id  # still accounted for
 
@@ -181,8 +174,8 @@ def test_recorded_content_becomes_cache_entries_under_the_real_fingerprints(tmp_
     (tmp_path / "zh.jsonl").write_text(
         "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n{bad\n"
     )
-    teacher = TeacherConfig()
-    loaded = load_recorded([seed], teacher, "v1", ["zh", "fr"], tmp_path)
+    teacher = TeacherConfig(recorded_dir=str(tmp_path))
+    loaded = load_recorded([seed], {"translator": teacher, "reasoner": teacher}, "v1", ["zh", "fr"])
     assert len(loaded.entries) == 3
     assert any("fr.jsonl: no recorded content" in p for p in loaded.problems)
     assert any("fragment 2 of s4 does not match" in p for p in loaded.problems)
@@ -193,4 +186,8 @@ def test_recorded_content_becomes_cache_entries_under_the_real_fingerprints(tmp_
     solve = client.cached(solve_messages(question.text, "zh"))
     assert solve is not None and solve.text == "<think>\n直接得到。\n</think>\n\n$\\boxed{14}$"
     assert client.cached(translate_fragment_messages(fragments[1], "zh")).text == "等等。"
-    assert load_recorded([seed], TeacherConfig(model="a-real-model"), "v1", ["zh"], tmp_path).entries == []
+    real = TeacherConfig(model="a-real-model", recorded_dir=str(tmp_path))
+    assert load_recorded([seed], {"translator": real, "reasoner": real}, "v1", ["zh"]).entries == []
+    # Roles split: the recorded translator answers questions and fragments, never the reasoning.
+    split = load_recorded([seed], {"translator": teacher, "reasoner": real}, "v1", ["zh"])
+    assert {e.meta["kind"] for e in split.entries} == {"question", "fragment"}

@@ -23,6 +23,8 @@ from l2ray.teacher import (
     build_teacher,
     ratelimit,
 )
+from l2ray.teacher.client import RoleClients
+from l2ray.teacher.config import ROLES
 from l2ray.teacher.local import TransformersTeacher
 from l2ray.teacher.openai_http import estimate_tokens
 from l2ray.teacher.ratelimit import RateLimiter, TokenBucket
@@ -32,6 +34,11 @@ from l2ray.text import segment
 def _client(server: FakeTeacher, cache_dir, **extra) -> TeacherClient:
     config = TeacherConfig(**teacher_section(server, **extra))
     return TeacherClient(build_teacher(config), ResponseCache(cache_dir), config, prompt_version="v1")
+
+
+def _role_clients(server: FakeTeacher, cache_dir, **extra) -> RoleClients:
+    config = TeacherConfig(**teacher_section(server, **extra))
+    return RoleClients({"translator": config, "reasoner": config}, {r: str(cache_dir) for r in ROLES}, "v1")
 
 
 def _ask_all(client: TeacherClient, contents: list[str]) -> list:
@@ -68,6 +75,7 @@ def test_permanent_failures_raise_with_their_cause_and_never_the_key(fake_teache
     assert isinstance(always_500, TeacherError) and always_500.reason == "http_500"
     assert always_500.attempts == 4  # max_retries=3
     assert isinstance(empty, TeacherError) and empty.reason == "empty_content"
+    assert empty.attempts == 2  # a reply that arrived empty is paid for: one more try, not max_retries
     with FakeTeacher(expected_key="another-key") as strict:
         (denied,) = _ask_all(_client(strict, tmp_path / "c2"), ["hello"])
     assert isinstance(denied, TeacherError) and denied.reason == "http_401" and denied.attempts == 1
@@ -89,22 +97,23 @@ def test_a_failed_fragment_still_accounts_for_the_paid_ones_and_cut_off_replies_
     cut_seed = seed.model_copy(update={"question": "[[CUTOFF]] Let $a = 3$. What is $a$?"})
     whole = {**mixed, "kind": "whole", "seed": cut_seed.model_dump_json(), "languages": '["fr"]'}
 
-    async def run(client: TeacherClient) -> tuple[dict, dict]:
+    async def run(clients: RoleClients) -> tuple[dict, dict]:
         try:
-            first = await run_task({**mixed, "languages": json.dumps(["en", "fr", "zh"])}, client)
-            return first, await run_task(whole, client)
+            first = await run_task({**mixed, "languages": json.dumps(["en", "fr", "zh"])}, clients)
+            return first, await run_task(whole, clients)
         finally:
-            await client.aclose()
+            await clients.aclose()
 
     with FakeTeacher() as server:  # no random faults: only the marked fragment fails
-        outcome, cut = asyncio.run(run(_client(server, tmp_path, max_retries=0)))
+        outcome, cut = asyncio.run(run(_role_clients(server, tmp_path, max_retries=0)))
     assert outcome["error"]["reason"] == "teacher:http_500"
     # The zh fragment was answered (and paid for) although the fr one failed: it is in the log.
     assert [r["cached"] for r in outcome["requests"]] == [False]
     assert outcome["requests"][0]["completion_tokens"] > 0
 
-    assert cut["error"]["reason"] == "truncated" and "teacher.max_tokens" in cut["error"]["detail"]
-    assert [r["finish_reason"] for r in cut["requests"]] == ["length", "stop"]  # the question was cut
+    assert cut["error"]["reason"] == "truncated" and "max_tokens" in cut["error"]["detail"]
+    # The question translation was cut: the solve that would build on it is never bought.
+    assert [r["finish_reason"] for r in cut["requests"]] == ["length"]
 
 
 def test_a_429_holds_back_every_request_of_the_actor_for_its_retry_after(api_key, tmp_path):
@@ -227,3 +236,52 @@ def test_retry_after_is_honoured_and_capped_and_backoff_is_jittered():
     assert teacher._delay(0, retry_after=3.0) == 3.0 and teacher._delay(0, retry_after=600) == 10
     delays = {teacher._delay(5, None) for _ in range(20)}
     assert len(delays) > 1 and all(0 <= d <= 10 for d in delays)
+
+
+def test_a_cut_off_reply_is_paid_once_and_an_empty_one_at_most_twice(api_key, tmp_path):
+    contents = ["[[CUTEMPTY]] think long", "[[CUTOFF]] translate", "[[EMPTY]] nothing", "fine"]
+    with FakeTeacher() as server:
+        client = _client(server, tmp_path, max_retries=6)
+        fingerprints = [client.fingerprint([{"role": "user", "content": c}]) for c in contents]
+        cut_empty, cut, empty, fine = _ask_all(client, contents)
+        # A rerun finds the cut-off replies in the cache: still nothing is sent again for them.
+        again = _ask_all(_client(server, tmp_path, max_retries=6), contents[:2])
+    paid = [server.paid[fp] for fp in fingerprints]
+    assert paid == [1, 1, 2, 1], paid
+    assert [server.by_fingerprint[fp] for fp in fingerprints] == [1, 1, 2, 1]  # nothing unpaid either
+    assert cut_empty.finish_reason == cut.finish_reason == "length" and fine.finish_reason == "stop"
+    assert cut_empty.text.startswith("<think>")  # the reasoning that did arrive is kept, for the record
+    assert isinstance(empty, TeacherError) and empty.reason == "empty_content"
+    assert [a.cached for a in again] == [True, True] and [a.finish_reason for a in again] == ["length"] * 2
+
+
+def test_a_long_reply_that_keeps_arriving_never_times_out_and_a_stalled_one_does(api_key, tmp_path):
+    # The reply takes 30 x 0.1 s = 3 s, three times the 1 s idle timeout: a total timeout of 1 s
+    # would cut it; an idle-read timeout sees a byte every 0.1 s and waits for the end.
+    with FakeTeacher(trickle_chunks=30, trickle_gap_s=0.1) as server:
+        client = _client(server, tmp_path, read_timeout_s=1.0, max_retries=1)
+        slow, stalled = _ask_all(client, ["[[TRICKLE]] a very long reasoning", "[[STALL]] a dead stream"])
+        slow_fp = client.fingerprint([{"role": "user", "content": "[[TRICKLE]] a very long reasoning"}])
+    assert not isinstance(slow, Exception), slow
+    assert slow.text.endswith("$\\boxed{0}$.") and server.by_fingerprint[slow_fp] == 1  # sent once
+    assert isinstance(stalled, TeacherError) and stalled.reason == "timeout" and stalled.attempts == 2
+    assert "silence 1.0s" in str(stalled)
+
+
+def test_bare_429s_shrink_the_in_flight_window_until_they_stop_and_every_request_finishes(api_key, tmp_path):
+    # An endpoint that takes 4 requests at a time and refuses the rest with a 429 without Retry-After.
+    with FakeTeacher(latency=0.02, capacity=4) as server:
+        client = _client(
+            server, tmp_path, concurrency=32, max_retries=40, backoff_base_s=0.01, backoff_max_s=0.05
+        )
+        window = client.teacher.window
+        answers = _ask_all(client, [f"request {i}" for i in range(240)])
+    assert all(not isinstance(a, Exception) for a in answers), [
+        a for a in answers if isinstance(a, Exception)
+    ][:3]
+    assert sum(server.succeeded.values()) == 240  # each request answered once
+    refused = server.refused
+    third = len(refused) // 3
+    early, late = sum(refused[:third]) / third, sum(refused[-third:]) / third
+    assert late < early / 2, (early, late)  # the 429 rate falls as the window adapts
+    assert window.limit < 32 and window.in_flight == 0

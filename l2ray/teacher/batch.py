@@ -1,0 +1,264 @@
+"""The OpenAI-compatible batch API as a way to fill the response cache: upload, submit, poll, collect.
+
+`run_batch` takes the requests a role still needs (fingerprint, messages, meta), skips those the cache
+answers, and sends the rest as JSONL batches (``custom_id`` = the request fingerprint) to
+``/v1/files`` + ``/v1/batches``. Each submitted batch is remembered in a small state file under
+``<cache dir>/batches/`` the moment it exists, so a killed run resumes by polling and collecting the
+batches it already paid for instead of submitting them again. Collected replies are classified like
+live ones (`l2ray.teacher.openai_http.parse_reply`: a cut-off reply is final) and written to the same
+cache, where the pipeline then finds them; failed lines are reported and stay cache misses (a rerun
+submits them again, in a new batch, and nothing else).
+
+Example:
+    >>> config = TeacherConfig(base_url="http://127.0.0.1:9/v1", model="gpt-4o", batch=True)
+    >>> BatchAPI(config, None).url("/batches")
+    'http://127.0.0.1:9/v1/batches'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from l2ray.teacher.base import Message, SamplingParams, Secret, TeacherError
+from l2ray.teacher.cache import CacheEntry, ResponseCache
+from l2ray.teacher.config import TeacherConfig
+from l2ray.teacher.openai_http import parse_reply
+
+ENDPOINT = "/v1/chat/completions"
+COMPLETION_WINDOW = "24h"
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    fingerprint: str
+    messages: list[Message]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BatchReport:
+    """What the batch API did for a role this run: batches submitted and collected, lines answered
+    (and their tokens), lines that failed (fingerprint → reason)."""
+
+    submitted: list[str] = field(default_factory=list)
+    collected: list[str] = field(default_factory=list)
+    answered: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "submitted": self.submitted,
+            "collected": self.collected,
+            "answered": self.answered,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "failed": len(self.failed),
+            "failed_reasons": sorted(set(self.failed.values())),
+        }
+
+
+async def run_batch(
+    config: TeacherConfig,
+    cache: ResponseCache,
+    requests: list[BatchRequest],
+    params: SamplingParams,
+    api_key: Secret | None,
+) -> BatchReport:
+    """Resume the role's unfinished batches, then submit and collect batches for what is still missing."""
+    report = BatchReport()
+    api = BatchAPI(config, api_key)
+    states = BatchStates(Path(cache.directory) / "batches", config.model)
+    try:
+        for state in states.unfinished():
+            await _finish(api, states, state, cache, report)
+        retried_here = set(report.failed)  # lines that just failed are not resubmitted in this run
+        todo = [r for r in dict((r.fingerprint, r) for r in requests).values() if r.fingerprint not in cache]
+        todo = [r for r in todo if r.fingerprint not in retried_here]
+        for start in range(0, len(todo), config.batch_max_requests):
+            chunk = todo[start : start + config.batch_max_requests]
+            state = await _submit(api, states, config, chunk, params)
+            report.submitted.append(state["batch_id"])
+            await _finish(api, states, state, cache, report)
+    finally:
+        await api.aclose()
+    return report
+
+
+class BatchAPI:
+    """The four calls of the batch API on one aiohttp session (retried on 5xx, 429 and dropped
+    connections; other statuses fail with the body, the key scrubbed)."""
+
+    def __init__(self, config: TeacherConfig, api_key: Secret | None) -> None:
+        if not config.base_url:
+            raise ValueError("batch mode needs teacher.base_url")
+        self.config = config
+        self._key = api_key.value if api_key else None
+        self._session: aiohttp.ClientSession | None = None
+
+    def url(self, path: str) -> str:
+        return self.config.base_url.rstrip("/") + path  # type: ignore[union-attr]
+
+    async def upload(self, jsonl: bytes) -> str:
+        form = aiohttp.FormData()
+        form.add_field("purpose", "batch")
+        form.add_field("file", jsonl, filename="requests.jsonl", content_type="application/jsonl")
+        return (await self._call("POST", "/files", data=form))["id"]
+
+    async def create(self, file_id: str) -> dict[str, Any]:
+        body = {"input_file_id": file_id, "endpoint": ENDPOINT, "completion_window": COMPLETION_WINDOW}
+        return await self._call("POST", "/batches", json=body)
+
+    async def get(self, batch_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/batches/{batch_id}")
+
+    async def content(self, file_id: str) -> bytes:
+        return await self._call("GET", f"/files/{file_id}/content", raw=True)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, method: str, path: str, raw: bool = False, **kwargs: Any) -> Any:
+        if self._session is None:
+            headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+            timeout = aiohttp.ClientTimeout(
+                sock_connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
+            )
+            self._session = aiohttp.ClientSession(headers=headers, timeout=timeout)
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                async with self._session.request(method, self.url(path), **kwargs) as resp:
+                    body = await resp.read()
+                    if resp.status == 200:
+                        return body if raw else json.loads(body)
+                    detail = body.decode("utf-8", "replace")
+                    detail = detail.replace(self._key, "***")[:200] if self._key else detail[:200]
+                    if resp.status not in (429, 500, 502, 503, 504) or attempt == self.config.max_retries:
+                        raise TeacherError(f"http_{resp.status}", f"{method} {path}: {detail}", attempt + 1)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                if attempt == self.config.max_retries:
+                    raise TeacherError(
+                        "connection", f"{method} {path}: {type(exc).__name__}", attempt + 1
+                    ) from None
+            await asyncio.sleep(min(self.config.backoff_max_s, self.config.backoff_base_s * 2**attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class BatchStates:
+    """One JSON file per submitted batch (id, input file, the fingerprints and metas it carries, status)."""
+
+    def __init__(self, folder: Path, model: str) -> None:
+        self.folder, self.model = folder, model
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        states = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(self.folder.glob("*.json"))]
+        return [s for s in states if s["model"] == self.model and s["status"] != "collected"]
+
+    def save(self, state: dict[str, Any]) -> None:
+        path = self.folder / f"{state['batch_id']}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+async def _submit(
+    api: BatchAPI,
+    states: BatchStates,
+    config: TeacherConfig,
+    chunk: list[BatchRequest],
+    params: SamplingParams,
+) -> dict[str, Any]:
+    lines = []
+    for request in chunk:
+        body = {
+            "model": config.model,
+            "messages": request.messages,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+        }
+        lines.append({"custom_id": request.fingerprint, "method": "POST", "url": ENDPOINT, "body": body})
+    file_id = await api.upload("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode())
+    batch = await api.create(file_id)
+    # Saved at once: from here on a killed run resumes this batch instead of paying for it again.
+    state = {
+        "batch_id": batch["id"],
+        "model": config.model,
+        "input_file_id": file_id,
+        "status": batch.get("status", "validating"),
+        "metas": {r.fingerprint: r.meta for r in chunk},
+    }
+    states.save(state)
+    return state
+
+
+async def _finish(
+    api: BatchAPI, states: BatchStates, state: dict[str, Any], cache: ResponseCache, report: BatchReport
+) -> None:
+    """Poll until the batch ends, then write every answered line to the cache."""
+    while True:
+        batch = await api.get(state["batch_id"])
+        if batch["status"] in TERMINAL:
+            break
+        await asyncio.sleep(api.config.batch_poll_s)
+    answered: set[str] = set()
+    for key in ("output_file_id", "error_file_id"):
+        if batch.get(key):
+            for raw in (await api.content(batch[key])).decode("utf-8").splitlines():
+                if raw.strip():
+                    answered.add(_collect_line(json.loads(raw), state, api.config, cache, report))
+    for fingerprint in state["metas"]:
+        if fingerprint not in answered:
+            report.failed[fingerprint] = f"batch_{batch['status']}"
+    cache.sync()
+    states.save({**state, "status": "collected"})
+    report.collected.append(state["batch_id"])
+
+
+def _collect_line(
+    line: dict[str, Any],
+    state: dict[str, Any],
+    config: TeacherConfig,
+    cache: ResponseCache,
+    report: BatchReport,
+) -> str:
+    fingerprint = line["custom_id"]
+    response = line.get("response") or {}
+    if line.get("error") or response.get("status_code") != 200:
+        code = (line.get("error") or {}).get("code") or f"http_{response.get('status_code')}"
+        report.failed[fingerprint] = str(code)
+        return fingerprint
+    try:
+        reply = parse_reply(json.dumps(response["body"]).encode())
+    except Exception as exc:  # an empty or malformed line: reported, never cached
+        report.failed[fingerprint] = getattr(exc, "reason", type(exc).__name__)
+        return fingerprint
+    usage = reply.usage
+    meta = {**state["metas"].get(fingerprint, {}), "batch": state["batch_id"]}
+    entry = CacheEntry(
+        fingerprint,
+        config.model,
+        reply.text,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        meta,
+        reply.finish_reason,
+        reply.model,
+    )
+    cache.put(entry)
+    report.answered += 1
+    report.prompt_tokens += usage.prompt_tokens
+    report.completion_tokens += usage.completion_tokens
+    return fingerprint
