@@ -7,7 +7,8 @@ both executions (the `LogitsProcessor` fast path in `processors.py` and the HTTP
 1. `forced_token()` — must this position be a given token (the rest of ``ignore_str``, the end of
    thinking when the budget is spent, the forced language's opening tag)?
 2. `tag_bias(top_ids)` — given the ids of the top-``k`` logits, the additive bias for tag tokens
-   (one random draw, only when a tag is among them and there is something to boost or suppress);
+   (under ``alpha_mode: probability`` one random draw, only when a tag is among them and there is
+   something to boost or suppress; under ``sign`` a fixed ``alpha * beta``, no draw);
 3. `replace(chosen)` — s1's "ignore": a chosen end of thinking becomes ``ignore_str`` while
    ignores and budget remain;
 4. `observe(token)` — the token that was emitted; updates language, switches and budget.
@@ -151,16 +152,16 @@ class RequestPolicy:
     def tag_bias(self, top_ids: Sequence[int]) -> dict[int, float]:
         """Additive logit bias for tag tokens at this position (``-inf`` bans a tag).
 
-        ``top_ids`` are the ids of the top-``k`` logits before any bias. A random draw is consumed
-        only when a tag is among them and the intervention boosts or suppresses something.
+        ``top_ids`` are the ids of the top-``k`` logits before any bias. Under ``alpha_mode:
+        probability`` a random draw is consumed only when a tag is among them and the intervention
+        boosts or suppresses something; ``sign`` never draws.
         """
         if self.done or not self.thinking or not self._tag_set:
             return {}
         bias: dict[int, float] = {}
         at_switch_point = any(int(t) in self._tag_set for t in top_ids[: self.config.top_k])
-        # The draw comes first so it is spent at every switch point whatever alpha is.
-        if at_switch_point and self._boost and self.rng.random() < self.config.alpha:
-            bias.update(self._boost)
+        if at_switch_point and self._boost:
+            bias.update(self._switch_bias())
         allowed = self._allowed_tags()
         if allowed is not None:
             bias.update({t: BANNED for t in self._tag_set if t not in allowed})
@@ -216,6 +217,13 @@ class RequestPolicy:
             "language_tokens": dict(self.language_tokens),
             "language_mix": self.language_mix(),
         }
+
+    def _switch_bias(self) -> dict[int, float]:
+        """The boost/suppress bias at a switch point under ``alpha_mode``."""
+        if self.config.alpha_mode == "sign":
+            return {token: self.config.alpha * beta for token, beta in self._boost.items()}
+        # The draw is spent at every switch point whatever alpha is, so seeds stay comparable.
+        return dict(self._boost) if self.rng.random() < self.config.alpha else {}
 
     def _allowed_tags(self) -> set[int] | None:
         if self.config.force is not None:
