@@ -85,3 +85,25 @@ class InterventionConfig(Section):
             or self.max_thinking_tokens is not None
             or self.num_ignore
         )
+
+
+class VllmEngineConfig(Section):
+    """vLLM engine settings shared by serving, evaluation and the pilot (`l2ray.decode.vllm_engine`).
+
+    Example:
+        >>> VllmEngineConfig(dtype="float32", enforce_eager=True).tensor_parallel_size
+        1
+    """
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="float32 for token parity with the transformers engine"
+    )
+    enforce_eager: bool = Field(default=False, description="skip graph compilation (fast start)")
+    enable_prefix_caching: bool = True
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(default=None, ge=1, description="default: the model's context length")
+    max_num_seqs: int = Field(default=256, ge=1, description="rows decoded together (continuous batching)")
+    cpu_kv_cache_gib: float = Field(
+        default=1.0, gt=0.0, description="KV cache on CPU machines (VLLM_CPU_KVCACHE_SPACE)"
+    )

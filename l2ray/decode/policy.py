@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections import deque
@@ -109,6 +110,7 @@ class RequestPolicy:
         self.config = config
         self.vocab = vocab
         self.ignore_ids = tuple(ignore_ids)
+        self.seed = seed
         self.rng = random.Random(seed)
         self.thinking = thinking
         self.started_thinking = thinking
@@ -169,15 +171,19 @@ class RequestPolicy:
 
     def replace(self, chosen: int) -> int:
         """s1's ignore: a chosen end of thinking becomes ``ignore_str`` while ignores and budget remain."""
-        if self.done or not self.thinking or chosen != self.vocab.think_end_id or not self.ignores_left:
-            return chosen
-        budget = self.config.max_thinking_tokens
-        # Leave room for at least one token of renewed thinking; a budget never goes negative.
-        if budget is not None and self.thinking_tokens + len(self.ignore_ids) >= budget:
+        if chosen != self.vocab.think_end_id or not self.ignores_end():
             return chosen
         self.ignores_left -= 1
         self._queue.extend(self.ignore_ids[1:])
         return self.ignore_ids[0]
+
+    def ignores_end(self) -> bool:
+        """Whether an end of thinking chosen now would become ``ignore_str`` (see `replace`)."""
+        if self.done or not self.thinking or not self.ignores_left:
+            return False
+        budget = self.config.max_thinking_tokens
+        # Leave room for at least one token of renewed thinking; a budget never goes negative.
+        return budget is None or self.thinking_tokens + len(self.ignore_ids) < budget
 
     def observe(self, token: int) -> None:
         """Record an emitted token."""
@@ -232,6 +238,52 @@ class RequestPolicy:
         if limit is not None and self.switches >= limit and self.language is not None:
             return {self.vocab.tag_ids[self.language]}
         return None
+
+
+def encode_policy(policy: RequestPolicy) -> str:
+    """A fresh policy as flat JSON: what an engine in another process rebuilds it from (`decode_policy`).
+
+    >>> vocab = ReasoningVocab(tag_ids={"zh": 6}, think_end_id=3, stop_ids=(1,))
+    >>> decode_policy(encode_policy(RequestPolicy(InterventionConfig(force="zh"), vocab))).forced_token()
+    6
+    """
+    vocab = policy.vocab
+    return json.dumps(
+        {
+            "config": policy.config.model_dump(mode="json"),
+            "tag_ids": vocab.tag_ids,
+            "think_end_id": vocab.think_end_id,
+            "think_start_id": vocab.think_start_id,
+            "stop_ids": list(vocab.stop_ids),
+            "seed": policy.seed,
+            "ignore_ids": list(policy.ignore_ids),
+            "thinking": policy.started_thinking,
+        }
+    )
+
+
+def decode_policy(spec: str) -> RequestPolicy:
+    """The fresh `RequestPolicy` `encode_policy` wrote; raises `PolicyError` on a malformed spec."""
+    try:
+        fields = json.loads(spec)
+        vocab = ReasoningVocab(
+            tag_ids={str(c): int(i) for c, i in fields["tag_ids"].items()},
+            think_end_id=fields["think_end_id"],
+            stop_ids=tuple(int(i) for i in fields["stop_ids"]),
+            think_start_id=fields["think_start_id"],
+        )
+        config = InterventionConfig.model_validate(fields["config"])
+        return RequestPolicy(
+            config,
+            vocab,
+            int(fields["seed"]),
+            [int(i) for i in fields["ignore_ids"]],
+            bool(fields["thinking"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        if isinstance(exc, PolicyError):
+            raise
+        raise PolicyError(f"malformed l2ray policy spec ({exc}); build it with encode_policy") from None
 
 
 def opens_thinking(token_ids: Sequence[int], vocab: ReasoningVocab) -> bool:
