@@ -23,7 +23,7 @@ from typing import Any
 from l2ray.decode.codec import Codec
 from l2ray.decode.config import VllmEngineConfig
 from l2ray.decode.engine import completion_from
-from l2ray.decode.policy import encode_policy
+from l2ray.decode.policy import RequestPolicy, encode_policy
 from l2ray.decode.types import Completion, DecodeRequest, TokenStep
 
 ENV_DEFAULTS = {
@@ -98,6 +98,33 @@ def completion_of(
     return done
 
 
+def token_steps(
+    codec: Codec, output: Any, policy: RequestPolicy, top_wanted: int, finished: bool
+) -> list[TokenStep]:
+    """The `TokenStep`s of one vLLM delta output (``RequestOutputKind.DELTA``) of a request.
+
+    ``policy`` (a fresh one of the request) observes the tokens, so the last step can carry its
+    counters as ``usage``; ``top_wanted`` alternatives per token come from vLLM's raw logprobs (the
+    distribution before any processor, as the transformers engine reports them).
+    """
+    steps = []
+    logprobs = output.logprobs or [None] * len(output.token_ids)
+    for token, alternatives in zip(output.token_ids, logprobs, strict=True):
+        step = TokenStep(int(token), is_stop=int(token) in codec.vocab.stop_ids)
+        if top_wanted and alternatives:
+            ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank)
+            step.top = [(int(t), float(lp.logprob)) for t, lp in ranked[:top_wanted]]
+            step.logprob = float(alternatives[token].logprob) if token in alternatives else None
+        policy.observe(step.token)
+        steps.append(step)
+    if finished:
+        if not steps:  # vLLM may finish with an empty delta: a stop step carries the reason
+            steps.append(TokenStep(codec.vocab.stop_ids[0], is_stop=True))
+        steps[-1].finish_reason = output.finish_reason or "length"
+        steps[-1].usage = policy.counters()
+    return steps
+
+
 class VllmEngine:
     """A synchronous `vllm.LLM` with the intervention (evaluation's engines, tests, benchmarks)."""
 
@@ -123,4 +150,4 @@ class VllmEngine:
         ]
 
 
-__all__ = ["ENV_DEFAULTS", "VllmEngine", "completion_of", "engine_kwargs", "sampling_params"]
+__all__ = ["ENV_DEFAULTS", "VllmEngine", "completion_of", "engine_kwargs", "sampling_params", "token_steps"]

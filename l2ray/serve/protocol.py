@@ -1,7 +1,7 @@
 """The OpenAI-compatible wire format: request schemas, l2ray options, error bodies.
 
-Unknown top-level fields that cannot change the output are ignored (``user``, ``metadata``,
-``stream_options``…: clients send many). OpenAI fields that would change the output but are not
+Unknown top-level fields that cannot change the output are ignored (``user``, ``metadata``…:
+clients send many). OpenAI fields that would change the output but are not
 implemented (penalties, chat ``logprobs``, ``tools``, ``response_format``, ``echo``…) are refused
 with a 400 naming the field when they carry anything but their neutral value, so a client never gets
 an answer that silently ignored what it asked for. The ``l2ray`` options object is strict, so a
@@ -55,6 +55,15 @@ def unsupported(fix: str) -> PydanticCustomError:
     return PydanticCustomError("unsupported_parameter", "not supported by this server; {fix}", {"fix": fix})
 
 
+class StreamOptions(BaseModel):
+    """``stream_options``: with ``include_usage`` the stream ends with a chunk of ``choices: []`` and
+    the usage (as OpenAI and vLLM send it) instead of usage on the last content chunk."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = Field(default=False, strict=True)
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -65,6 +74,7 @@ class _Common(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     """``None``: the controller draws a fresh seed per request, so sampling varies between calls."""
     stop: list[str] | None = None
