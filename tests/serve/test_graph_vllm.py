@@ -90,3 +90,20 @@ def test_budgets_hold_under_eight_concurrent_requests(vllm_server):
     usages = asyncio.run(run())
     assert [u["thinking_tokens"] for u in usages] == list(range(3, 11))
     assert all(u["completion_tokens"] == 30 for u in usages)
+
+
+def test_model_cards_media_type_and_depth_on_the_wire(vllm_server):
+    import httpx
+
+    assert httpx.get(f"{vllm_server}/models/l2ray").json()["id"] == "l2ray"
+    assert httpx.get(f"{vllm_server}/models/gpt-4o").status_code == 404
+    body = '{"model": "l2ray", "messages": [{"role": "user", "content": "1+1?"}]}'
+    as_text = httpx.post(
+        f"{vllm_server}/chat/completions", content=body, headers={"Content-Type": "text/plain"}
+    )
+    assert as_text.status_code == 415
+    nested = '{"model": "l2ray", "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    deep = httpx.post(
+        f"{vllm_server}/chat/completions", content=nested, headers={"Content-Type": "application/json"}
+    )
+    assert deep.status_code == 400 and "nests deeper" in deep.json()["error"]["message"]
