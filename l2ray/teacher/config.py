@@ -25,7 +25,7 @@ class TeacherConfig(Section):
     limits for the whole run; the pipeline splits them evenly over its actors.
     """
 
-    kind: Literal["openai", "transformers"] = "openai"
+    kind: Literal["openai", "transformers", "vllm"] = "openai"
     base_url: str | None = None
     model: str = "l2ray-recorded-teacher"
     api_key_env: str = "L2RAY_TEACHER_API_KEY"
