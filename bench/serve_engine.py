@@ -54,12 +54,16 @@ def main() -> None:
     ray.init(
         address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False
     )
+    # One Serve instance and port for both graphs, the second replacing the first (a serve.start
+    # after serve.shutdown in the same driver once lost its proxy).
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port + 1})
+    url = f"http://127.0.0.1:{args.port + 1}/v1"
     try:
-        url = _graph(model, "vllm", args.port + 1)
+        _graph(model, "vllm", "bench-vllm", url)
         results["(b) graph/vLLM, off"] = measure(url, args, None)
         results["(b) graph/vLLM, on"] = measure(url, args, INTERVENTION)
-        serve.shutdown()
-        url = _graph(model, "transformers", args.port + 2)
+        serve.delete("bench-vllm")
+        _graph(model, "transformers", "bench-transformers", url)
         results["(c) graph/transformers, on"] = measure(url, args, INTERVENTION)
     finally:
         serve.shutdown()
@@ -68,8 +72,12 @@ def main() -> None:
 
 
 def measure(url: str, args: argparse.Namespace, l2ray: dict | None) -> dict[int, dict[str, float]]:
-    """Per client count: completion tokens/s, p50 and p99 latency (s), errors."""
-    return {clients: asyncio.run(_load(url, clients, args.requests, l2ray)) for clients in args.clients}
+    """Per client count: completion tokens/s, p50 and p99 latency (s), errors (printed as measured)."""
+    rows = {}
+    for clients in args.clients:
+        rows[clients] = asyncio.run(_load(url, clients, args.requests, l2ray))
+        print(f"  {url} l2ray={'on' if l2ray else 'off'} clients={clients}: {rows[clients]}", flush=True)
+    return rows
 
 
 def report(results: dict[str, dict[int, dict[str, float]]], client_counts: list[int]) -> None:
@@ -163,7 +171,7 @@ def _wait_ready(url: str, process: subprocess.Popen | None = None, limit_s: floa
     raise SystemExit(f"{url} not ready after {limit_s:.0f} s")
 
 
-def _graph(model: str, engine: str, port: int) -> str:
+def _graph(model: str, engine: str, name: str, url: str) -> None:
     from ray import serve
 
     from l2ray.serve.app import build_app
@@ -172,10 +180,8 @@ def _graph(model: str, engine: str, port: int) -> str:
         "model": model, "engine": engine, "vllm": ENGINE, "device": "cpu", "num_cpus": 0.5,
         "router_num_cpus": 0.1, "api_keys_env": None, "max_concurrency_per_key": 64, "max_batch_size": 32,
     }  # fmt: skip
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(args), name="bench", route_prefix="/")
-    _wait_ready(f"http://127.0.0.1:{port}/healthz")
-    return f"http://127.0.0.1:{port}/v1"
+    serve.run(build_app(args), name=name, route_prefix="/")
+    _wait_ready(url.removesuffix("/v1") + "/healthz")
 
 
 def _tiny_student() -> str:
