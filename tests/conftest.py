@@ -33,3 +33,25 @@ def student_path(tmp_path_factory) -> Path:
     from l2ray.student.build import build_student
 
     return build_student(tmp_path_factory.mktemp("student") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def switching_student_path(student_path, tmp_path_factory) -> Path:
+    """The offline student with its output rows for language tags moved next to its favourite
+    token's, so tags sit among the top-k (switch points) and get chosen — what an untrained student
+    never does, and what engine parity has to exercise."""
+    from engine_support import make_switching_student
+
+    return make_switching_student(student_path, tmp_path_factory.mktemp("switching"))
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(switching_student_path, tmp_path_factory):
+    """ONE vLLM engine (float32, eager) on the switching student for the whole session (~30-90 s start)."""
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
+    from l2ray.decode.config import VllmEngineConfig
+    from l2ray.decode.vllm_engine import VllmEngine
+
+    engine = VllmEngine(str(switching_student_path), VllmEngineConfig(dtype="float32", enforce_eager=True))
+    yield engine
+    engine.llm.llm_engine.engine_core.shutdown()

@@ -90,3 +90,30 @@ async def run_segment_loop(
     loop = SegmentLoop(backend, prompt_ids, policy, max_tokens, chunk, sampling, logit_bias)
     steps = [step async for group in loop.stream() for step in group]
     return LoopResult([s.token for s in steps if not s.is_stop], steps[-1].finish_reason, loop.calls)
+
+
+def make_switching_student(student_path, out_dir):
+    """A copy of the student whose output rows for language tags are near that of its most likely
+    token (untied from the input embeddings, so reading a tag does not make the next one certain)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from l2ray.languages import LANGUAGES, tag_token
+
+    shutil.copytree(student_path, out_dir, dirs_exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(student_path)
+    vocab = tokenizer.get_vocab()
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "1+1?"}], add_generation_prompt=True)
+    with torch.no_grad():
+        favourite = int(model(input_ids=torch.tensor([list(prompt["input_ids"])])).logits[0, -1].argmax())
+    model.config.tie_word_embeddings = False
+    rows = model.get_input_embeddings().weight.detach().clone()
+    noise = torch.Generator().manual_seed(0)
+    for token in [tag_token(c) for c in LANGUAGES if tag_token(c) in vocab]:
+        rows[vocab[token]] = rows[favourite] * 0.95 + 0.05 * torch.randn(rows.shape[1], generator=noise)
+    model.lm_head.weight = torch.nn.Parameter(rows)
+    model.save_pretrained(out_dir)
+    return out_dir

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from l2ray._schema import Section
@@ -14,8 +16,12 @@ MAX_THINKING_TOKENS = 1_000_000
 class InterventionConfig(Section):
     """Language-tag logit control and budget forcing while the model thinks.
 
-    When any language tag is among the top-``top_k`` logits, with probability ``alpha`` add ``+beta``
-    to the tags of ``boost`` languages and ``-beta`` to those of ``suppress``; ``force`` allows only
+    When any language tag is among the top-``top_k`` logits (a switch point) the tags of ``boost``
+    and ``suppress`` languages are biased. The paper's ``alpha`` reads two ways, so ``alpha_mode``
+    names the reading: ``probability`` (l2ray's default) adds ``+beta`` to boost tags and ``-beta``
+    to suppress tags with probability ``alpha`` (a seeded draw per switch point); ``sign`` reads
+    ``alpha`` in [-1, 1] as a signed strength and adds ``alpha * beta`` to boost tags and
+    ``-alpha * beta`` to suppress tags at every switch point, with no draw. ``force`` allows only
     one language's tag (and opens the thinking with it); ``max_switches`` bans tags of other languages
     once that many switches happened. Budget forcing follows s1: ``max_thinking_tokens`` ends the
     thinking when spent; ``num_ignore`` times an attempt to end it is replaced by ``ignore_str``.
@@ -25,11 +31,14 @@ class InterventionConfig(Section):
         True
         >>> InterventionConfig().active
         False
+        >>> InterventionConfig(boost=["zh"], alpha=-0.5, alpha_mode="sign").alpha
+        -0.5
     """
 
     boost: list[str] = Field(default_factory=list)
     suppress: list[str] = Field(default_factory=list)
-    alpha: float = Field(default=1.0, ge=0.0, le=1.0)
+    alpha: float = Field(default=1.0, ge=-1.0, le=1.0)
+    alpha_mode: Literal["probability", "sign"] = "probability"
     # <= 100 so the same bias travels as an OpenAI `logit_bias` to HTTP-only generators.
     beta: float = Field(default=5.0, ge=0.0, le=100.0)
     top_k: int = Field(default=20, ge=1, le=20)
@@ -53,6 +62,11 @@ class InterventionConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> InterventionConfig:
+        if self.alpha_mode == "probability" and self.alpha < 0:
+            raise ValueError(
+                f"alpha={self.alpha} is a probability under alpha_mode 'probability' and must be in [0, 1]; "
+                "a negative alpha (a signed strength) needs alpha_mode: sign"
+            )
         both = sorted(set(self.boost) & set(self.suppress))
         if both:
             raise ValueError(f"languages {both} are in both boost and suppress; keep each in one list")
@@ -71,3 +85,25 @@ class InterventionConfig(Section):
             or self.max_thinking_tokens is not None
             or self.num_ignore
         )
+
+
+class VllmEngineConfig(Section):
+    """vLLM engine settings shared by serving, evaluation and the pilot (`l2ray.decode.vllm_engine`).
+
+    Example:
+        >>> VllmEngineConfig(dtype="float32", enforce_eager=True).tensor_parallel_size
+        1
+    """
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="float32 for token parity with the transformers engine"
+    )
+    enforce_eager: bool = Field(default=False, description="skip graph compilation (fast start)")
+    enable_prefix_caching: bool = True
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(default=None, ge=1, description="default: the model's context length")
+    max_num_seqs: int = Field(default=256, ge=1, description="rows decoded together (continuous batching)")
+    cpu_kv_cache_gib: float = Field(
+        default=1.0, gt=0.0, description="KV cache on CPU machines (VLLM_CPU_KVCACHE_SPACE)"
+    )

@@ -7,7 +7,8 @@ both executions (the `LogitsProcessor` fast path in `processors.py` and the HTTP
 1. `forced_token()` — must this position be a given token (the rest of ``ignore_str``, the end of
    thinking when the budget is spent, the forced language's opening tag)?
 2. `tag_bias(top_ids)` — given the ids of the top-``k`` logits, the additive bias for tag tokens
-   (one random draw, only when a tag is among them and there is something to boost or suppress);
+   (under ``alpha_mode: probability`` one random draw, only when a tag is among them and there is
+   something to boost or suppress; under ``sign`` a fixed ``alpha * beta``, no draw);
 3. `replace(chosen)` — s1's "ignore": a chosen end of thinking becomes ``ignore_str`` while
    ignores and budget remain;
 4. `observe(token)` — the token that was emitted; updates language, switches and budget.
@@ -23,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections import deque
@@ -108,6 +110,7 @@ class RequestPolicy:
         self.config = config
         self.vocab = vocab
         self.ignore_ids = tuple(ignore_ids)
+        self.seed = seed
         self.rng = random.Random(seed)
         self.thinking = thinking
         self.started_thinking = thinking
@@ -151,16 +154,16 @@ class RequestPolicy:
     def tag_bias(self, top_ids: Sequence[int]) -> dict[int, float]:
         """Additive logit bias for tag tokens at this position (``-inf`` bans a tag).
 
-        ``top_ids`` are the ids of the top-``k`` logits before any bias. A random draw is consumed
-        only when a tag is among them and the intervention boosts or suppresses something.
+        ``top_ids`` are the ids of the top-``k`` logits before any bias. Under ``alpha_mode:
+        probability`` a random draw is consumed only when a tag is among them and the intervention
+        boosts or suppresses something; ``sign`` never draws.
         """
         if self.done or not self.thinking or not self._tag_set:
             return {}
         bias: dict[int, float] = {}
         at_switch_point = any(int(t) in self._tag_set for t in top_ids[: self.config.top_k])
-        # The draw comes first so it is spent at every switch point whatever alpha is.
-        if at_switch_point and self._boost and self.rng.random() < self.config.alpha:
-            bias.update(self._boost)
+        if at_switch_point and self._boost:
+            bias.update(self._switch_bias())
         allowed = self._allowed_tags()
         if allowed is not None:
             bias.update({t: BANNED for t in self._tag_set if t not in allowed})
@@ -168,15 +171,19 @@ class RequestPolicy:
 
     def replace(self, chosen: int) -> int:
         """s1's ignore: a chosen end of thinking becomes ``ignore_str`` while ignores and budget remain."""
-        if self.done or not self.thinking or chosen != self.vocab.think_end_id or not self.ignores_left:
-            return chosen
-        budget = self.config.max_thinking_tokens
-        # Leave room for at least one token of renewed thinking; a budget never goes negative.
-        if budget is not None and self.thinking_tokens + len(self.ignore_ids) >= budget:
+        if chosen != self.vocab.think_end_id or not self.ignores_end():
             return chosen
         self.ignores_left -= 1
         self._queue.extend(self.ignore_ids[1:])
         return self.ignore_ids[0]
+
+    def ignores_end(self) -> bool:
+        """Whether an end of thinking chosen now would become ``ignore_str`` (see `replace`)."""
+        if self.done or not self.thinking or not self.ignores_left:
+            return False
+        budget = self.config.max_thinking_tokens
+        # Leave room for at least one token of renewed thinking; a budget never goes negative.
+        return budget is None or self.thinking_tokens + len(self.ignore_ids) < budget
 
     def observe(self, token: int) -> None:
         """Record an emitted token."""
@@ -217,6 +224,13 @@ class RequestPolicy:
             "language_mix": self.language_mix(),
         }
 
+    def _switch_bias(self) -> dict[int, float]:
+        """The boost/suppress bias at a switch point under ``alpha_mode``."""
+        if self.config.alpha_mode == "sign":
+            return {token: self.config.alpha * beta for token, beta in self._boost.items()}
+        # The draw is spent at every switch point whatever alpha is, so seeds stay comparable.
+        return dict(self._boost) if self.rng.random() < self.config.alpha else {}
+
     def _allowed_tags(self) -> set[int] | None:
         if self.config.force is not None:
             return {self.vocab.tag_ids[self.config.force]}
@@ -224,6 +238,52 @@ class RequestPolicy:
         if limit is not None and self.switches >= limit and self.language is not None:
             return {self.vocab.tag_ids[self.language]}
         return None
+
+
+def encode_policy(policy: RequestPolicy) -> str:
+    """A fresh policy as flat JSON: what an engine in another process rebuilds it from (`decode_policy`).
+
+    >>> vocab = ReasoningVocab(tag_ids={"zh": 6}, think_end_id=3, stop_ids=(1,))
+    >>> decode_policy(encode_policy(RequestPolicy(InterventionConfig(force="zh"), vocab))).forced_token()
+    6
+    """
+    vocab = policy.vocab
+    return json.dumps(
+        {
+            "config": policy.config.model_dump(mode="json"),
+            "tag_ids": vocab.tag_ids,
+            "think_end_id": vocab.think_end_id,
+            "think_start_id": vocab.think_start_id,
+            "stop_ids": list(vocab.stop_ids),
+            "seed": policy.seed,
+            "ignore_ids": list(policy.ignore_ids),
+            "thinking": policy.started_thinking,
+        }
+    )
+
+
+def decode_policy(spec: str) -> RequestPolicy:
+    """The fresh `RequestPolicy` `encode_policy` wrote; raises `PolicyError` on a malformed spec."""
+    try:
+        fields = json.loads(spec)
+        vocab = ReasoningVocab(
+            tag_ids={str(c): int(i) for c, i in fields["tag_ids"].items()},
+            think_end_id=fields["think_end_id"],
+            stop_ids=tuple(int(i) for i in fields["stop_ids"]),
+            think_start_id=fields["think_start_id"],
+        )
+        config = InterventionConfig.model_validate(fields["config"])
+        return RequestPolicy(
+            config,
+            vocab,
+            int(fields["seed"]),
+            [int(i) for i in fields["ignore_ids"]],
+            bool(fields["thinking"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        if isinstance(exc, PolicyError):
+            raise
+        raise PolicyError(f"malformed l2ray policy spec ({exc}); build it with encode_policy") from None
 
 
 def opens_thinking(token_ids: Sequence[int], vocab: ReasoningVocab) -> bool:

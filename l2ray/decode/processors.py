@@ -4,7 +4,8 @@ Each processor works on a batch where row ``i`` belongs to ``policies[i]`` (a `R
 shared `PolicyBatch` feeds every emitted token to its row's policy exactly once, however many
 processors look at the same step. As transformers' own processors do, each returns a new tensor and
 never edits the ``scores`` it is given: the per-row decisions are the policies' (Python), the edit is
-one vectorised bias or one-hot over the batch. Order matters and is the one `default_processors` returns:
+one vectorised bias or one-hot over the batch (`l2ray.decode.batch`, the core the vLLM adapter
+shares). Order matters and is the one `default_processors` returns:
 
     LanguageTag → LogitBias → SeededSampling → BudgetForcing
 
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from l2ray.decode.batch import add_biases, budget_edits, force_tokens, tag_edits
 from l2ray.decode.policy import RequestPolicy
 
 
@@ -59,17 +61,7 @@ class LanguageTagLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self.batch.sync(input_ids)
-        k = max((p.config.top_k for p in self.batch.policies), default=1)
-        top = scores.topk(min(k, scores.shape[-1]), dim=-1).indices.tolist()
-        biases: list[dict[int, float]] = []
-        forced: list[int | None] = []
-        for row, policy in enumerate(self.batch.policies):
-            # Budget forcing owns a position it forces: no tag draw is spent there.
-            owned = policy.budget_forced() is not None
-            forced.append(None if owned else policy.tag_forced())
-            wants_bias = not owned and forced[-1] is None
-            biases.append(policy.tag_bias(top[row][: policy.config.top_k]) if wants_bias else {})
-        return force_tokens(add_biases(scores, biases), forced)
+        return tag_edits(self.batch.policies, scores)
 
 
 class BudgetForcingLogitsProcessor(LogitsProcessor):
@@ -81,13 +73,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self.batch.sync(input_ids)
-        chosen = scores.argmax(dim=-1).tolist()
-        forced: list[int | None] = []
-        for row, policy in enumerate(self.batch.policies):
-            token = policy.budget_forced()
-            token = policy.replace(chosen[row]) if token is None else token
-            forced.append(token if token != chosen[row] else None)
-        return force_tokens(scores, forced)
+        return budget_edits(self.batch.policies, scores.argmax(dim=-1).tolist(), scores)
 
 
 class LogitBiasLogitsProcessor(LogitsProcessor):
@@ -149,42 +135,6 @@ def default_processors(
     processors.append(SeededSamplingLogitsProcessor(temperatures, top_ps, seeds))
     processors.append(BudgetForcingLogitsProcessor(batch))
     return LogitsProcessorList(processors)
-
-
-def add_biases(scores: torch.Tensor, biases: Sequence[dict[int, float]]) -> torch.Tensor:
-    """``scores`` plus a per-row additive bias (``-inf`` bans a token), as a new tensor.
-
-    >>> add_biases(torch.zeros(2, 3), [{1: 2.0}, {}]).tolist()
-    [[0.0, 2.0, 0.0], [0.0, 0.0, 0.0]]
-    """
-    rows = [row for row, bias in enumerate(biases) for _ in bias]
-    if not rows:
-        return scores
-    cols = [token for bias in biases for token in bias]
-    values = [value for bias in biases for value in bias.values()]
-    delta = torch.zeros_like(scores)
-    index = (torch.tensor(rows, device=scores.device), torch.tensor(cols, device=scores.device))
-    delta.index_put_(index, torch.tensor(values, dtype=scores.dtype, device=scores.device), accumulate=True)
-    return scores + delta
-
-
-def force_tokens(scores: torch.Tensor, tokens: Sequence[int | None]) -> torch.Tensor:
-    """Rows with a token become one-hot on it (0 there, ``-inf`` elsewhere); a new tensor when any do.
-
-    >>> force_tokens(torch.zeros(2, 3), [2, None]).tolist()
-    [[-inf, -inf, 0.0], [0.0, 0.0, 0.0]]
-    """
-    rows = [row for row, token in enumerate(tokens) if token is not None]
-    if not rows:
-        return scores
-    device = scores.device
-    forced = torch.full((len(rows), scores.shape[-1]), -torch.inf, dtype=scores.dtype, device=device)
-    forced[torch.arange(len(rows), device=device), torch.tensor([tokens[r] for r in rows], device=device)] = (
-        0.0
-    )
-    out = scores.clone()
-    out[torch.tensor(rows, device=device)] = forced
-    return out
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from l2ray._schema import Section
-from l2ray.decode.config import InterventionConfig
+from l2ray.decode.config import InterventionConfig, VllmEngineConfig
 from l2ray.languages import validate_codes
 
 
@@ -82,6 +82,10 @@ class EvalConfig(Section):
         default=None, description="model to evaluate (default: student.model); models:/NAME@alias allowed"
     )
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL; default in-process")
+    engine: Literal["transformers", "vllm"] = Field(
+        default="transformers", description="in-process engine (without endpoint)"
+    )
+    vllm: VllmEngineConfig = Field(default_factory=VllmEngineConfig, description="settings of engine: vllm")
     served_model: str | None = Field(
         default=None,
         description="`model` field sent to the endpoint (default: the model's URI if the endpoint's "

@@ -1,4 +1,5 @@
-"""What evaluation generates with: an in-process model or an OpenAI-compatible HTTP endpoint.
+"""What evaluation generates with: an in-process model (transformers or vLLM) or an OpenAI-compatible
+HTTP endpoint.
 
 Both take `SampleRequest`s and return one `Completion` per request, in order. A request that fails
 (HTTP 5xx after retries, a timeout, a malformed body) becomes a `Completion` with ``error`` set: the
@@ -115,6 +116,71 @@ class LocalEngine:
                 for r in requests
             ]
         )
+
+
+class ContextError(L2rayError, ValueError):
+    """A sample whose prompt plus ``max_tokens`` does not fit the model's context."""
+
+
+def check_context(key: str, prompt_tokens: int, max_tokens: int, context: int) -> None:
+    """Refuse, before any generation, a sample that cannot fit: a run must not record it as a
+    short answer or a failed sample."""
+    if prompt_tokens + max_tokens > context:
+        raise ContextError(
+            f"sample {key}: prompt ({prompt_tokens} tokens) + eval.max_tokens ({max_tokens}) exceeds the "
+            f"model's context of {context}; lower eval.max_tokens to at most {context - prompt_tokens}"
+        )
+
+
+class VllmLocalEngine:
+    """In-process generation on vLLM (`l2ray.decode.vllm_engine.VllmEngine`): one continuous batch per
+    call, the intervention as vLLM's logits processor, each request with its own ``seed``.
+
+    Unlike `LocalEngine`, an engine failure (out of memory, a dead engine process) is raised and fails
+    the run — it says nothing about the model's accuracy. Only an intervention the model cannot carry
+    out fails its own samples (``Completion.error``). Every sample's ``prompt + max_tokens`` is checked
+    against the context before anything is generated (`ContextError`).
+    """
+
+    kind = "vllm"
+
+    def __init__(self, model_path: str, engine: dict[str, Any] | None = None) -> None:
+        from l2ray.decode.config import VllmEngineConfig
+        from l2ray.decode.vllm_engine import VllmEngine
+
+        self.engine = VllmEngine(model_path, VllmEngineConfig.model_validate(engine or {}))
+
+    @classmethod
+    def over(cls, engine: Any) -> VllmLocalEngine:
+        """An evaluation engine over an already started `VllmEngine` (tests share one per session)."""
+        self = cls.__new__(cls)
+        self.engine = engine
+        return self
+
+    def generate(self, requests: list[SampleRequest]) -> list[Completion]:
+        from l2ray.decode.policy import PolicyError
+
+        codec = self.engine.codec
+        decode = [
+            DecodeRequest(
+                codec.chat_prompt(r.messages), r.max_tokens, r.intervention, r.temperature, seed=r.seed
+            )
+            for r in requests
+        ]
+        for request, row in zip(requests, decode, strict=True):
+            check_context(request.key, len(row.prompt_ids), request.max_tokens, codec.context_length)
+        results: list[Completion | None] = [None] * len(requests)
+        runnable = []
+        for index, row in enumerate(decode):
+            try:
+                codec.policy(row)
+                runnable.append(index)
+            except PolicyError as exc:
+                results[index] = Completion(None, error=f"PolicyError: {exc}")
+        done = self.engine.complete([decode[i] for i in runnable]) if runnable else []
+        for index, completion in zip(runnable, done, strict=True):
+            results[index] = replace(completion, starts_in_thinking=True)  # `Codec.chat_prompt` opens it
+        return [r if r is not None else Completion(None, error="no result") for r in results]
 
 
 class HttpEngine:

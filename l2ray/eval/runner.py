@@ -125,6 +125,8 @@ def _engine_spec(
     cfg = recipe.eval
     if not endpoint:
         local_path = _local_path(recipe, ref.uri)
+        if cfg.engine == "vllm":
+            return {"kind": "vllm", "model_path": local_path, "engine": cfg.vllm.model_dump()}, local_path
         return {"kind": "local", "model_path": local_path, "device": cfg.device}, local_path
     engine = {
         "kind": "http",
@@ -137,6 +139,11 @@ def _engine_spec(
         "l2ray_body": cfg.l2ray_body,
     }
     return engine, None
+
+
+def _local_kind(engine: str) -> str:
+    """The fingerprint's engine kind in-process ("local" stays the transformers engine's name)."""
+    return "vllm" if engine == "vllm" else "local"
 
 
 def _run_actor_pool(
@@ -201,7 +208,7 @@ def eval_fingerprint(
     return {
         "model": ref.to_dict(),
         "engine": {
-            "kind": "http" if endpoint else "local",
+            "kind": "http" if endpoint else _local_kind(cfg.engine),
             "endpoint": endpoint,
             "served_model": served_model,
         },
@@ -279,11 +286,12 @@ class _EvalActor:
         temperature: float,
         tokenizer: str,
     ) -> None:
-        from l2ray.eval.engines import HttpEngine, LocalEngine
+        from l2ray.eval.engines import HttpEngine, LocalEngine, VllmLocalEngine
 
         spec = dict(engine)
         kind = spec.pop("kind")
-        self.engine = HttpEngine(**spec) if kind == "http" else LocalEngine(**spec)
+        engines = {"http": HttpEngine, "local": LocalEngine, "vllm": VllmLocalEngine}
+        self.engine = engines[kind](**spec)
         self.interventions = {k: InterventionConfig.model_validate(v) for k, v in interventions.items()}
         self.max_tokens = max_tokens
         self.temperature = temperature

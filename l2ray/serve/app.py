@@ -1,6 +1,7 @@
 """`build_app`: the one builder of every composition of the graph (what ``serve_config.yaml`` imports).
 
     Ingress → ReasoningController → Generator        (default: the replica runs the intervention)
+    Ingress → ReasoningController → VllmGenerator    (engine: vllm; the processor runs it)
     Ingress → ReasoningController → generator_url    (an HTTP-only generator; segment loop)
 
 Example:
@@ -27,7 +28,6 @@ class ServeArgsError(L2rayError, ValueError):
 def build_app(args: dict[str, Any]) -> Application:
     """Validate ``args`` (the `ServeConfig` fields) and bind the deployment graph."""
     from l2ray.serve.controller import ReasoningController
-    from l2ray.serve.generator import Generator
     from l2ray.serve.ingress import Ingress
 
     config = validate_args(args)
@@ -43,15 +43,28 @@ def build_app(args: dict[str, Any]) -> Application:
             options["autoscaling_config"] = config.autoscaling
         else:
             options["num_replicas"] = config.replicas
-        generator = Generator.options(**options).bind(
-            config.model,
-            config.tracking_uri,
-            config.device,
-            config.max_batch_size,
-            config.batch_wait_timeout_s,
-        )
+        generator = _generator(config, options)
     controller = ReasoningController.options(**router).bind(generator, settings)
     return Ingress.options(**router).bind(controller, settings)
+
+
+def _generator(config: ServeConfig, options: dict[str, Any]) -> Any:
+    """The bound Generator deployment of ``config.engine``."""
+    if config.engine == "vllm":
+        from l2ray.serve.vllm_generator import VllmGenerator  # imports vllm only when asked for
+
+        return VllmGenerator.options(**options).bind(
+            config.model, config.tracking_uri, config.vllm.model_dump()
+        )
+    from l2ray.serve.generator import Generator
+
+    return Generator.options(**options).bind(
+        config.model,
+        config.tracking_uri,
+        config.device,
+        config.max_batch_size,
+        config.batch_wait_timeout_s,
+    )
 
 
 def validate_args(args: dict[str, Any]) -> ServeConfig:

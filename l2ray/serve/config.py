@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from l2ray._schema import Section
+from l2ray.decode.config import VllmEngineConfig
 
 
 class ServeConfig(Section):
     """Where and how the student is served (OpenAI-compatible).
 
     As ``args`` of ``l2ray.serve.app:build_app`` (``serve_config.yaml``) ``model`` is required. The
-    generator is either the in-process ``Generator`` deployment (default) or, with ``generator_url``,
-    any OpenAI-compatible ``/v1/completions`` server driven by the controller's segment loop.
+    generator is the ``Generator`` deployment — on ``engine: transformers`` (default; tiny students,
+    machines without vLLM: static batches) or ``engine: vllm`` (`AsyncLLM`: continuous batching, paged
+    KV cache, prefix caching; settings in ``vllm``) — or, with ``generator_url``, any
+    OpenAI-compatible ``/v1/completions`` server driven by the controller's segment loop.
     """
 
     model: str | None = Field(default=None, description="default: models:/<registered model>@champion")
     tracking_uri: str | None = Field(default=None, description="MLflow tracking URI for models:/ URIs")
     served_model_name: str = Field(default="l2ray", min_length=1, description="the id in /v1/models")
     device: str | None = Field(default=None, description="cpu, cuda, cuda:1…; default cuda when available")
+    engine: Literal["transformers", "vllm"] = Field(
+        default="transformers", description="what the Generator replica decodes with"
+    )
+    vllm: VllmEngineConfig = Field(default_factory=VllmEngineConfig, description="settings of engine: vllm")
     generator_url: str | None = Field(
         default=None, description="an OpenAI-compatible base URL (…/v1) to generate with instead of a replica"
     )

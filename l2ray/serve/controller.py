@@ -70,6 +70,7 @@ class ReasoningController:
             return
         yield {"status": 200}
         kind, show = request.kind, request.l2ray.show_thinking
+        usage_chunk = request.stream_options is not None and request.stream_options.include_usage
         head = envelope(kind, self.config.served_model_name, streamed=True)
         choice = new_choice(kind, plan, self._codec)
         if kind == "chat":
@@ -84,10 +85,13 @@ class ReasoningController:
                     **head,
                     "choices": [delta_body(kind, reasoning if show else "", content, choice.finish_reason)],
                 }
-                if final:
-                    chunk["usage"] = usage_body(len(plan.request.prompt_ids), [choice])
+                usage = usage_body(len(plan.request.prompt_ids), [choice]) if final else None
+                if final and not usage_chunk:
+                    chunk["usage"] = usage
                 yield chunk
                 if final:  # a stop string ends the choice before the generator does
+                    if usage_chunk:
+                        yield {**head, "choices": [], "usage": usage}
                     return
 
     # -- planning ----------------------------------------------------------------------------------

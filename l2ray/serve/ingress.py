@@ -1,10 +1,11 @@
 """The HTTP front door: OpenAI-compatible routes, API keys, body limit, per-key concurrency.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming SSE or not),
-``GET /v1/models``, ``GET /healthz`` (always open). Every refusal is an OpenAI-style error body; a
-failure after a stream has started arrives as an SSE ``data: {"error": …}`` event before ``[DONE]``
-(the status line has already gone out). Configured API keys that cannot be read stop the replica
-from starting (see `l2ray.serve.security`).
+``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /healthz`` (always open). Bodies must be
+``application/json`` (415) and at most `MAX_JSON_DEPTH` levels deep (400). Every refusal is an
+OpenAI-style error body; a failure after a stream has started arrives as an SSE
+``data: {"error": …}`` event before ``[DONE]`` (the status line has already gone out). Configured
+API keys that cannot be read stop the replica from starting (see `l2ray.serve.security`).
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the route signatures that Serve rebinds.
@@ -29,12 +30,43 @@ logger = logging.getLogger("ray.serve")
 api = FastAPI(title="l2ray", description="OpenAI-compatible L² reasoning server")
 
 
+MAX_JSON_DEPTH = 32
+"""Nesting a request body may have: an OpenAI request needs about 5 levels."""
+
+
 # Helpers come before the class: Serve ships the ingress class by value with the globals defined so far.
-def _json(raw: bytes) -> Any:
+def parse_json_body(raw: bytes, content_type: str | None) -> Any:
+    """The decoded body of a POST: ``application/json`` (415 otherwise), valid JSON and at most
+    `MAX_JSON_DEPTH` levels deep (400 otherwise, never a 500 from the parser's recursion)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise RequestError(
+            415,
+            f"Content-Type must be application/json, got {content_type or 'none'!r}",
+            code="unsupported_media",
+        )
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        body = None  # deeper than the parser goes: deeper than MAX_JSON_DEPTH too
+    if body is None or _depth(body) > MAX_JSON_DEPTH:
+        raise RequestError(
+            400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json"
+        )
+    return body
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 def _error(exc: RequestError) -> JSONResponse:
@@ -106,8 +138,24 @@ class Ingress:
             self.guard.authenticate(request.headers.get("authorization"))
         except RequestError as exc:
             return _error(exc)
-        card = {"id": self.config.served_model_name, "object": "model", "created": 0, "owned_by": "l2ray"}
-        return JSONResponse({"object": "list", "data": [card]})
+        return JSONResponse({"object": "list", "data": [self._card()]})
+
+    @api.get("/v1/models/{model_id:path}")
+    async def model(self, model_id: str, request: Request) -> JSONResponse:
+        try:
+            self.guard.authenticate(request.headers.get("authorization"))
+            if model_id != self.config.served_model_name:
+                raise RequestError(
+                    404,
+                    f"model {model_id!r} does not exist; served: {self.config.served_model_name!r}",
+                    "model",
+                )
+        except RequestError as exc:
+            return _error(exc)
+        return JSONResponse(self._card())
+
+    def _card(self) -> dict[str, Any]:
+        return {"id": self.config.served_model_name, "object": "model", "created": 0, "owned_by": "l2ray"}
 
     @api.post("/v1/chat/completions")
     async def chat(self, request: Request) -> Any:
@@ -123,7 +171,7 @@ class Ingress:
             raw = await read_body(
                 request.stream(), request.headers.get("content-length"), self.config.max_body_bytes
             )
-            parsed = parse_request(SCHEMAS[kind], _json(raw))
+            parsed = parse_request(SCHEMAS[kind], parse_json_body(raw, request.headers.get("content-type")))
             if parsed.model not in self.names:
                 raise RequestError(
                     404,

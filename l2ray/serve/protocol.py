@@ -1,11 +1,13 @@
 """The OpenAI-compatible wire format: request schemas, l2ray options, error bodies.
 
-Unknown top-level fields that cannot change the output are ignored (``user``, ``metadata``,
-``stream_options``…: clients send many). OpenAI fields that would change the output but are not
+Unknown top-level fields that cannot change the output are ignored (``user``, ``metadata``…:
+clients send many). OpenAI fields that would change the output but are not
 implemented (penalties, chat ``logprobs``, ``tools``, ``response_format``, ``echo``…) are refused
 with a 400 naming the field when they carry anything but their neutral value, so a client never gets
 an answer that silently ignored what it asked for. The ``l2ray`` options object is strict, so a
-misspelt knob is an error instead of a silent no-op.
+misspelt knob is an error instead of a silent no-op. Types are strict: ``"true"`` is not a boolean
+and ``"8"`` not a number (400). Chat messages take text or ``{"type": "text"}`` content parts.
+``n > 1`` with ``stream`` is refused with a 400 (a stream carries one choice here).
 
 Example:
     >>> body = {"model": "l2ray", "messages": [{"role": "user", "content": "1+1?"}],
@@ -16,9 +18,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from l2ray.decode.config import InterventionConfig
@@ -32,7 +34,12 @@ MAX_STOP_CHARS = 200
 
 
 class L2rayOptions(InterventionConfig):
-    """The intervention plus presentation: ``show_thinking`` returns the thinking as ``reasoning_content``."""
+    """The intervention plus presentation: ``show_thinking`` returns the thinking as ``reasoning_content``.
+
+    Strict: ``"true"`` is not a boolean and ``"3"`` is not a number here.
+    """
+
+    model_config = ConfigDict(strict=True)
 
     show_thinking: bool = True
 
@@ -42,12 +49,29 @@ class L2rayOptions(InterventionConfig):
 
 
 class Message(BaseModel):
-    """One chat message (text content only)."""
+    """One chat message: text, or OpenAI content parts of type ``text`` (joined into one text)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "user", "assistant"]
     content: str
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        texts = []
+        for part in value:
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise unsupported(f"content parts must be {{'type': 'text', 'text': ...}}; got {kind!r}")
+            texts.append(part["text"])
+        return "".join(texts)
 
 
 def unsupported(fix: str) -> PydanticCustomError:
@@ -55,8 +79,18 @@ def unsupported(fix: str) -> PydanticCustomError:
     return PydanticCustomError("unsupported_parameter", "not supported by this server; {fix}", {"fix": fix})
 
 
-class _Common(BaseModel):
+class StreamOptions(BaseModel):
+    """``stream_options``: with ``include_usage`` the stream ends with a chunk of ``choices: []`` and
+    the usage (as OpenAI and vLLM send it) instead of usage on the last content chunk."""
+
     model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = Field(default=False, strict=True)
+
+
+class _Common(BaseModel):
+    # Strict: a string is not a boolean or a number ("false" would otherwise turn into False).
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     kind: ClassVar[Literal["chat", "completion"]]
 
@@ -65,13 +99,14 @@ class _Common(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     """``None``: the controller draws a fresh seed per request, so sampling varies between calls."""
     stop: list[str] | None = None
     """Stop strings (a single string is accepted): the answer ends before the first one it contains."""
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    logit_bias: dict[int, float] | None = None
+    logit_bias: dict[Annotated[int, Strict(False)], float] | None = None  # JSON keys are strings
     l2ray: L2rayOptions = Field(default_factory=L2rayOptions)
 
     @field_validator("stop", mode="before")

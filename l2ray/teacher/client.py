@@ -175,6 +175,10 @@ def build_teacher(
     ``rate_share``: how many processes share the configured RPM/TPM limits (each gets an equal part).
     ``api_key``: the key for an HTTP teacher (default: read from the environment variable).
     """
+    if config.kind == "vllm":
+        from l2ray.teacher.vllm import VllmTeacher
+
+        return VllmTeacher(config.model)
     if config.kind == "transformers":
         from l2ray.teacher.local import TransformersTeacher
 

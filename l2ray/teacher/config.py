@@ -43,7 +43,7 @@ class TeacherConfig(Section):
     pipeline runs (cheaper, slower; `l2ray.teacher.batch`); replies land in the same cache.
     """
 
-    kind: Literal["openai", "transformers"] = "openai"
+    kind: Literal["openai", "transformers", "vllm"] = "openai"
     base_url: str | None = None
     model: str = "l2ray-recorded-teacher"
     api_key_env: str | None = "L2RAY_TEACHER_API_KEY"

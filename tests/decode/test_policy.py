@@ -81,6 +81,35 @@ def test_alpha_is_a_seeded_probability():
     assert 0.22 < sum(draws) / len(draws) < 0.38
 
 
+def test_sign_mode_scales_the_bias_by_alpha_at_every_switch_point_without_drawing():
+    pol = policy(boost=["zh"], suppress=["en"], beta=4.0, alpha=0.5, alpha_mode="sign", top_k=2)
+    state = pol.rng.getstate()
+    for _ in range(3):
+        out = tag_step(pol, logits(4, EN))
+        assert out[0, ZH] == pytest.approx(2.0)
+        assert out[0, EN] == pytest.approx(9.0 - 2.0)
+    assert pol.rng.getstate() == state
+    scores = logits(4, 8)  # no tag in the top 2: no switch point, no bias
+    assert torch.equal(tag_step(pol, scores), scores)
+
+
+def test_negative_alpha_in_sign_mode_reverses_the_direction():
+    pol = policy(boost=["zh"], suppress=["en"], beta=4.0, alpha=-1.0, alpha_mode="sign", top_k=2)
+    out = tag_step(pol, logits(4, EN))
+    assert out[0, ZH] == pytest.approx(-4.0)
+    assert out[0, EN] == pytest.approx(9.0 + 4.0)
+
+
+def test_alpha_outside_zero_one_needs_sign_mode():
+    with pytest.raises(ValidationError, match="needs alpha_mode: sign"):
+        InterventionConfig(boost=["zh"], alpha=-0.5)
+    for bad in ({"alpha": 1.5, "alpha_mode": "sign"}, {"alpha": -1.5, "alpha_mode": "sign"}):
+        with pytest.raises(ValidationError):
+            InterventionConfig(**bad)
+    with pytest.raises(ValidationError):
+        InterventionConfig(alpha_mode="direction")
+
+
 def test_force_opens_with_the_tag_then_bans_other_tags():
     pol = policy(force="fr")
     first = tag_step(pol, logits(EN))

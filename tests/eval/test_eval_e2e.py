@@ -209,3 +209,31 @@ def test_eval_through_the_serve_graph(ray_cluster, student_path, tmp_path: Path)
         assert record["truncated"] == (record["finish_reason"] == "length")
     tags = mlflow_client(recipe.tracking_uri).get_model_version(name, version).tags
     assert tags[EVAL_RUN_TAG] == result.mlflow_run_id
+
+
+@pytest.mark.slow
+def test_in_process_eval_on_vllm_recounts(ray_cluster, student_path, tmp_path: Path) -> None:
+    pytest.importorskip("vllm")
+    recipe = make_recipe(
+        tmp_path,
+        student_path,
+        limit=2,
+        samples=2,
+        max_tokens=12,
+        engine="vllm",
+        vllm={"dtype": "float32", "enforce_eager": True},
+        configurations={"off": {}, "force_zh": {"force": "zh"}},
+    )
+    result = run_eval(recipe, label="vllm")
+    out = recipe.run_dir / "eval" / result.label
+    records = read_samples(out / "samples.jsonl")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(records) == 2 * 2 * 2 and not any(r["failed"] for r in records)
+    assert all(r["engine_usage"]["completion_tokens"] == 12 for r in records)  # no EOS from this student
+    assert summary["fingerprint"]["engine"]["kind"] == "vllm"
+    for configuration, m in summary["results"]["mini"].items():
+        rows = [r for r in records if r["configuration"] == configuration]
+        assert m["samples"] == len(rows) == 4 and m["failures"] == 0
+        assert m["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows), abs=1e-6)
+    forced = [r for r in records if r["configuration"] == "force_zh"]
+    assert all(r["engine_usage"]["language_mix"] == {"zh": 1.0} for r in forced)  # the processor ran

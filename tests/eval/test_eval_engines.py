@@ -134,3 +134,19 @@ def test_eval_refuses_an_ambiguous_endpoint_before_generating(
     named = make_recipe(tmp_path, student_path, endpoint=server.base_url, served_model="my-deployment")
     ref = resolve_model(str(student_path), named.tracking_uri)
     assert served_model_for(named, ref, server.base_url) == "my-deployment"
+
+
+@pytest.mark.slow
+def test_the_vllm_engine_generates_in_order_and_refuses_what_cannot_fit_up_front(vllm_engine):
+    from l2ray.eval.engines import ContextError, VllmLocalEngine
+
+    engine = VllmLocalEngine.over(vllm_engine)
+    requests = [_request(0, 12), _request(1, 12, InterventionConfig(force="zh")), _request(2, 5)]
+    done = engine.generate(requests)
+    assert [d.completion_tokens for d in done] == [12, 12, 5]
+    assert all(d.starts_in_thinking and not d.failed for d in done)
+    assert done[1].language_mix == {"zh": 1.0}
+    context = vllm_engine.codec.context_length
+    too_long = [_request(3, 4), _request(4, context)]
+    with pytest.raises(ContextError, match=r"sample .*exceeds the model's context.*lower eval.max_tokens"):
+        engine.generate(too_long)

@@ -132,3 +132,21 @@ def test_a_clean_stream_ends_with_done():
         return [event async for event in sse_events(one_chunk(), lambda: None)]
 
     assert asyncio.run(collect()) == [f"data: {json.dumps(CHUNK)}\n\n", "data: [DONE]\n\n"]
+
+
+def test_a_body_must_be_json_and_shallow():
+    from l2ray.serve.ingress import MAX_JSON_DEPTH, parse_json_body
+    from l2ray.serve.protocol import RequestError
+
+    assert parse_json_body(b'{"a": [1]}', "application/json; charset=utf-8") == {"a": [1]}
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
+        with pytest.raises(RequestError) as caught:
+            parse_json_body(b"{}", content_type)
+        assert caught.value.status == 415
+    just_too_deep = b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)
+    parser_breaking = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    for raw in (just_too_deep, parser_breaking):
+        with pytest.raises(RequestError, match="nests deeper") as caught:
+            parse_json_body(raw, "application/json")
+        assert caught.value.status == 400
+    assert parse_json_body(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH, "application/json")

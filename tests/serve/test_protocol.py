@@ -145,3 +145,46 @@ def test_their_neutral_values_are_accepted(field, value):
 def test_out_of_range_penalty_is_a_range_error():
     error = refusal(ChatRequest, chat(presence_penalty=5))
     assert error["param"] == "presence_penalty" and "2" in error["message"]
+
+
+def test_text_content_parts_are_joined_and_other_parts_refused():
+    parts = [{"type": "text", "text": "What is "}, {"type": "text", "text": "7*8?"}]
+    request = parse_request(ChatRequest, {"model": "l2ray", "messages": [{"role": "user", "content": parts}]})
+    assert request.messages[0].content == "What is 7*8?"
+    image = [{"type": "image_url", "image_url": {"url": "http://x"}}]
+    with pytest.raises(RequestError, match="content parts must be") as caught:
+        parse_request(ChatRequest, {"model": "l2ray", "messages": [{"role": "user", "content": image}]})
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"stream": "true"},
+        {"n": "2"},
+        {"seed": 1.5},
+        {"max_tokens": "16"},
+        {"stream_options": {"include_usage": "yes"}},
+        {"l2ray": {"show_thinking": "false"}},
+        {"l2ray": {"top_k": "3"}},
+        {"l2ray": {"alpha_mode": "sign", "alpha": "-0.5"}},
+    ],
+)
+def test_strings_are_not_coerced_to_booleans_or_numbers(field):
+    body = {"model": "l2ray", "messages": [{"role": "user", "content": "1+1?"}], **field}
+    with pytest.raises(RequestError) as caught:
+        parse_request(ChatRequest, body)
+    assert caught.value.status == 400
+
+
+def test_loose_but_valid_json_still_parses():
+    body = {
+        "model": "l2ray",
+        "messages": [{"role": "user", "content": "1+1?"}],
+        "temperature": 1,  # an integer is a number
+        "logit_bias": {"5": 2},  # JSON object keys are strings
+        "l2ray": {"boost": ["zh"], "beta": 3, "alpha": -0.5, "alpha_mode": "sign"},
+    }
+    request = parse_request(ChatRequest, body)
+    assert request.logit_bias == {5: 2.0} and request.temperature == 1.0
+    assert request.l2ray.intervention().alpha_mode == "sign"

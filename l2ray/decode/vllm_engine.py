@@ -1,0 +1,153 @@
+"""vLLM as the decode engine: `DecodeRequest`s in, `Completion`s out, the intervention in the engine.
+
+`engine_kwargs` is the one place vLLM is configured (the Serve Generator's `AsyncLLM`, evaluation's
+engines and `VllmEngine` below all start from it); `sampling_params` turns a `DecodeRequest` into
+vLLM's `SamplingParams`, the request's policy riding in ``extra_args`` for `L2rayLogitsProcessor`;
+`completion_of` turns vLLM's output ids back into a `Completion` whose counters (thinking and answer
+tokens, switches, language mix) come from replaying the request's policy over them — the policy's
+counters depend only on the tokens it observes, so the replay equals the engine-side state.
+
+Example:
+    >>> engine = VllmEngine(path, VllmEngineConfig(dtype="float32", enforce_eager=True))  # doctest: +SKIP
+    >>> request = DecodeRequest(prompt_ids, 64, InterventionConfig(force="zh"))  # doctest: +SKIP
+    >>> [done] = engine.complete([request])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from l2ray.decode.codec import Codec
+from l2ray.decode.config import VllmEngineConfig
+from l2ray.decode.engine import completion_from
+from l2ray.decode.policy import RequestPolicy, encode_policy
+from l2ray.decode.types import Completion, DecodeRequest, TokenStep
+
+ENV_DEFAULTS = {
+    # Keep a CPU machine's cores all working (vLLM reserves one by default).
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    # The V1 model runner: the logits-processor interface L2rayLogitsProcessor implements (GPU
+    # machines default to Model Runner V2, whose interface is another one).
+    "VLLM_USE_V2_MODEL_RUNNER": "0",
+}
+
+
+def engine_kwargs(model_path: str, config: VllmEngineConfig) -> dict[str, Any]:
+    """Keyword arguments of `vllm.LLM` / `AsyncEngineArgs` for ``model_path`` with the l2ray processor.
+
+    Also sets the environment vLLM reads when its engine process starts (unless already set).
+    """
+    from l2ray.decode.vllm_processor import L2rayLogitsProcessor
+
+    for name, value in {**ENV_DEFAULTS, "VLLM_CPU_KVCACHE_SPACE": f"{config.cpu_kv_cache_gib:g}"}.items():
+        os.environ.setdefault(name, value)
+    return {
+        "model": model_path,
+        "dtype": config.dtype,
+        "enforce_eager": config.enforce_eager,
+        "enable_prefix_caching": config.enable_prefix_caching,
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "gpu_memory_utilization": config.gpu_memory_utilization,
+        "max_model_len": config.max_model_len,
+        "max_num_seqs": config.max_num_seqs,
+        "logits_processors": [L2rayLogitsProcessor],
+    }
+
+
+def sampling_params(request: DecodeRequest, codec: Codec) -> Any:
+    """vLLM `SamplingParams` of ``request``; raises `PolicyError` when the model cannot carry it out."""
+    from vllm import SamplingParams
+
+    from l2ray.decode.vllm_processor import SPEC_KEY
+
+    extra = {SPEC_KEY: encode_policy(codec.policy(request))} if request.intervention.active else None
+    return SamplingParams(
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        seed=request.seed if request.temperature > 0 else None,
+        logit_bias=dict(request.logit_bias) or None,
+        logprobs=request.logprobs or None,
+        ignore_eos=request.ignore_eos,
+        stop_token_ids=list(codec.vocab.stop_ids),
+        skip_special_tokens=False,
+        detokenize=False,  # the codec decodes the ids once, where the text is needed
+        extra_args=extra,
+    )
+
+
+def completion_of(
+    codec: Codec,
+    request: DecodeRequest,
+    tokens: Sequence[int],
+    finish_reason: str | None,
+    latency_s: float = 0.0,
+) -> Completion:
+    """The `Completion` of a request vLLM generated ``tokens`` for (a trailing stop token dropped)."""
+    policy = codec.policy(request)
+    steps = [TokenStep(int(t), is_stop=int(t) in codec.vocab.stop_ids) for t in tokens]
+    for step in steps:
+        policy.observe(step.token)
+    if steps:
+        steps[-1].finish_reason = finish_reason
+    done = completion_from(codec, len(request.prompt_ids), steps, policy)
+    done.latency_s = latency_s
+    return done
+
+
+def token_steps(
+    codec: Codec, output: Any, policy: RequestPolicy, top_wanted: int, finished: bool
+) -> list[TokenStep]:
+    """The `TokenStep`s of one vLLM delta output (``RequestOutputKind.DELTA``) of a request.
+
+    ``policy`` (a fresh one of the request) observes the tokens, so the last step can carry its
+    counters as ``usage``; ``top_wanted`` alternatives per token come from vLLM's raw logprobs (the
+    distribution before any processor, as the transformers engine reports them).
+    """
+    steps = []
+    logprobs = output.logprobs or [None] * len(output.token_ids)
+    for token, alternatives in zip(output.token_ids, logprobs, strict=True):
+        step = TokenStep(int(token), is_stop=int(token) in codec.vocab.stop_ids)
+        if top_wanted and alternatives:
+            ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank)
+            step.top = [(int(t), float(lp.logprob)) for t, lp in ranked[:top_wanted]]
+            step.logprob = float(alternatives[token].logprob) if token in alternatives else None
+        policy.observe(step.token)
+        steps.append(step)
+    if finished:
+        if not steps:  # vLLM may finish with an empty delta: a stop step carries the reason
+            steps.append(TokenStep(codec.vocab.stop_ids[0], is_stop=True))
+        steps[-1].finish_reason = output.finish_reason or "length"
+        steps[-1].usage = policy.counters()
+    return steps
+
+
+class VllmEngine:
+    """A synchronous `vllm.LLM` with the intervention (evaluation's engines, tests, benchmarks)."""
+
+    def __init__(self, model_path: str, config: VllmEngineConfig | None = None) -> None:
+        from vllm import LLM
+
+        self.codec = Codec.from_pretrained(model_path)
+        self.llm = LLM(**engine_kwargs(model_path, config or VllmEngineConfig()))
+
+    def complete(self, requests: Sequence[DecodeRequest]) -> list[Completion]:
+        """Decode ``requests`` in one continuous batch; one `Completion` each, in order."""
+        from vllm.inputs import TokensPrompt
+
+        params = [sampling_params(r, self.codec) for r in requests]
+        start = time.perf_counter()
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests], params, use_tqdm=False
+        )
+        latency = (time.perf_counter() - start) / max(len(requests), 1)
+        return [
+            completion_of(self.codec, r, out.outputs[0].token_ids, out.outputs[0].finish_reason, latency)
+            for r, out in zip(requests, outputs, strict=True)
+        ]
+
+
+__all__ = ["ENV_DEFAULTS", "VllmEngine", "completion_of", "engine_kwargs", "sampling_params", "token_steps"]

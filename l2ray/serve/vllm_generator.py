@@ -1,0 +1,75 @@
+"""The model replica on vLLM: `AsyncLLM` with continuous batching and the intervention as a logits
+processor (`l2ray.decode.vllm_processor`), behind the same interface as the transformers `Generator`
+(``info``, ``generate``), so the Ingress → ReasoningController graph does not change.
+
+Why `AsyncLLM` and not `ray.serve.llm`'s server: that server is itself an OpenAI ingress over its own
+engine deployment; our graph needs the controller between the HTTP surface and the engine (it
+tokenizes with the student's codec, builds each request's policy, splits thinking from answer,
+applies stop strings and the l2ray usage fields), and a replica that takes `DecodeRequest`s and
+streams `TokenStep`s. Wrapping vLLM's own async engine in a Serve deployment gives exactly that.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+
+from l2ray.decode.codec import Codec
+from l2ray.decode.config import VllmEngineConfig
+from l2ray.decode.types import DecodeRequest, TokenStep
+from l2ray.decode.vllm_engine import engine_kwargs, sampling_params, token_steps
+
+
+@serve.deployment(name="Generator", max_ongoing_requests=256)
+class VllmGenerator:
+    """Resolves the student (as `Generator` does) and serves it from one vLLM `AsyncLLM`."""
+
+    def __init__(self, model: str, tracking_uri: str | None, engine: dict[str, Any]) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from l2ray.student.resolve import resolve_student
+
+        path = str(resolve_student(model, tracking_uri=tracking_uri))
+        self.codec = Codec.from_pretrained(path)
+        args = AsyncEngineArgs(**engine_kwargs(path, VllmEngineConfig.model_validate(engine)))
+        self.engine = AsyncLLM.from_engine_args(args)
+
+    def info(self) -> dict[str, Any]:
+        """What a controller needs to tokenize for this replica: tokenizer, stop ids, context length."""
+        return {
+            "tokenizer": self.codec.tokenizer,
+            "stop_ids": list(self.codec.vocab.stop_ids),
+            "context_length": self.codec.context_length,
+        }
+
+    async def generate(self, request: DecodeRequest) -> AsyncIterator[list[TokenStep]]:
+        """Stream one request's tokens, one group per engine step that produced any.
+
+        A caller that goes away early cancels this call; the request is then aborted in the engine so
+        its row stops decoding. An engine that died raises (the controller answers 500) instead of
+        pretending the request finished.
+        """
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params = sampling_params(request, self.codec)
+        params.output_kind = RequestOutputKind.DELTA
+        policy = self.codec.policy(request)  # replays the engine-side policy for the usage counters
+        request_id = uuid.uuid4().hex
+        finished = False
+        try:
+            outputs = self.engine.generate(
+                TokensPrompt(prompt_token_ids=list(request.prompt_ids)), params, request_id
+            )
+            async for out in outputs:
+                finished = out.finished
+                steps = token_steps(self.codec, out.outputs[0], policy, request.logprobs, finished)
+                if steps:
+                    yield steps
+        finally:
+            if not finished:
+                await self.engine.abort(request_id)

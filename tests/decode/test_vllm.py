@@ -1,0 +1,141 @@
+"""The policy behind vLLM: the V1 logits-processor adapter against the transformers one, on crafted
+logits (every batch change vLLM makes: add, remove, swap) and on a real engine (greedy parity)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from l2ray.decode.config import InterventionConfig
+from l2ray.decode.policy import PolicyError, ReasoningVocab, RequestPolicy, encode_policy
+from l2ray.decode.processors import BudgetForcingLogitsProcessor, LanguageTagLogitsProcessor, PolicyBatch
+from l2ray.decode.types import DecodeRequest
+
+vllm = pytest.importorskip("vllm")
+from vllm import SamplingParams  # noqa: E402
+from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
+
+from l2ray.decode.vllm_processor import SPEC_KEY, L2rayLogitsProcessor  # noqa: E402
+
+# ids: 0 pad, 1 eos, 2 <think>, 3 </think>, 4 plain, 5 en, 6 zh, 7 fr, 8..11 plain ("Wait" = 9, 10)
+VOCAB = ReasoningVocab(tag_ids={"en": 5, "zh": 6, "fr": 7}, think_end_id=3, stop_ids=(1, 0), think_start_id=2)
+V = 12
+CONFIGS = [
+    InterventionConfig(),
+    InterventionConfig(boost=["zh"], suppress=["en"], beta=3.0, top_k=4, alpha=0.5),
+    InterventionConfig(boost=["fr"], beta=2.0, top_k=3, alpha=-0.7, alpha_mode="sign"),
+    InterventionConfig(force="fr"),
+    InterventionConfig(max_switches=1, top_k=5),
+    InterventionConfig(num_ignore=2, max_thinking_tokens=30),
+    InterventionConfig(max_thinking_tokens=6, boost=["en"], top_k=6),
+]
+
+
+def fresh_policies() -> list[RequestPolicy]:
+    return [RequestPolicy(c, VOCAB, seed=row, ignore_ids=(9, 10)) for row, c in enumerate(CONFIGS)]
+
+
+def crafted_logits(steps: int) -> list[torch.Tensor]:
+    """Random logits where tags and ``</think>`` are often near the top (never pad or EOS)."""
+    noise = torch.Generator().manual_seed(0)
+    steps_ = [torch.randn(len(CONFIGS), V, generator=noise) * 3 for _ in range(steps)]
+    for scores in steps_:
+        scores[:, :2] = -20.0
+    return steps_
+
+
+def transformers_tokens(steps: list[torch.Tensor]) -> list[list[int]]:
+    batch = PolicyBatch(fresh_policies())
+    tags, budget = LanguageTagLogitsProcessor(batch), BudgetForcingLogitsProcessor(batch)
+    ids = torch.full((len(CONFIGS), 1), 2)
+    for scores in steps:
+        chosen = budget(ids, tags(ids, scores.clone())).argmax(dim=-1, keepdim=True)
+        ids = torch.cat([ids, chosen], dim=1)
+    return ids[:, 1:].tolist()
+
+
+def vllm_tokens(steps: list[torch.Tensor], swap_at: int) -> list[list[int]]:
+    """The same decode through the vLLM adapter; at ``swap_at`` vLLM swaps rows 0 and 1 and moves row
+    2 to a free slot, as its persistent batch does when it condenses."""
+    processor = L2rayLogitsProcessor(None, torch.device("cpu"), False)
+    outputs: list[list[int]] = [[] for _ in CONFIGS]
+    added = [
+        (row, SamplingParams(extra_args={SPEC_KEY: encode_policy(p)}), [2], outputs[row])
+        for row, p in enumerate(fresh_policies())
+    ]
+    processor.update_state(BatchUpdate(len(CONFIGS), removed=[], added=added, moved=[]))
+    slot_of = list(range(len(CONFIGS)))  # request -> row of vLLM's batch
+    spare = len(CONFIGS)
+    for step, scores in enumerate(steps):
+        if step == swap_at:
+            moved = [(0, 1, MoveDirectionality.SWAP), (2, spare, MoveDirectionality.UNIDIRECTIONAL)]
+            processor.update_state(BatchUpdate(len(CONFIGS), removed=[], added=[], moved=moved))
+            slot_of[0], slot_of[1], slot_of[2] = 1, 0, spare
+        logits = torch.full((spare + 1, V), -5.0)
+        for request, slot in enumerate(slot_of):
+            logits[slot] = scores[request]
+        chosen = processor.apply(logits).argmax(dim=-1).tolist()
+        for request, slot in enumerate(slot_of):
+            outputs[request].append(chosen[slot])  # vLLM appends to the live list after sampling
+    return outputs
+
+
+def test_both_adapters_choose_the_same_tokens_on_crafted_logits():
+    steps = crafted_logits(40)
+    reference = transformers_tokens(steps)
+    assert vllm_tokens(steps, swap_at=17) == reference
+    assert reference[3][0] == 7  # force opens with its tag
+    assert reference[6][6] == 3  # the 6-token budget ends the thinking
+    assert reference[0] != reference[1]  # the intervention did change something
+
+
+def test_removed_rows_and_rows_without_a_policy_are_left_alone():
+    processor = L2rayLogitsProcessor(None, torch.device("cpu"), False)
+    forced = SamplingParams(extra_args={SPEC_KEY: encode_policy(fresh_policies()[3])})
+    added = [(0, forced, [2], []), (1, SamplingParams(), [2], [])]
+    processor.update_state(BatchUpdate(2, removed=[], added=added, moved=[]))
+    logits = torch.zeros(2, V)
+    out = processor.apply(logits.clone())
+    assert out[0].argmax() == 7 and torch.equal(out[1], logits[1])
+    processor.update_state(BatchUpdate(1, removed=[0], added=[], moved=[]))
+    assert torch.equal(processor.apply(logits.clone()), logits)
+
+
+def test_a_malformed_spec_is_refused_when_the_request_arrives():
+    with pytest.raises(PolicyError, match="malformed l2ray policy spec"):
+        L2rayLogitsProcessor.validate_params(SamplingParams(extra_args={SPEC_KEY: '{"config": {}}'}))
+    L2rayLogitsProcessor.validate_params(
+        SamplingParams(extra_args={SPEC_KEY: encode_policy(fresh_policies()[1])})
+    )
+
+
+ENGINE_CONFIGS = [
+    InterventionConfig(),
+    InterventionConfig(force="zh"),
+    InterventionConfig(boost=["zh"], beta=2.0, alpha=0.5),
+    InterventionConfig(suppress=["ru", "ja"], beta=3.0),
+    InterventionConfig(boost=["en"], alpha=0.6, alpha_mode="sign"),
+    InterventionConfig(max_switches=1),
+    InterventionConfig(max_thinking_tokens=7),
+    InterventionConfig(num_ignore=2, max_thinking_tokens=40),
+]
+
+
+@pytest.mark.slow
+def test_vllm_and_transformers_make_the_same_tag_choices_and_budget_cuts(vllm_engine, switching_student_path):
+    from l2ray.decode.engine import DecodeEngine
+
+    hf = DecodeEngine.load(str(switching_student_path), device="cpu")
+    prompt = hf.codec.chat_prompt([{"role": "user", "content": "What is 12+7?"}])
+    requests = [DecodeRequest(prompt, 40, config, seed=row) for row, config in enumerate(ENGINE_CONFIGS)]
+    expected = hf.complete(requests)
+    got = vllm_engine.complete(requests)
+    for config, want, have in zip(ENGINE_CONFIGS, expected, got, strict=True):
+        assert (have.text, have.finish_reason, have.usage) == (want.text, want.finish_reason, want.usage), (
+            config
+        )
+    assert expected[1].text.startswith("<|lang:zh|>")
+    assert expected[0].switches > 0 and expected[5].switches == 1
+    assert expected[6].thinking_tokens == 7
+    assert "ru" in expected[0].language_mix and "ru" not in expected[3].language_mix
+    assert expected[2].text != expected[0].text
