@@ -170,7 +170,7 @@ def _cache_dir(recipe: Recipe) -> str:
 
 
 def _has_teacher(recipe: Recipe) -> bool:
-    return recipe.teacher.kind == "transformers" or bool(recipe.teacher.base_url)
+    return recipe.teacher.kind in ("transformers", "python") or bool(recipe.teacher.base_url)
 
 
 def _recorded(recipe: Recipe, seeds: list[SeedRow], languages: list[str] | None = None) -> RecordedLoad:

@@ -21,15 +21,20 @@ class TeacherConfig(Section):
     of several nodes it must be storage every node shares (NFS, a mounted bucket).
 
     ``kind: transformers`` runs ``model`` (an HF id or a local folder) in the actor process, on
-    ``device`` (default: CUDA when available). ``requests_per_minute`` / ``tokens_per_minute`` are
+    ``device`` (default: CUDA when available). ``kind: python`` calls ``factory``
+    (``module:callable``, e.g. the lab's ``l2ray.lab.teacher:LabTeacher``) with ``model`` inside each
+    actor and uses the Teacher it returns. ``requests_per_minute`` / ``tokens_per_minute`` are
     limits for the whole run; the pipeline splits them evenly over its actors.
     """
 
-    kind: Literal["openai", "transformers"] = "openai"
+    kind: Literal["openai", "transformers", "python"] = "openai"
     base_url: str | None = None
     model: str = "l2ray-recorded-teacher"
     api_key_env: str = "L2RAY_TEACHER_API_KEY"
     device: str | None = Field(default=None, description="transformers teacher: cpu, cuda, cuda:1, …")
+    factory: str | None = Field(
+        default=None, pattern=r"^[\w.]+:\w+$", description="python teacher: module:callable(model) -> Teacher"
+    )
     temperature: float = Field(default=0.6, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(default=8192, ge=1)
