@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -29,6 +30,8 @@ from l2ray.lab.config import LAB_LANGUAGES, BaseStudentConfig
 from l2ray.lab.render import TEMPLATES, render_text
 from l2ray.lab.tasks import make_problems, question_plan, response_plan, solution_plan
 from l2ray.languages import LANGUAGES
+
+log = logging.getLogger(__name__)
 
 BUILD_INFO = "l2ray_lab_base.json"
 FORMAT_VERSION = "1"
@@ -145,6 +148,8 @@ def pretrain(model, tokenizer, documents: list[str], config: BaseStudentConfig) 
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            if len(losses) % 100 == 0:
+                log.info("lab base: step %d/%d, loss %.3f", len(losses), config.steps, losses[-1])
     finally:
         torch.set_num_threads(threads)
     model.eval()

@@ -105,6 +105,7 @@ def run_study(config: LabConfig, progress: Progress | None = None) -> dict[str, 
     if config.pilot and l2_uri:
         extra["pilot"] = _pilot(config, out, files, base, l2_uri, say)
     summary = write_study_report(out, config, runs, extra, base, time.perf_counter() - started)
+    summary["report"] = str(out / "report.md")
     say(f"lab: report at {out / 'report.md'} ({summary['wall_s']:.0f} s)")
     return summary
 
