@@ -242,14 +242,13 @@ def load_base_evaluation(
     from l2ray.eval.tracking import ARTIFACT_DIR, EVAL_HASH_TAG, STAGE_TAG
 
     found = client.get_experiment_by_name(experiment)
-    if found is None:
+    if found is None or '"' in base_uri:  # MLflow's filter strings cannot quote a double quote
         return None
-    quoted = base_uri.replace("'", "\\'")
     runs = client.search_runs(
         [found.experiment_id],
         filter_string=(
-            f"params.model_uri = '{quoted}' and tags.`{STAGE_TAG}` = 'eval' "
-            f"and tags.`{EVAL_HASH_TAG}` = '{comparable_hash}'"
+            f'params.model_uri = "{base_uri}" and tags.`{STAGE_TAG}` = "eval" '
+            f'and tags.`{EVAL_HASH_TAG}` = "{comparable_hash}"'
         ),
         order_by=["attributes.start_time DESC"],
         max_results=1,
