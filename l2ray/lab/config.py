@@ -27,9 +27,9 @@ ARMS: tuple[str, ...] = ("base", "english", "l2", "whole", "mixed", "paraphrase"
 def _small_student() -> StudentConfig:
     return StudentConfig(
         vocab_size=1024,
-        hidden_size=96,
-        intermediate_size=256,
-        num_hidden_layers=3,
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=1024,
@@ -44,12 +44,12 @@ class BaseStudentConfig(Section):
     """
 
     shape: StudentConfig = Field(default_factory=_small_student)
-    documents: int = Field(default=6000, ge=1)
-    steps: int = Field(default=600, ge=1)
+    documents: int = Field(default=4000, ge=1)
+    steps: int = Field(default=500, ge=1)
     batch_size: int = Field(default=8, ge=1)
     lr: float = Field(default=3e-3, gt=0.0)
     seed: int = 0
-    threads: int = Field(default=2, ge=1, description="torch CPU threads while pre-training")
+    threads: int = Field(default=1, ge=1, description="torch CPU threads while pre-training")
 
 
 class LabConfig(Section):

@@ -141,8 +141,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in summary["arms"]:
+        k = "—" if row["arm"] == "base" else row["k"]  # the base is the same model for every k
         lines.append(
-            f"| {row['k']} | {row['arm']} | {row['seeds']} | {row['train_rows'] or '—'} | "
+            f"| {k} | {row['arm']} | {row['seeds']} | {row['train_rows'] or '—'} | "
             f"{row['train_tokens'] or '—'} | {row['accuracy']:.3f} ± {row['accuracy_stderr']:.3f} | "
             f"{row['thinking_tokens']:.1f} ± {row['thinking_tokens_stderr']:.1f} |"
         )
@@ -165,7 +166,8 @@ def write_plots(out: Path, summary: dict[str, Any]) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in summary["arms"]:
         ax.errorbar(row["thinking_tokens"], row["accuracy"], yerr=row["accuracy_stderr"], fmt="o", capsize=3)
-        ax.annotate(f"{row['arm']} k={row['k']}", (row["thinking_tokens"], row["accuracy"]), fontsize=7)
+        label = row["arm"] if row["arm"] == "base" else f"{row['arm']} k={row['k']}"
+        ax.annotate(label, (row["thinking_tokens"], row["accuracy"]), fontsize=7)
     ax.set_xlabel("mean thinking tokens")
     ax.set_ylabel("accuracy")
     paths.append(_save(fig, out / "accuracy_vs_tokens.png", plt))
