@@ -34,8 +34,9 @@ from l2ray.languages import LANGUAGES
 log = logging.getLogger(__name__)
 
 BUILD_INFO = "l2ray_lab_base.json"
-FORMAT_VERSION = "1"
-"""Bump when the pre-training text changes shape (part of the fingerprint)."""
+FORMAT_VERSION = "2"
+"""Bump when the pre-training text or the build changes (part of the fingerprint); 2: unseen token
+rows mean-initialised after pre-training."""
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -102,6 +103,7 @@ def build_base(out: Path, config: BaseStudentConfig) -> dict:
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     started = time.perf_counter()
     losses = pretrain(model, tokenizer, documents, config)
+    reset_unseen_embeddings(model, tokenizer)
     model.save_pretrained(out)
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -154,6 +156,27 @@ def pretrain(model, tokenizer, documents: list[str], config: BaseStudentConfig) 
         torch.set_num_threads(threads)
     model.eval()
     return losses
+
+
+def reset_unseen_embeddings(model, tokenizer) -> list[str]:
+    """Set the rows of the tokens raw text never holds (``<think>``, ``</think>``, the tags,
+    ``<|im_start|>``) to the mean of the others, as `l2ray.student.tokens` initialises tokens it adds
+    to a real base: pre-training only ever pushed their logits down, which SFT would first have to
+    undo."""
+    import torch
+
+    from l2ray.student.build import IM_START
+    from l2ray.student.tokens import reasoning_tokens
+
+    unseen = [IM_START, *reasoning_tokens()]
+    ids = torch.tensor(tokenizer.convert_tokens_to_ids(unseen))
+    weight = model.get_input_embeddings().weight  # tied: the output layer is the same matrix
+    keep = torch.ones(weight.shape[0], dtype=torch.bool)
+    keep[ids] = False
+    keep[tokenizer.pad_token_id] = False
+    with torch.no_grad():
+        weight[ids] = weight[keep].mean(dim=0, keepdim=True)
+    return unseen
 
 
 def _padded(batch: list[list[int]], pad_id: int):

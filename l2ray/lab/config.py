@@ -44,8 +44,8 @@ class BaseStudentConfig(Section):
     """
 
     shape: StudentConfig = Field(default_factory=_small_student)
-    documents: int = Field(default=4000, ge=1)
-    steps: int = Field(default=500, ge=1)
+    documents: int = Field(default=6000, ge=1)
+    steps: int = Field(default=1500, ge=1)
     batch_size: int = Field(default=8, ge=1)
     lr: float = Field(default=3e-3, gt=0.0)
     seed: int = 0
