@@ -51,3 +51,18 @@ def test_a_bad_lab_config_is_one_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["lab", "--config", str(bad)])
     assert result.exit_code == 2
     assert "armz: unknown field. Did you mean 'arms'?" in result.output
+
+
+def test_the_shipped_lab_configs_and_every_arm_recipe_validate(tmp_path):
+    from l2ray.lab.study import ARM_KINDS, arm_recipe, load_lab_config
+
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("seeds", "eval", "pilot")}
+    for name in ("lab.yaml", "lab-short.yaml"):
+        config = load_lab_config(REPO / "configs" / name)
+        assert len(config.k) >= 1 and set(config.arms) <= {"base", *ARM_KINDS}
+        for arm in config.arms:
+            kinds = {"mix": {"kinds": ARM_KINDS.get(arm, ["original"])}}
+            recipe = arm_recipe(config, tmp_path, files, tmp_path / "base", f"x-{arm}", train=kinds)
+            assert recipe.teacher.kind == "python" and recipe.student.model == str(tmp_path / "base")
+    full = load_lab_config(REPO / "configs" / "lab.yaml")
+    assert len(full.k) >= 2 and len(full.train_seeds) >= 3 and full.eval_problems >= 100
