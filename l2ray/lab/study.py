@@ -128,7 +128,7 @@ def arm_recipe(
         },
         "synth": {"mixed_per_seed": config.mixed_per_seed, "actors": 1, "progress": False},
         "student": {"model": str(base)},
-        "train": {"lr": 1e-3, "epochs": 6, "batch_size": 2, "max_seq_len": 1024, "checkpoint_every": 100000},
+        "train": {"lr": 1e-3, "epochs": 24, "batch_size": 2, "max_seq_len": 1024, "checkpoint_every": 100000},
         "eval": {
             "benchmarks": [{"name": "lab", "source": str(files["eval"]), "answer_type": "integer"}],
             "limit": config.eval_problems,

@@ -4,7 +4,8 @@
 The base student is the study's own (`BaseStudentConfig()` defaults), built once per machine into the
 l2ray cache. The directions and tolerances below were measured on a run of this configuration before
 they were written down (docs/lab.md). That the SFT student beats its base is NOT asserted: on the
-student these machines can pre-train it does not yet (docs/lab.md, "Measured").
+student these machines can pre-train it does not yet, and ``force`` moved the language of thinking on
+one such student and not on another (docs/lab.md, "Measured").
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ def study(ray_cluster, tmp_path_factory) -> dict:
         eval_problems=100,
         pilot_problems=8,
         sweeps={
-            "force_zh": {"force": "zh"},
             "boost_zh": {"boost": ["zh"], "beta": 10.0},
             "budget_32": {"max_thinking_tokens": 32},
         },
@@ -53,17 +53,12 @@ def test_the_paraphrase_baseline_has_the_rows_and_about_the_tokens_of_l2(study):
     assert data["rows"] == l2["train_rows"] and data["rows_per_language"] == {"en": data["rows"]}
 
 
-def test_force_and_boost_move_the_language_of_thinking_and_budgets_cut_tokens(study):
+def test_boost_moves_the_language_of_thinking_and_budgets_cut_tokens(study):
     sweeps = study["sweeps"]["configurations"]
-    off, forced, boosted = sweeps["off"], sweeps["force_zh"], sweeps["boost_zh"]
     zh = {name: m["language_shares"].get("zh", 0.0) for name, m in sweeps.items()}
-    assert zh["force_zh"] >= zh["off"] + 0.3, zh
     assert zh["boost_zh"] > zh["off"], zh
-    assert (
-        forced["thinking_tokens"] != off["thinking_tokens"]
-        or boosted["thinking_tokens"] != off["thinking_tokens"]
-    )
-    assert sweeps["budget_32"]["thinking_tokens"] < off["thinking_tokens"]
+    off = sweeps["off"]["thinking_tokens"]
+    assert sweeps["budget_32"]["thinking_tokens"] < off
     assert sweeps["budget_32"]["thinking_tokens"] <= 40  # the budget, plus the closing the engine appends
 
 
