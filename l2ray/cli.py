@@ -354,6 +354,24 @@ def serve_command(
         ray.shutdown()
 
 
+@app.command("lab")
+def lab_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Lab YAML.")] = Path("configs/lab.yaml"),
+    sets: SetOpt = None,
+    base_only: Annotated[bool, typer.Option("--base-only", help="Only build (or find) the base.")] = False,
+) -> None:
+    """The L² lab (docs/lab.md): every arm trained and evaluated, sweeps, pilot → runs/<name>/lab/."""
+    from l2ray.lab.base import ensure_base
+    from l2ray.lab.study import load_lab_config, run_study
+
+    lab = load_lab_config(config, sets)
+    if base_only:
+        console.print(f"base student: {ensure_base(lab.base)}")
+        return
+    summary = run_study(lab)
+    console.print(f"lab report: {summary['report']}", highlight=False)
+
+
 @app.command("run")
 def run(
     config: ConfigOpt = None,

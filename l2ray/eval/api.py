@@ -28,7 +28,15 @@ from l2ray.decode.config import InterventionConfig
 from l2ray.eval.benchmarks import load_benchmark
 from l2ray.eval.model_ref import resolve_model
 from l2ray.eval.pilot import pilot_dataset, pilot_problems, write_pilot_report
-from l2ray.eval.promotion import CHAMPION, Decision, PromotionError, decide, decision_tags, not_evaluated
+from l2ray.eval.promotion import (
+    CHAMPION,
+    Decision,
+    PromotionError,
+    decide,
+    decision_tags,
+    load_base_evaluation,
+    not_evaluated,
+)
 from l2ray.eval.report import write_report
 from l2ray.eval.runner import (
     default_label,
@@ -150,12 +158,23 @@ def promote(recipe: Recipe, candidate: str = "candidate", tracking_uri: str | No
         if champion and champion_eval is None:
             decision.reasons = [f"the champion has no evaluation: {not_evaluated(name, champion)}"]
         else:
-            decision.outcome, decision.reasons = decide(evaluation, champion_eval, recipe.eval.gate)
+            base = _base_evaluation(client, uri, recipe, evaluation["comparable_hash"])
+            decision.outcome, decision.reasons = decide(evaluation, champion_eval, recipe.eval.gate, base)
+            if base is None:
+                decision.reasons.append(
+                    f"the base {recipe.student.model} has no comparable evaluation: not compared"
+                )
     if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     for key, value in decision_tags(decision, utc_iso()).items():
         client.set_model_version_tag(name, version, key, value)
     return decision
+
+
+def _base_evaluation(client: Any, uri: str, recipe: Recipe, comparable_hash: str) -> dict[str, Any] | None:
+    """The evaluation of the model the candidate was trained from (the recipe's student), if any."""
+    base = resolve_model(recipe.student.model, uri).uri
+    return load_base_evaluation(client, uri, recipe.experiment_name, base, comparable_hash)
 
 
 def _version_of(client: Any, name: str, candidate: str, uri: str) -> str:

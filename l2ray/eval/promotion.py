@@ -14,6 +14,11 @@ configurations, engine kind, prompt and grader). Otherwise promotion refuses. Th
 With no champion yet, an evaluated candidate whose failure rate is within ``max_failure_rate`` (default
 0: no failures) becomes champion. The decision and its reasons are tags on the candidate version.
 
+The candidate is also compared with the model it was trained from (the recipe's ``student.model``),
+when that base has an evaluation of the same kind (`load_base_evaluation`; `l2ray run` always makes
+one): a student whose accuracy is not above its base's on every benchmark is not promoted, whatever
+the champion — fine-tuning that taught nothing is not a new model.
+
 Example:
     >>> outcome, reasons = decide(candidate_summary, champion_summary, PromotionGate())  # doctest: +SKIP
     >>> outcome, reasons[0]  # doctest: +SKIP
@@ -57,6 +62,49 @@ class Decision:
 
 
 def decide(
+    candidate: dict[str, Any],
+    champion: dict[str, Any] | None,
+    gate: PromotionGate,
+    base: dict[str, Any] | None = None,
+) -> tuple[Outcome, list[str]]:
+    """Apply the gate (`champion_gate`), then, given the base's evaluation, `base_check`."""
+    outcome, reasons = champion_gate(candidate, champion, gate)
+    if base is None or outcome == "refused":
+        return outcome, reasons
+    configuration = gate.configuration or next(iter(candidate["fingerprint"]["configurations"]))
+    better, base_reasons = base_check(candidate, base, configuration)
+    if better is None:
+        return "refused", reasons + base_reasons
+    return (outcome if better else "rejected"), reasons + base_reasons
+
+
+def base_check(
+    candidate: dict[str, Any], base: dict[str, Any], configuration: str
+) -> tuple[bool | None, list[str]]:
+    """Is the candidate more accurate than its base on every benchmark? ``None``: not comparable."""
+    if candidate["comparable_hash"] != base["comparable_hash"]:
+        return None, [
+            f"the base's evaluation differs (comparable fingerprint {base['comparable_hash']} vs "
+            f"{candidate['comparable_hash']}): "
+            + _fingerprint_diff(candidate["fingerprint"], base["fingerprint"])
+            + ". Evaluate the base with the same recipe.eval."
+        ]
+    reasons, better = [], True
+    for benchmark, configurations in candidate["results"].items():
+        ours = configurations[configuration]["accuracy"]
+        theirs = base["results"].get(benchmark, {}).get(configuration, {}).get("accuracy")
+        if theirs is None:
+            return None, [f"the base's evaluation has no {benchmark}/{configuration}"]
+        ok = ours > theirs + 1e-12
+        better = better and ok
+        reasons.append(
+            f"{benchmark}/{configuration}: accuracy {ours:.3f} vs base {theirs:.3f} "
+            f"(must be higher): {_verdict(ok)}"
+        )
+    return better, reasons
+
+
+def champion_gate(
     candidate: dict[str, Any], champion: dict[str, Any] | None, gate: PromotionGate
 ) -> tuple[Outcome, list[str]]:
     """Apply the gate to two ``summary.json`` dicts (pure).
@@ -180,6 +228,43 @@ def _verdict(ok: bool) -> str:
     return "ok" if ok else "FAIL"
 
 
+def load_base_evaluation(
+    client: Any, tracking_uri: str, experiment: str, base_uri: str, comparable_hash: str
+) -> dict[str, Any] | None:
+    """The ``summary.json`` of the latest ``eval`` run of ``base_uri`` in ``experiment`` that is
+    comparable (``comparable_hash``) with the candidate's; ``None`` when there is none."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    from l2ray.eval.tracking import ARTIFACT_DIR, EVAL_HASH_TAG, STAGE_TAG
+
+    found = client.get_experiment_by_name(experiment)
+    if found is None or '"' in base_uri:  # MLflow's filter strings cannot quote a double quote
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=(
+            f'params.model_uri = "{base_uri}" and tags.`{STAGE_TAG}` = "eval" '
+            f'and tags.`{EVAL_HASH_TAG}` = "{comparable_hash}"'
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=runs[0].info.run_id,
+            artifact_path=f"{ARTIFACT_DIR}/summary.json",
+            dst_path=tmp,
+            tracking_uri=tracking_uri,
+        )
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def decision_tags(decision: Decision, when: str) -> dict[str, str]:
     """The tags a decision leaves on the candidate version."""
     return {
@@ -210,7 +295,10 @@ __all__ = [
     "REASONS_TAG",
     "Decision",
     "PromotionError",
+    "base_check",
+    "champion_gate",
     "decide",
     "decision_tags",
+    "load_base_evaluation",
     "not_evaluated",
 ]

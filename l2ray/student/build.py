@@ -36,10 +36,15 @@ CHAT_TEMPLATE = (
 
 
 def build_student(
-    out_dir: str | Path, config: StudentConfig | None = None, seed: int = 0, force: bool = False
+    out_dir: str | Path,
+    config: StudentConfig | None = None,
+    seed: int = 0,
+    force: bool = False,
+    corpus: list[str] | None = None,
 ) -> Path:
     """Train the tokenizer, initialise the model, save both to ``out_dir`` and return the path.
 
+    ``corpus`` (default: every text shipped with the package) is what the tokenizer is trained on.
     A folder that already holds a student built from the same corpus, shape and seed is reused
     unless ``force``.
     """
@@ -48,7 +53,7 @@ def build_student(
 
     config = config or StudentConfig()
     out = Path(out_dir).resolve()
-    corpus = list(_corpus_texts())
+    corpus = corpus if corpus is not None else list(_corpus_texts())
     fingerprint = stable_id(json.dumps(config.model_dump(), sort_keys=True), str(seed), *corpus)
     info_path = out / BUILD_INFO
     if not force and info_path.exists() and json.loads(info_path.read_text())["fingerprint"] == fingerprint:

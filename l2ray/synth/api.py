@@ -190,7 +190,7 @@ def _section(recipe: Recipe, role: Role) -> str:
 
 
 def has_endpoint(config: TeacherConfig) -> bool:
-    return config.kind == "transformers" or bool(config.base_url)
+    return config.kind in ("transformers", "vllm", "python") or bool(config.base_url)
 
 
 def recorded_content(

@@ -183,6 +183,8 @@ def build_teacher(
         from l2ray.teacher.local import TransformersTeacher
 
         return TransformersTeacher(config.model, device=config.device)
+    if config.kind == "python":
+        return _python_teacher(config)
     if not config.base_url:
         return None
     from l2ray.teacher.openai_http import OpenAITeacher
@@ -252,6 +254,20 @@ class RoleClients:
     async def aclose(self) -> None:
         for client in self.distinct():
             await client.aclose()
+
+
+def _python_teacher(config: TeacherConfig) -> Teacher:
+    """``teacher.factory``'s callable, called with the model name (imported by name: the teacher
+    layer knows no implementation above it)."""
+    import importlib
+
+    if not config.factory:
+        raise L2rayError("teacher.kind is python but teacher.factory is unset; set it to module:callable")
+    module, _, name = config.factory.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)(config.model)
+    except (ImportError, AttributeError) as exc:
+        raise L2rayError(f"teacher.factory {config.factory!r} cannot be loaded: {exc}") from None
 
 
 def _answer(entry: CacheEntry, cached: bool) -> Answer:

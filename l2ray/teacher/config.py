@@ -41,13 +41,18 @@ class TeacherConfig(Section):
 
     ``batch: true`` sends the role's requests through the OpenAI-compatible batch API before the
     pipeline runs (cheaper, slower; `l2ray.teacher.batch`); replies land in the same cache.
+    ``kind: python`` calls ``factory`` (``module:callable``, e.g. the lab's
+    ``l2ray.lab.teacher:LabTeacher``) with ``model`` inside each actor and uses the Teacher it returns.
     """
 
-    kind: Literal["openai", "transformers", "vllm"] = "openai"
+    kind: Literal["openai", "transformers", "vllm", "python"] = "openai"
     base_url: str | None = None
     model: str = "l2ray-recorded-teacher"
     api_key_env: str | None = "L2RAY_TEACHER_API_KEY"
     device: str | None = Field(default=None, description="transformers teacher: cpu, cuda, cuda:1, …")
+    factory: str | None = Field(
+        default=None, pattern=r"^[\w.]+:\w+$", description="python teacher: module:callable(model) -> Teacher"
+    )
     temperature: float = Field(default=0.6, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(default=8192, ge=1)
