@@ -101,22 +101,3 @@ def collate(examples: list[Example], pad_token_id: int) -> dict[str, Any]:
         labels[row, :n] = torch.tensor(example.labels)
         attention[row, :n] = 1
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
-def token_loss_sum(logits: Any, labels: Any) -> Any:
-    """Sum (not mean) of next-token cross-entropy over target positions.
-
-    Summing lets gradient accumulation divide by the number of target tokens of the whole
-    accumulation window, so a short trace weighs no more per token than a long one. The labels are
-    shifted, not the logits: slicing ``logits[:, :-1]`` would copy the largest tensor of the step
-    (batch × sequence × vocabulary) forward and backward.
-    """
-    import torch.nn.functional as F
-
-    next_tokens = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
-    return F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        next_tokens.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )

@@ -5,7 +5,7 @@ full copy per job: every rank builds the student on the meta device, shards it, 
 own shards, and rank 0 alone reads the weights and broadcasts them into everyone's shards.
 
 Example:
-    >>> model, tokenizer, added = load_sharded(base_path, device, ShardSettings())  # doctest: +SKIP
+    >>> model, tokenizer, added = build_sharded(base_path, device, ShardSettings())  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -37,14 +37,15 @@ class ShardSettings:
     chunk_tokens: int = 2048
 
 
-def load_sharded(
-    base_path: str, device: torch.device, settings: ShardSettings
+def build_sharded(
+    base_path: str, device: torch.device, settings: ShardSettings, load_weights: bool = True
 ) -> tuple[LossModel, Any, list[str]]:
     """The sharded `LossModel` over the student at ``base_path``, its tokenizer and the added tokens.
 
     The student grows by the reasoning tokens it lacks exactly as the unsharded path grows it
     (`ensure_reasoning_tokens`), on every rank: the structure is decided by the tokenizer, the
-    values by rank 0's copy.
+    values by rank 0's copy. Without ``load_weights`` the shards stay uninitialised, for a
+    checkpoint to fill (resuming never reads the base weights).
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -56,12 +57,13 @@ def load_sharded(
     added = ensure_reasoning_tokens(tokenizer, model)
     wrapped = shard(model, settings)
     wrapped.to_empty(device=device)
-    full_state: dict[str, Any] = {}
-    if dist.get_rank() == 0:
-        full_state = _rank_zero_weights(base_path, AutoTokenizer.from_pretrained(base_path))
-    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-    set_model_state_dict(model, full_state, options=options)
-    del full_state
+    if load_weights:
+        full_state: dict[str, Any] = {}
+        if dist.get_rank() == 0:
+            full_state = _rank_zero_weights(base_path, AutoTokenizer.from_pretrained(base_path))
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_model_state_dict(model, full_state, options=options)
+        del full_state
     reset_buffers(model, device)
     model.train()
     return wrapped, tokenizer, added

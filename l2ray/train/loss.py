@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100
+from l2ray.train.examples import IGNORE_INDEX
 
 
 class LossModel(torch.nn.Module):

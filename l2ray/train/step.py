@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from l2ray.train.loss import IGNORE_INDEX
+from l2ray.train.examples import IGNORE_INDEX
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ def optimizer_step(
     """Forward and backward every micro-batch of ``batches``, clip, step, zero the gradients.
 
     ``model`` is a `LossModel` (possibly DDP- or FSDP-wrapped). A batch holds ``input_ids`` and
-    ``labels`` and either ``attention_mask`` (padded) or ``position_ids`` (packed). ``tokens``
-    counts real tokens, ``computed_tokens`` every position the model computed (padding included).
+    ``labels`` and either ``attention_mask`` (padded) or ``position_ids`` and ``real_tokens``
+    (packed, `l2ray.train.packing`). ``tokens`` counts real tokens, ``computed_tokens`` every
+    position the model computed (padding included).
     """
     device = batches[0]["input_ids"].device
     local_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
@@ -56,12 +57,13 @@ def optimizer_step(
         autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16) if autocast_bf16 else contextlib.nullcontext()
         )
+        inputs = {name: tensor for name, tensor in batch.items() if name != "real_tokens"}
         with autocast:
-            loss_sum, _ = model(**batch)
+            loss_sum, _ = model(**inputs)
         (loss_sum * scale).backward()
         loss_total += float(loss_sum.detach())
         mask = batch.get("attention_mask")
-        tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+        tokens += int(mask.sum()) if mask is not None else int(batch["real_tokens"])
         computed += batch["input_ids"].numel()
     parameters = [p for p in model.parameters() if p.requires_grad]
     torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)  # DTensor-aware: the norm spans all shards

@@ -10,7 +10,7 @@ from gloo import run_ranks
 from transformers import AutoModelForCausalLM
 
 from l2ray.train.examples import Example, collate
-from l2ray.train.fsdp import ShardSettings, load_sharded
+from l2ray.train.fsdp import ShardSettings, build_sharded
 from l2ray.train.loss import LossModel
 from l2ray.train.step import optimizer_step
 
@@ -51,14 +51,14 @@ def _sharded_updates(rank: int, student_path: str) -> dict[str, object]:
     device = torch.device("cpu")
     out: dict[str, object] = {}
     for name, micro in cases.items():
-        model, _, _ = load_sharded(student_path, device, ShardSettings(bf16=False, chunk_tokens=16))
+        model, _, _ = build_sharded(student_path, device, ShardSettings(bf16=False, chunk_tokens=16))
         if name == "batch2":
             out["loaded"] = {n: p.full_tensor().clone() for n, p in model.causal_lm.named_parameters()}
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         totals = optimizer_step(model, optimizer, [collate(b, 0) for b in micro], max_grad_norm=1e9)
         out[name] = {n: p.full_tensor().clone() for n, p in model.causal_lm.named_parameters()}
         out[name + "_loss"] = totals.loss
-    model, _, _ = load_sharded(student_path, device, ShardSettings(bf16=True, chunk_tokens=16))
+    model, _, _ = build_sharded(student_path, device, ShardSettings(bf16=True, chunk_tokens=16))
     out["param_dtypes"] = {p.dtype for p in model.parameters()}
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     out["bf16_loss"] = optimizer_step(model, optimizer, [collate(mine, 0)], max_grad_norm=1e9).loss
