@@ -19,7 +19,7 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel
@@ -180,7 +180,7 @@ def _fit(mix: Mix, config: TrainConfig, settings: LoopSettings, storage: Path, n
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage),
+            storage_path=config.storage_path or str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
             failure_config=FailureConfig(max_failures=config.max_failures),
         ),
@@ -202,16 +202,14 @@ def _publish(
     started: float,
 ) -> TrainResult:
     """Log the final model, register it, alias it ``candidate``, close the run, write result.json."""
-    from l2ray.train.model import read_state
-
-    checkpoint_path = result.checkpoint.path
-    version, model_uri = _register(recipe, tracker, mix, checkpoint_path, run_id)
+    checkpoint_path = _checkpoint_uri(result.checkpoint)
+    state = _checkpoint_state(result.checkpoint)
+    version, model_uri = _register(recipe, tracker, mix, checkpoint_path, state, run_id)
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
     throughput = [m.value for m in tracker.client.get_metric_history(run_id, "tokens_per_s")]
     tracker.client.set_tag(run_id, "l2ray.checkpoint", checkpoint_path)
     tracker.finish(run_id)
     _warn_truncation(metrics, recipe.train.max_seq_len)
-    state = read_state(checkpoint_path)
     outcome = TrainResult(
         model_uri=model_uri,
         version=version,
@@ -237,25 +235,39 @@ def _publish(
 
 
 def _register(
-    recipe: Recipe, tracker: Tracker, mix: Mix, checkpoint_path: str, run_id: str
+    recipe: Recipe, tracker: Tracker, mix: Mix, checkpoint_path: str, state: dict[str, Any], run_id: str
 ) -> tuple[str, str]:
-    """Export the final checkpoint's model, log it into the run and register a tagged version."""
+    """Register a tagged version of the final model: by reference to the bf16 safetensors the
+    shards exported (FSDP2), or logged into the run after merging (DDP; LoRA adapters merged)."""
+    from l2ray.train.checkpoint import EXPORT_DIR, is_sharded
     from l2ray.train.model import export_model
 
+    tags = {
+        "data_fingerprint": mix.fingerprint,
+        "code_version": code_version(),
+        "recipe": recipe.name,
+        "mode": recipe.train.mode,
+        "run_id": run_id,
+    }
+    if is_sharded(state):
+        source = f"{checkpoint_path.rstrip('/')}/{EXPORT_DIR}"
+        return tracker.register_reference(run_id, source, recipe.registered_model_name, tags)
     model, tokenizer = export_model(checkpoint_path)
-    return tracker.log_and_register(
-        run_id,
-        model,
-        tokenizer,
-        recipe.registered_model_name,
-        tags={
-            "data_fingerprint": mix.fingerprint,
-            "code_version": code_version(),
-            "recipe": recipe.name,
-            "mode": recipe.train.mode,
-            "run_id": run_id,
-        },
-    )
+    return tracker.log_and_register(run_id, model, tokenizer, recipe.registered_model_name, tags)
+
+
+def _checkpoint_uri(checkpoint: Any) -> str:
+    """The checkpoint as a path (local storage) or a ``scheme://`` URI (``train.storage_path``)."""
+    scheme = checkpoint.filesystem.type_name
+    return checkpoint.path if scheme == "local" else f"{scheme}://{checkpoint.path}"
+
+
+def _checkpoint_state(checkpoint: Any) -> dict[str, Any]:
+    """``l2ray_state.json`` read where the checkpoint is, without downloading the shards."""
+    from l2ray.train.model import STATE_FILE
+
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as stream:
+        return json.loads(stream.read())
 
 
 def _warn_truncation(metrics: dict[str, float], max_seq_len: int) -> None:

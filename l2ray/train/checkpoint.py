@@ -2,10 +2,11 @@
 
 A checkpoint folder holds one ``__<rank>_0.distcp`` file per rank (its shards of the fp32 weights
 and of Adam's moments), DCP's ``.metadata``, and from rank 0 ``trainer_state.pt`` (the LR
-schedule) and ``l2ray_state.json`` (global step, data position, what export needs). Nothing is
-gathered: each rank writes and reads only its shards, so a resumed run continues with the same
-moments. Ranks may write into different local folders (Ray Train merges every rank's folder into
-one checkpoint in storage), or into one shared folder.
+schedule) and ``l2ray_state.json`` (global step, data position, what export needs); the final
+one also holds ``export/`` (`l2ray.train.export`). Nothing is gathered: each rank writes and reads
+only its shards, so a resumed run continues with the same moments. Ranks may write into different
+local folders (Ray Train merges every rank's folder into one checkpoint in storage), or into one
+shared folder.
 
 Example:
     >>> save_sharded(folder, model, optimizer, scheduler, {"step": 10, ...})  # doctest: +SKIP
@@ -26,6 +27,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from l2ray.train.model import STATE_FILE, TRAINER_STATE, read_state
 
 SHARDED_FORMAT = "dcp"
+EXPORT_DIR = "export"  # the final checkpoint's bf16 safetensors (`l2ray.train.export`)
 
 
 def save_sharded(
@@ -56,6 +58,6 @@ def load_sharded(folder: str | Path, model: Any, optimizer: Any, scheduler: Any)
     return read_state(folder)
 
 
-def is_sharded(folder: str | Path) -> bool:
-    """Whether ``folder`` is a DCP checkpoint written by `save_sharded`."""
-    return read_state(folder).get("format") == SHARDED_FORMAT
+def is_sharded(state: dict[str, Any]) -> bool:
+    """Whether a checkpoint's ``l2ray_state.json`` content says `save_sharded` wrote it."""
+    return state.get("format") == SHARDED_FORMAT

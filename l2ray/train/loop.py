@@ -298,10 +298,13 @@ def _report_with_checkpoint(run: _Run, settings: LoopSettings, metrics: dict[str
         "loss": metrics["loss"],
     }
     if settings.strategy == "fsdp2":
-        from l2ray.train.checkpoint import save_sharded
+        from l2ray.train.checkpoint import EXPORT_DIR, save_sharded
+        from l2ray.train.export import export_sharded
 
         with tempfile.TemporaryDirectory() as folder:
             save_sharded(folder, run.model, run.optimizer, run.scheduler, state)
+            if state["step"] == settings.total_steps:  # the final model, for the registry
+                export_sharded(Path(folder) / EXPORT_DIR, run.model, run.tokenizer)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
         return
     if rank != 0:
