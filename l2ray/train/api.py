@@ -31,6 +31,7 @@ from l2ray.student.resolve import resolve_student
 from l2ray.train.config import TrainConfig
 from l2ray.train.loop import LoopSettings, train_loop_per_worker
 from l2ray.train.mix import Mix, TrainDataError, read_traces, select_mix
+from l2ray.train.plan import MemoryPlan, memory_plan, refuse_unless_fits, shape_of
 from l2ray.train.tracking import CANDIDATE_ALIAS, Tracker, code_version
 
 if TYPE_CHECKING:
@@ -81,15 +82,20 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
         recipe.seed,
     )
     if len(mix.rows) < config.num_workers:
-        raise TrainDataError(
-            f"the mix has {len(mix.rows)} row(s) but train.num_workers is {config.num_workers}; "
-            "every worker needs at least one row: lower num_workers or widen train.mix"
+        log.warning(
+            "the mix has %d row(s) for train.num_workers=%d: %d worker(s) compute on a stand-in row "
+            "without targets each step (docs/training.md)",
+            len(mix.rows),
+            config.num_workers,
+            config.num_workers - len(mix.rows),
         )
     train_dir.mkdir(parents=True, exist_ok=True)
     (train_dir / "data.json").write_text(json.dumps(mix.summary(), indent=2, ensure_ascii=False))
     base_path = resolve_student(
         recipe.student.model, recipe.tracking_uri, cache_dir=recipe.run_dir / "cache", config=recipe.student
     )
+    if config.use_gpu:  # on CPU the workers share the host: there is no per-GPU limit to hold
+        refuse_unless_fits(shape_of(base_path), config)
     tracker = Tracker(recipe.tracking_uri)
     ray_run_name, run_id = _open_run(recipe, tracker, mix, train_dir, resume)
     steps_per_epoch, total_steps = plan_steps(len(mix.rows), config)
@@ -116,13 +122,27 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
         raise
 
 
+def recipe_plan(recipe: Recipe) -> MemoryPlan:
+    """The memory plan of ``recipe.train`` for its student, without loading any weights.
+
+    An HF id is planned from its ``config.json`` (or offline, for Qwen2.5, from the bundled
+    shapes); ``builtin:`` and ``models:/`` students are resolved to a folder first.
+    """
+    model = recipe.student.model
+    if model.startswith(("builtin:", "models:/")):
+        model = resolve_student(
+            model, recipe.tracking_uri, cache_dir=recipe.run_dir / "cache", config=recipe.student
+        )
+    return memory_plan(shape_of(model), recipe.train)
+
+
 def plan_steps(rows: int, config: TrainConfig) -> tuple[int, int]:
     """``(steps per epoch, total optimizer steps)`` for ``rows`` split evenly over the workers.
 
     >>> plan_steps(10, TrainConfig(num_workers=2, batch_size=2, grad_accum=1, epochs=3))
     (3, 9)
     """
-    per_worker = rows // config.num_workers
+    per_worker = max(1, rows // config.num_workers)  # fewer rows than workers: one row (or stand-in) each
     micro_batches = math.ceil(per_worker / config.batch_size)
     steps_per_epoch = math.ceil(micro_batches / config.grad_accum)
     return steps_per_epoch, config.max_steps or config.epochs * steps_per_epoch

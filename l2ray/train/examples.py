@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -66,6 +67,11 @@ def encode_example(tokenizer: Any, question: str, assistant: str, max_seq_len: i
     ]
     dropped = max(0, len(ids) - max_seq_len)
     return Example(ids[:max_seq_len], labels[:max_seq_len], truncated=dropped > 0, dropped_tokens=dropped)
+
+
+def without_targets(example: Example) -> Example:
+    """``example`` with no target token: it costs compute and contributes no gradient."""
+    return dataclasses.replace(example, labels=[IGNORE_INDEX] * len(example.labels))
 
 
 def micro_batch(

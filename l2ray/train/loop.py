@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from l2ray.train.config import LoraConfig
-from l2ray.train.examples import collate, encode_example, micro_batch
+from l2ray.train.examples import collate, encode_example, micro_batch, without_targets
 from l2ray.train.mix import rank_share
 from l2ray.train.model import load_for_training, read_state, read_trainer_state, save_checkpoint
 from l2ray.train.packing import collate_packed, pack_examples
@@ -179,18 +179,25 @@ def _worker_data(settings: LoopSettings, tokenizer: Any, rank: int, world: int, 
     """
     import ray.train
 
-    records = rank_share(list(ray.train.get_dataset_shard("train").iter_rows()), rank, world)
+    everything = list(ray.train.get_dataset_shard("train").iter_rows())
+    records = rank_share(everything, rank, world)
     examples = [
         encode_example(tokenizer, r["question"], r["assistant"], settings.max_seq_len) for r in records
     ]
-    if not examples:
-        raise RuntimeError(f"worker {rank} received no rows; use fewer workers than mix rows")
+    # A mix smaller than the worker count leaves some ranks without rows. They still run every
+    # step (FSDP's collectives need every rank) on a stand-in row without targets: with the loss
+    # normalised by the targets of all ranks, their gradient is zero and the update is exactly the
+    # mean over the real rows.
+    stand_in = records or rank_share(everything, rank % len(everything), len(everything))
+    items: list[Any] = examples or [
+        without_targets(encode_example(tokenizer, r["question"], r["assistant"], settings.max_seq_len))
+        for r in stand_in
+    ]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    items: list[Any] = examples
     collate_items: Any = functools.partial(collate, pad_token_id=pad_id)
     total_steps, steps_per_epoch = settings.total_steps, settings.steps_per_epoch
     if settings.packing:
-        items = pack_examples(examples, settings.max_seq_len, settings.seed, rank)
+        items = pack_examples(items, settings.max_seq_len, settings.seed, rank)
         collate_items = functools.partial(collate_packed, pad_token_id=pad_id)
         most = _all_reduce_max(len(items), device)
         steps_per_epoch = math.ceil(math.ceil(most / settings.batch_size) / settings.grad_accum)

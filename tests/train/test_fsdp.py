@@ -9,7 +9,7 @@ import torch
 from gloo import run_ranks
 from transformers import AutoModelForCausalLM
 
-from l2ray.train.examples import Example, collate
+from l2ray.train.examples import Example, collate, without_targets
 from l2ray.train.fsdp import ShardSettings, build_sharded
 from l2ray.train.loss import LossModel
 from l2ray.train.step import optimizer_step
@@ -47,7 +47,10 @@ def _sharded_updates(rank: int, student_path: str) -> dict[str, object]:
     """Per case, the full weights after one SGD step on this rank's share of the same 4 traces."""
     torch.manual_seed(0)
     mine = examples(4, seed=2)[2 * rank : 2 * rank + 2]
-    cases = {"batch2": [mine], "accum2x1": [mine[:1], mine[1:]]}
+    # A rank without rows of its own computes on a stand-in without targets (a mix smaller than
+    # the worker count): the update must be the one of rank 0's rows alone.
+    alone = mine if rank == 0 else [without_targets(e) for e in mine]
+    cases = {"batch2": [mine], "accum2x1": [mine[:1], mine[1:]], "rank0_alone": [alone]}
     device = torch.device("cpu")
     out: dict[str, object] = {}
     for name, micro in cases.items():
@@ -71,10 +74,15 @@ def test_fsdp2_load_and_accumulation_equal_one_unsharded_batch(student_path, tmp
     ranks = run_ranks(_sharded_updates, tmp_path / "ranks", str(student_path))
 
     # The reference: one process, the unsharded fp32 student, all 4 traces in one batch.
-    model = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    totals = optimizer_step(LossModel(model), optimizer, [collate(examples(4, seed=2), 0)], max_grad_norm=1e9)
+    def reference(rows: list[Example]):
+        model = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        totals = optimizer_step(LossModel(model), optimizer, [collate(rows, 0)], max_grad_norm=1e9)
+        return model, before, totals
+
+    model, before, totals = reference(examples(4, seed=2))
+    rank0_model, _, rank0_totals = reference(examples(4, seed=2)[:2])
 
     for rank in ranks:
         assert rank["tied"] and rank["param_dtypes"] == {torch.float32}  # fp32 master shards
@@ -85,4 +93,7 @@ def test_fsdp2_load_and_accumulation_equal_one_unsharded_batch(student_path, tmp
         assert rank["batch2_loss"] == pytest.approx(totals.loss, rel=1e-5)
         assert rank["accum2x1_loss"] == pytest.approx(totals.loss, rel=1e-5)
         assert rank["bf16_loss"] == pytest.approx(totals.loss, rel=2e-2)  # bf16 compute, same model
+        assert rank["rank0_alone_loss"] == pytest.approx(rank0_totals.loss, rel=1e-5)
+        for name, parameter in rank0_model.named_parameters():
+            assert torch.allclose(rank["rank0_alone"][name], parameter.detach(), atol=2e-5), name
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())  # the step moved it
