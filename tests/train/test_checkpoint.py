@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from gloo import run_ranks
 from test_fsdp import examples
 from transformers import get_scheduler
 
 from l2ray.train.checkpoint import is_sharded, load_sharded, save_sharded
 from l2ray.train.examples import collate, micro_batch
 from l2ray.train.fsdp import ShardSettings, build_sharded
+from l2ray.train.local_ranks import run_ranks
 from l2ray.train.model import read_state
 from l2ray.train.step import optimizer_step
 

@@ -6,11 +6,11 @@ import random
 
 import pytest
 import torch
-from gloo import run_ranks
 from transformers import AutoModelForCausalLM
 
 from l2ray.train.examples import Example, collate, without_targets
 from l2ray.train.fsdp import ShardSettings, build_sharded
+from l2ray.train.local_ranks import run_ranks
 from l2ray.train.loss import LossModel
 from l2ray.train.step import optimizer_step
 

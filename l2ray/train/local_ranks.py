@@ -1,7 +1,12 @@
-"""Run a function on N real torch.distributed ranks (gloo, CPU processes) and collect their results.
+"""Run a function on N local torch.distributed ranks (gloo, CPU processes) and collect the results.
 
-Test modules pass module-level functions ``fn(rank, *args) -> picklable``; each rank runs in a
-spawned process with one thread (the CI machine has 2 cores).
+The FSDP2 code path without a cluster, for tests and ``bench/train_throughput.py``: pass a
+module-level function ``fn(rank, *args) -> picklable``; each rank runs in a spawned process with
+one thread. No Ray import.
+
+Example:
+    >>> run_ranks(fn, Path("/tmp/ranks"), "arg", world=2)  # doctest: +SKIP
+    [fn(0, "arg"), fn(1, "arg")]
 """
 
 from __future__ import annotations
