@@ -61,6 +61,10 @@ def chunked_loss_sum(
     keep = next_tokens != IGNORE_INDEX
     states = hidden.reshape(-1, hidden.shape[-1])[keep]
     targets = next_tokens[keep]
+    if targets.numel() == 0:
+        # No target here (a stand-in row): a zero loss that still runs through the head, so every
+        # parameter gets a (zero) gradient and FSDP's reduce-scatters match the other ranks'.
+        return head(hidden.reshape(-1, hidden.shape[-1])[:1]).float().sum() * 0.0, keep.sum()
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, targets.numel(), chunk_tokens):
         end = start + chunk_tokens
