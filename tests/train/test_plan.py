@@ -84,3 +84,24 @@ def test_the_planned_sharded_state_is_what_two_ranks_allocate(student_path, tmp_
     for rank in run_ranks(_allocated_state_bytes, tmp_path / "ranks", str(base)):
         for item in ("parameters", "gradients", "optimizer"):
             assert rank[item] == pytest.approx(plan.gpu[item], rel=0.15), item
+
+
+def test_train_refuses_a_plan_that_does_not_fit_before_any_worker_starts(traces_dir, make_recipe):
+    from l2ray.train.api import train
+
+    recipe = make_recipe("too-big", use_gpu=True, gpu_memory_gib=0.01)
+    with pytest.raises(TrainPlanError, match=r"per GPU > 0\.0 GiB"):
+        train(recipe, traces_dir)
+    assert not (recipe.run_dir / "train" / "run.json").exists()  # no MLflow run, no Ray run
+
+
+def test_the_cli_prints_the_plan_of_a_paper_recipe():
+    from typer.testing import CliRunner
+
+    from l2ray.cli import app
+
+    result = CliRunner().invoke(app, ["train", "plan", "--config", str(PAPER[0])], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for item in ("parameters", "optimizer", "activations without checkpointing", "loading copy"):
+        assert item in result.output
+    assert result.output.rstrip().endswith("fits")
