@@ -188,11 +188,13 @@ def _worker_data(settings: LoopSettings, tokenizer: Any, rank: int, world: int, 
     # step (FSDP's collectives need every rank) on a stand-in row without targets: with the loss
     # normalised by the targets of all ranks, their gradient is zero and the update is exactly the
     # mean over the real rows.
-    stand_in = records or rank_share(everything, rank % len(everything), len(everything))
-    items: list[Any] = examples or [
-        without_targets(encode_example(tokenizer, r["question"], r["assistant"], settings.max_seq_len))
-        for r in stand_in
-    ]
+    items: list[Any] = examples
+    if not examples:
+        stand_in = rank_share(everything, rank % len(everything), len(everything))
+        encoded = [
+            encode_example(tokenizer, r["question"], r["assistant"], settings.max_seq_len) for r in stand_in
+        ]
+        items = [without_targets(example) for example in encoded]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     collate_items: Any = functools.partial(collate, pad_token_id=pad_id)
     total_steps, steps_per_epoch = settings.total_steps, settings.steps_per_epoch

@@ -69,6 +69,8 @@ def test_rank_shares_are_fixed_disjoint_and_complete():
 def test_plan_steps_splits_rows_evenly_over_workers():
     assert plan_steps(14, TrainConfig(num_workers=2, batch_size=2, grad_accum=2, epochs=2)) == (2, 4)
     assert plan_steps(14, TrainConfig(num_workers=2, max_steps=5)) == (7, 5)
+    # o1-6 on 16 workers: each worker's one row (or target-free stand-in) makes an epoch one step.
+    assert plan_steps(6, TrainConfig(num_workers=16, epochs=5)) == (1, 5)
 
 
 def test_zero_rows_fail_before_any_worker_starts(make_recipe, traces_dir):
