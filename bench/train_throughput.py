@@ -326,8 +326,6 @@ def _fsdp2(student: str, rows: list[Any], args: argparse.Namespace, folder: Path
 
 def _fsdp2_rank(rank: int, student: str, examples: list[Any], args: dict[str, Any]) -> dict[str, Any]:
     """One rank of `_fsdp2`: packed micro-batches of ``seq_len`` tokens, bf16 compute, checkpointing."""
-    import resource
-
     import torch
 
     from l2ray.train.examples import micro_batch
@@ -336,7 +334,7 @@ def _fsdp2_rank(rank: int, student: str, examples: list[Any], args: dict[str, An
     from l2ray.train.step import optimizer_step
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = _peak_rss()
     model, _, _ = build_sharded(student, torch.device("cpu"), ShardSettings(bf16=True, chunk_tokens=1024))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
     packs = pack_examples(examples, args["seq_len"], seed=0, rank=rank)
@@ -357,7 +355,7 @@ def _fsdp2_rank(rank: int, student: str, examples: list[Any], args: dict[str, An
         for t in s.values()
         if t.dim()
     )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     return {
         "tokens": tokens,
         "computed": computed,
@@ -365,6 +363,15 @@ def _fsdp2_rank(rank: int, student: str, examples: list[Any], args: dict[str, An
         "rss_growth": peak - before,
         "state": state,
     }
+
+
+def _peak_rss() -> int:
+    """This process's peak RSS in bytes (Linux ``VmHWM``: unlike ``ru_maxrss`` it does not carry the
+    parent's peak over into a spawned child)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (the FSDP2 bench measures memory on Linux only)")
 
 
 def _l2ray(
