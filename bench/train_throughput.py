@@ -9,8 +9,11 @@ Same student, same traces, same loss, fused AdamW and a constant learning rate e
 - l2ray with 1 worker, then with 2 workers (skipped on a single GPU), from the ``tokens`` and
   ``step_seconds`` the workers log to MLflow, plus the wall time of the whole `train()` call
   (start-up, logging and registering the model included);
+- with ``--fsdp2``: the FSDP2 path (``l2ray.train.fsdp``: meta init, rank-0 broadcast, bf16
+  compute, activation checkpointing, chunked loss, packing) on 2 local gloo ranks (CPU), with
+  each rank's peak RSS growth against the memory plan (`l2ray.train.plan`);
 - model FLOP/s (6 × parameters touched per token, + attention) and MFU against the peak;
-- ratios: l2ray 1 worker / each baseline, l2ray 2 workers / 1 worker.
+- ratios: l2ray 1 worker / each baseline, l2ray 2 workers / 1 worker, FSDP2 2 ranks / torch loop.
 
 Every throughput is measured the same way: all tokens over all time, one optimizer step's end to
 the next (data collation, logging and clipping included), leaving out the first step (warm-up) and
@@ -20,12 +23,12 @@ Usage:
     python bench/train_throughput.py                                  # tiny offline student, CPU
     python bench/train_throughput.py --student-size qwen2.5-0.5b --use-gpu --seq-len 1024 --batch-size 8
     python bench/train_throughput.py --student-size qwen2.5-0.5b --use-gpu --plain-only   # no Ray there
+    python bench/train_throughput.py --student-size qwen2.5-0.5b --fsdp2 --plain-only --rounds 1 --steps 3
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
@@ -64,6 +67,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every measurement")
     parser.add_argument("--skip-two-workers", action="store_true")
     parser.add_argument("--plain-only", action="store_true", help="peak and baselines only (no Ray needed)")
+    parser.add_argument("--fsdp2", action="store_true", help="add FSDP2 on 2 local gloo ranks (CPU only)")
+    parser.add_argument("--skip-hf-trainer", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     args = parser.parse_args()
     for key, value in {
@@ -92,11 +97,13 @@ def main() -> None:
     rounds = []
     for number in range(1, args.rounds + 1):
         print(f"round {number}/{args.rounds}", flush=True)
-        measured: dict[str, Any] = {
-            "hf_trainer": _hf_trainer(student, rows, args, work, device),
-            "torch_loop": _torch_loop(student, rows, args, device),
-        }
+        measured: dict[str, Any] = (
+            {} if args.skip_hf_trainer else {"hf_trainer": _hf_trainer(student, rows, args, work, device)}
+        )
+        measured["torch_loop"] = _torch_loop(student, rows, args, device)
         results["model"] = measured["torch_loop"].pop("model")
+        if args.fsdp2 and device == "cpu":
+            measured["fsdp2_2_ranks"] = _fsdp2(student, rows, args, work / f"fsdp2-{number}")
         if not args.plain_only:
             measured |= _run_l2ray(student, rows, args, work, threads_one, cpus)
         rounds.append(measured)
@@ -262,7 +269,9 @@ def _torch_loop(student: str, rows: list[Any], args: argparse.Namespace, device:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from l2ray.train.examples import IGNORE_INDEX, collate, micro_batch, token_loss_sum
+    from l2ray.train.examples import collate, micro_batch
+    from l2ray.train.loss import LossModel
+    from l2ray.train.step import optimizer_step
 
     tokenizer = AutoTokenizer.from_pretrained(student)
     examples = _examples(tokenizer, rows, args.seq_len)
@@ -270,19 +279,13 @@ def _torch_loop(student: str, rows: list[Any], args: argparse.Namespace, device:
     model = AutoModelForCausalLM.from_pretrained(student).to(device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device == "cuda" else None
+    loss_model = LossModel(model)
     tokens, seconds, seq_lens = [], [], []
     last = time.perf_counter()
     for index in range(args.steps + 2):
         batch = collate(micro_batch(examples, index, args.batch_size, seed=0), tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast if autocast is not None else contextlib.nullcontext():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        (token_loss_sum(logits, batch["labels"]) / max(targets, 1)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(loss_model, optimizer, [batch], max_grad_norm=1.0, autocast_bf16=device == "cuda")
         _sync(device)
         now = time.perf_counter()
         seconds.append(now - last)
@@ -293,6 +296,82 @@ def _torch_loop(student: str, rows: list[Any], args: argparse.Namespace, device:
         "tokens_per_s": _throughput(tokens, seconds),
         "model": _model_shape(model, statistics.mean(seq_lens)),
     }
+
+
+def _fsdp2(student: str, rows: list[Any], args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """FSDP2 on 2 local gloo ranks; tokens/s over both ranks, peak RSS growth per rank vs the plan."""
+    from transformers import AutoTokenizer
+
+    from l2ray.train.config import TrainConfig
+    from l2ray.train.local_ranks import run_ranks
+    from l2ray.train.plan import memory_plan, shape_of
+
+    examples = _examples(AutoTokenizer.from_pretrained(student), rows, args.seq_len)
+    ranks = run_ranks(_fsdp2_rank, folder, student, examples, vars(args))
+    config = TrainConfig(
+        strategy="fsdp2", num_workers=2, batch_size=1, max_seq_len=args.seq_len, activation_checkpointing=True
+    )
+    plan = memory_plan(shape_of(student), config)
+    tokens = [sum(step) for step in zip(*(r["tokens"] for r in ranks), strict=True)]
+    return {
+        "tokens_per_s": _throughput(tokens, ranks[0]["seconds"]),
+        "real_token_ratio": sum(tokens) / sum(sum(r["computed"]) for r in ranks),
+        # CPU has no CUDA workspace: compare what the plan counts on the device without it.
+        "plan_gib": (plan.gpu_total - plan.gpu["workspace"]) / 2**30,
+        "plan_state_gib": sum(plan.gpu[k] for k in ("parameters", "gradients", "optimizer")) / 2**30,
+        "rss_growth_gib": [r["rss_growth"] / 2**30 for r in ranks],
+        "state_gib": [r["state"] / 2**30 for r in ranks],
+    }
+
+
+def _fsdp2_rank(rank: int, student: str, examples: list[Any], args: dict[str, Any]) -> dict[str, Any]:
+    """One rank of `_fsdp2`: packed micro-batches of ``seq_len`` tokens, bf16 compute, checkpointing."""
+    import torch
+
+    from l2ray.train.examples import micro_batch
+    from l2ray.train.fsdp import ShardSettings, build_sharded
+    from l2ray.train.packing import collate_packed, pack_examples
+    from l2ray.train.step import optimizer_step
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    before = _peak_rss()
+    model, _, _ = build_sharded(student, torch.device("cpu"), ShardSettings(bf16=True, chunk_tokens=1024))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
+    packs = pack_examples(examples, args["seq_len"], seed=0, rank=rank)
+    tokens, computed, seconds = [], [], []
+    last = time.perf_counter()
+    for index in range(args["steps"] + 2):
+        batch = collate_packed(micro_batch(packs, index, 1, seed=0, rank=rank))
+        totals = optimizer_step(model, optimizer, [batch], max_grad_norm=1.0)
+        now = time.perf_counter()
+        seconds.append(now - last)
+        last = now
+        tokens.append(totals.tokens)
+        computed.append(totals.computed_tokens)
+    state = sum(p.to_local().numel() * 4 * 2 for p in model.parameters())  # fp32 shard + its gradient buffer
+    state += sum(
+        t.to_local().numel() * t.element_size()
+        for s in optimizer.state.values()
+        for t in s.values()
+        if t.dim()
+    )
+    peak = _peak_rss()
+    return {
+        "tokens": tokens,
+        "computed": computed,
+        "seconds": seconds,
+        "rss_growth": peak - before,
+        "state": state,
+    }
+
+
+def _peak_rss() -> int:
+    """This process's peak RSS in bytes (Linux ``VmHWM``: unlike ``ru_maxrss`` it does not carry the
+    parent's peak over into a spawned child)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (the FSDP2 bench measures memory on Linux only)")
 
 
 def _l2ray(
@@ -383,7 +462,7 @@ def _report(results: dict[str, Any]) -> None:
     print(f"  matmul peak: {peak:,.1f} GFLOP/s")
     print(f"  {'':18} {'tokens/s':>10} {'GFLOP/s':>9} {'MFU':>7} {'train() wall s':>15}")
     summary: dict[str, Any] = {}
-    for name in ("hf_trainer", "torch_loop", "l2ray_1_worker", "l2ray_2_workers"):
+    for name in ("hf_trainer", "torch_loop", "l2ray_1_worker", "l2ray_2_workers", "fsdp2_2_ranks"):
         entries = [r[name] for r in rounds if name in r]
         if not entries:
             print(f"  {name:18} skipped")
@@ -398,16 +477,27 @@ def _report(results: dict[str, Any]) -> None:
         ("l2ray_1_worker", "hf_trainer"),
         ("l2ray_1_worker", "torch_loop"),
         ("l2ray_2_workers", "l2ray_1_worker"),
+        ("fsdp2_2_ranks", "torch_loop"),
     ]
     for measured, baseline in pairs:
         per_round = [
-            r[measured]["tokens_per_s"] / r[baseline]["tokens_per_s"] for r in rounds if measured in r
+            r[measured]["tokens_per_s"] / r[baseline]["tokens_per_s"]
+            for r in rounds
+            if measured in r and baseline in r
         ]
         if not per_round:
             continue
         summary[f"ratio_{measured}_vs_{baseline}"] = statistics.median(per_round)
         each = ", ".join(f"{ratio:.2f}" for ratio in per_round)
         print(f"  ratio {measured} / {baseline}: {statistics.median(per_round):.2f} (rounds: {each})")
+    for entry in (r["fsdp2_2_ranks"] for r in rounds if "fsdp2_2_ranks" in r):
+        growth = ", ".join(f"{g:.2f}" for g in entry["rss_growth_gib"])
+        state = ", ".join(f"{g:.2f}" for g in entry["state_gib"])
+        print(
+            f"  fsdp2 per rank: allocated state {state} GiB vs plan {entry['plan_state_gib']:.2f}; "
+            f"peak RSS growth {growth} GiB vs plan {entry['plan_gib']:.2f} (rank 0 also loads the copy); "
+            f"real/computed tokens {entry['real_token_ratio']:.2f}"
+        )
     results["summary"] = summary
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import click
 import typer
@@ -294,6 +294,9 @@ def synth(
 
 @app.command("train")
 def train_command(
+    action: Annotated[
+        Literal["plan"] | None, typer.Argument(help="plan: print the memory plan and exit.")
+    ] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     traces: Annotated[
@@ -307,6 +310,9 @@ def train_command(
     from l2ray.train.api import train
 
     recipe = recipe_option(config, sets)
+    if action == "plan":
+        _print_train_plan(recipe)
+        return
     result = train(recipe, traces_dir=traces, resume=resume)
     table = Table(title=f"training run {result.ray_run_name}")
     table.add_column("field")
@@ -317,6 +323,24 @@ def train_command(
     console.print(table)
     console.print(
         f"alias [bold]{result.alias}[/] → {result.model_uri}; details in {recipe.run_dir / 'train'}"
+    )
+
+
+def _print_train_plan(recipe: Recipe) -> None:
+    from l2ray.train.api import recipe_plan
+    from l2ray.train.plan import plan_rows
+
+    plan = recipe_plan(recipe)
+    table = Table(
+        title=f"memory plan of {recipe.name}: {recipe.student.model}, train.strategy {recipe.train.strategy}"
+    )
+    for column in ("where", "item", "GiB"):
+        table.add_column(column)
+    for row in plan_rows(plan):
+        table.add_row(*row)
+    console.print(table)
+    console.print(
+        "fits" if plan.fits else "[bold red]does not fit[/]: `l2ray train` refuses it (see docs/training.md)"
     )
 
 

@@ -20,7 +20,7 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel
@@ -34,6 +34,7 @@ from l2ray.tracking import logged_steps
 from l2ray.train.config import TrainConfig
 from l2ray.train.loop import LoopSettings, train_loop_per_worker
 from l2ray.train.mix import Mix, TrainDataError, read_traces, select_mix
+from l2ray.train.plan import MemoryPlan, memory_plan, refuse_unless_fits, shape_of
 from l2ray.train.tracking import CANDIDATE_ALIAS, Tracker, code_version
 
 if TYPE_CHECKING:
@@ -84,15 +85,20 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
         recipe.seed,
     )
     if len(mix.rows) < config.num_workers:
-        raise TrainDataError(
-            f"the mix has {len(mix.rows)} row(s) but train.num_workers is {config.num_workers}; "
-            "every worker needs at least one row: lower num_workers or widen train.mix"
+        log.warning(
+            "the mix has %d row(s) for train.num_workers=%d: %d worker(s) compute on a stand-in row "
+            "without targets each step (docs/training.md)",
+            len(mix.rows),
+            config.num_workers,
+            config.num_workers - len(mix.rows),
         )
     train_dir.mkdir(parents=True, exist_ok=True)
     (train_dir / "data.json").write_text(json.dumps(mix.summary(), indent=2, ensure_ascii=False))
     base_path = resolve_student(
         recipe.student.model, recipe.tracking_uri, cache_dir=recipe.run_dir / "cache", config=recipe.student
     )
+    if config.use_gpu:  # on CPU the workers share the host: there is no per-GPU limit to hold
+        refuse_unless_fits(shape_of(base_path), config)
     tracker = Tracker(recipe.tracking_uri)
     ray_run_name, run_id = _open_run(recipe, tracker, mix, train_dir, resume)
     steps_per_epoch, total_steps = plan_steps(len(mix.rows), config)
@@ -121,13 +127,27 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
         raise
 
 
+def recipe_plan(recipe: Recipe) -> MemoryPlan:
+    """The memory plan of ``recipe.train`` for its student, without loading any weights.
+
+    An HF id is planned from its ``config.json`` (or offline, for Qwen2.5, from the bundled
+    shapes); ``builtin:`` and ``models:/`` students are resolved to a folder first.
+    """
+    model = recipe.student.model
+    if model.startswith(("builtin:", "models:/")):
+        model = resolve_student(
+            model, recipe.tracking_uri, cache_dir=recipe.run_dir / "cache", config=recipe.student
+        )
+    return memory_plan(shape_of(model), recipe.train)
+
+
 def plan_steps(rows: int, config: TrainConfig) -> tuple[int, int]:
     """``(steps per epoch, total optimizer steps)`` for ``rows`` split evenly over the workers.
 
     >>> plan_steps(10, TrainConfig(num_workers=2, batch_size=2, grad_accum=1, epochs=3))
     (3, 9)
     """
-    per_worker = rows // config.num_workers
+    per_worker = max(1, rows // config.num_workers)  # fewer rows than workers: one row (or stand-in) each
     micro_batches = math.ceil(per_worker / config.batch_size)
     steps_per_epoch = math.ceil(micro_batches / config.grad_accum)
     return steps_per_epoch, config.max_steps or config.epochs * steps_per_epoch
@@ -185,7 +205,7 @@ def _fit(mix: Mix, config: TrainConfig, settings: LoopSettings, storage: Path, n
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage),
+            storage_path=config.storage_path or str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
             failure_config=FailureConfig(max_failures=config.max_failures),
         ),
@@ -207,16 +227,14 @@ def _publish(
     started: float,
 ) -> TrainResult:
     """Log the final model, register it, alias it ``candidate``, close the run, write result.json."""
-    from l2ray.train.model import read_state
-
-    checkpoint_path = result.checkpoint.path
-    version, model_uri = _register(recipe, tracker, mix, checkpoint_path, run_id)
+    checkpoint_path = _checkpoint_uri(result.checkpoint)
+    state = _checkpoint_state(result.checkpoint)
+    version, model_uri = _register(recipe, tracker, mix, checkpoint_path, state, run_id)
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
     throughput = [m.value for m in tracker.client.get_metric_history(run_id, "tokens_per_s")]
     tracker.client.set_tag(run_id, "l2ray.checkpoint", checkpoint_path)
     tracker.finish(run_id)
     _warn_truncation(metrics, recipe.train.max_seq_len)
-    state = read_state(checkpoint_path)
     outcome = TrainResult(
         model_uri=model_uri,
         version=version,
@@ -242,25 +260,39 @@ def _publish(
 
 
 def _register(
-    recipe: Recipe, tracker: Tracker, mix: Mix, checkpoint_path: str, run_id: str
+    recipe: Recipe, tracker: Tracker, mix: Mix, checkpoint_path: str, state: dict[str, Any], run_id: str
 ) -> tuple[str, str]:
-    """Export the final checkpoint's model, log it into the run and register a tagged version."""
+    """Register a tagged version of the final model: by reference to the bf16 safetensors the
+    shards exported (FSDP2), or logged into the run after merging (DDP; LoRA adapters merged)."""
+    from l2ray.train.checkpoint import EXPORT_DIR, is_sharded
     from l2ray.train.model import export_model
 
+    tags = {
+        "data_fingerprint": mix.fingerprint,
+        "code_version": code_version(),
+        "recipe": recipe.name,
+        "mode": recipe.train.mode,
+        "run_id": run_id,
+    }
+    if is_sharded(state):
+        source = f"{checkpoint_path.rstrip('/')}/{EXPORT_DIR}"
+        return tracker.register_reference(run_id, source, recipe.registered_model_name, tags)
     model, tokenizer = export_model(checkpoint_path)
-    return tracker.log_and_register(
-        run_id,
-        model,
-        tokenizer,
-        recipe.registered_model_name,
-        tags={
-            "data_fingerprint": mix.fingerprint,
-            "code_version": code_version(),
-            "recipe": recipe.name,
-            "mode": recipe.train.mode,
-            "run_id": run_id,
-        },
-    )
+    return tracker.log_and_register(run_id, model, tokenizer, recipe.registered_model_name, tags)
+
+
+def _checkpoint_uri(checkpoint: Any) -> str:
+    """The checkpoint as a path (local storage) or a ``scheme://`` URI (``train.storage_path``)."""
+    scheme = checkpoint.filesystem.type_name
+    return checkpoint.path if scheme == "local" else f"{scheme}://{checkpoint.path}"
+
+
+def _checkpoint_state(checkpoint: Any) -> dict[str, Any]:
+    """``l2ray_state.json`` read where the checkpoint is, without downloading the shards."""
+    from l2ray.train.model import STATE_FILE
+
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as stream:
+        return json.loads(stream.read())
 
 
 def _warn_truncation(metrics: dict[str, float], max_seq_len: int) -> None:

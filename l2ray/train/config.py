@@ -73,12 +73,14 @@ class TrainConfig(Section):
     Steps are optimizer steps: each takes ``batch_size × grad_accum`` traces per worker. Without
     ``max_steps`` a run takes ``epochs`` passes over each worker's share of the mix.
 
-    ``fsdp`` shards the student with PyTorch FSDP across GPU workers (``prepare_model(...,
-    parallel_strategy="fsdp")``, one FSDP unit per decoder layer): needed when the student does not
-    fit in one GPU with its optimizer state (the paper's 32B student on 8 GPUs). Checkpoints gather
-    the full weights on rank 0; on resume the optimizer moments restart (weights, schedule and step
-    do not). Every worker first loads the whole student into host memory in float32 (4 bytes per
-    parameter: 128 GB for 32B), the optimizer's master precision; bf16 is autocast on the GPU.
+    ``strategy`` says how workers share the student. ``ddp``: every worker holds the whole model
+    (fp32 weights, bf16 autocast on GPU), right for students that fit one device with their
+    optimizer state. ``fsdp2``: PyTorch FSDP2 (``fully_shard`` per decoder layer, then the root)
+    with bf16 compute and fp32 reduction over fp32 master shards; the student is built on the meta
+    device and filled from rank 0's one host copy; checkpoints are sharded (torch DCP: weights,
+    Adam moments, schedule and data position, one file per rank) and the final model is exported
+    as bf16 safetensors from the shards. ``l2ray train plan`` prints the memory this needs per
+    GPU and host; ``l2ray train`` refuses a plan that does not fit ``gpu_memory_gib``.
     """
 
     mode: Literal["full", "lora"] = "full"
@@ -99,7 +101,23 @@ class TrainConfig(Section):
     cpus_per_worker: float = Field(default=0.5, gt=0.0)
     gpus_per_worker: float = Field(default=1.0, ge=0.0)
     bf16: Literal["auto", "on", "off"] = Field(default="auto", description="auto: on when use_gpu")
-    fsdp: bool = False
+    strategy: Literal["ddp", "fsdp2"] = "ddp"
+    activation_checkpointing: bool = Field(
+        default=False, description="recompute each decoder layer in backward (keeps its input only)"
+    )
+    loss_chunk_tokens: int = Field(default=2048, ge=1, description="target positions per loss chunk")
+    packing: bool = Field(
+        default=False, description="several traces per row up to max_seq_len, attention kept within each"
+    )
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    storage_path: str | None = Field(
+        default=None,
+        description="Ray Train storage for checkpoints (a shared path or pyarrow URI such as s3://…); "
+        "default <run_dir>/train/ray, which only a single-node cluster shares",
+    )
+    gpu_memory_gib: float = Field(default=80.0, gt=0.0, description="memory of one GPU, for the plan")
+    gpus_per_node: int = Field(default=8, ge=1, description="workers per host, for the plan")
+    host_memory_gib: float = Field(default=1024.0, gt=0.0, description="memory of one host, for the plan")
     checkpoint_every: int = Field(default=10, ge=1)
     metrics_flush_s: float = Field(
         default=10.0,
@@ -118,7 +136,10 @@ class TrainConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _fsdp_needs_gpus(self) -> TrainConfig:
-        if self.fsdp and not self.use_gpu:
-            raise ValueError("train.fsdp shards the model over GPUs: set train.use_gpu: true or fsdp: false")
+    def _fsdp2_trains_in_full(self) -> TrainConfig:
+        if self.strategy == "fsdp2" and self.mode != "full":
+            raise ValueError(
+                "train.strategy fsdp2 shards full fine-tuning only: set train.mode: full, or "
+                "strategy: ddp for LoRA"
+            )
         return self

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -68,6 +69,11 @@ def encode_example(tokenizer: Any, question: str, assistant: str, max_seq_len: i
     return Example(ids[:max_seq_len], labels[:max_seq_len], truncated=dropped > 0, dropped_tokens=dropped)
 
 
+def without_targets(example: Example) -> Example:
+    """``example`` with no target token: it costs compute and contributes no gradient."""
+    return dataclasses.replace(example, labels=[IGNORE_INDEX] * len(example.labels))
+
+
 def micro_batch(
     examples: list[Example], index: int, batch_size: int, seed: int, rank: int = 0
 ) -> list[Example]:
@@ -101,22 +107,3 @@ def collate(examples: list[Example], pad_token_id: int) -> dict[str, Any]:
         labels[row, :n] = torch.tensor(example.labels)
         attention[row, :n] = 1
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
-def token_loss_sum(logits: Any, labels: Any) -> Any:
-    """Sum (not mean) of next-token cross-entropy over target positions.
-
-    Summing lets gradient accumulation divide by the number of target tokens of the whole
-    accumulation window, so a short trace weighs no more per token than a long one. The labels are
-    shifted, not the logits: slicing ``logits[:, :-1]`` would copy the largest tensor of the step
-    (batch × sequence × vocabulary) forward and backward.
-    """
-    import torch.nn.functional as F
-
-    next_tokens = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
-    return F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        next_tokens.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )

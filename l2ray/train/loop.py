@@ -2,14 +2,16 @@
 
 Each worker tokenizes its shard of the mix, trains for the number of optimizer steps the driver
 computed (the same on every rank, so every rank calls ``ray.train.report`` equally often), and
-rank 0 logs step metrics to MLflow and writes checkpoints. After a worker failure Ray Train
-restarts the group; the loop then resumes from ``ray.train.get_checkpoint()`` and the global step
-continues where the checkpoint left it.
+rank 0 logs step metrics to MLflow. Under DDP rank 0 writes full checkpoints; under FSDP2 every
+rank writes its DCP shards and Ray Train merges them into one checkpoint. After a worker failure
+Ray Train restarts the group; the loop then resumes from ``ray.train.get_checkpoint()`` (weights,
+Adam moments, schedule) and the global step and data position continue where it left them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import tempfile
 import time
@@ -20,16 +22,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from l2ray.train.config import LoraConfig
-from l2ray.train.examples import (
-    IGNORE_INDEX,
-    Example,
-    collate,
-    encode_example,
-    micro_batch,
-    token_loss_sum,
-)
+from l2ray.train.examples import collate, encode_example, micro_batch, without_targets
 from l2ray.train.mix import rank_share
 from l2ray.train.model import load_for_training, read_state, read_trainer_state, save_checkpoint
+from l2ray.train.packing import collate_packed, pack_examples
+from l2ray.train.step import all_reduce_sum, optimizer_step
 from l2ray.train.tracking import StepMetricWriter, Tracker
 
 
@@ -49,8 +46,14 @@ class LoopSettings(BaseModel):
     weight_decay: float
     warmup_ratio: float
     max_grad_norm: float
+    adam_betas: tuple[float, float]
     bf16: bool
-    fsdp: bool
+    strategy: str
+    activation_checkpointing: bool
+    loss_chunk_tokens: int
+    packing: bool
+    epochs: int
+    max_steps: int | None
     checkpoint_every: int
     metrics_flush_s: float
     seed: int
@@ -73,202 +76,207 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     settings = LoopSettings.model_validate(config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    restored = _restore(settings)
-    examples = _worker_examples(settings, restored.tokenizer, rank, world)
     device = get_device()
-    run = _prepare(settings, restored, device)
-    writer = _rank_zero_writer(settings, rank)
-    data_stats = _all_reduce(
-        [sum(e.truncated for e in examples), sum(e.dropped_tokens for e in examples), len(examples)], device
+    data = _worker_data(settings, _training_tokenizer(settings.base_path), rank, world, device)
+    settings = settings.model_copy(
+        update={"total_steps": data.total_steps, "steps_per_epoch": data.steps_per_epoch}
     )
+    run = _start(settings, device)
+    writer = _rank_zero_writer(settings, rank)
     if writer is not None:
-        summary = {
-            "truncated_examples": data_stats[0],
-            "truncated_tokens": data_stats[1],
-            "examples": data_stats[2],
-        }
-        resumed = {"resumed_from_step": restored.start_step} if restored.start_step else {}
-        writer.add(summary | resumed, max(restored.start_step, 1))
+        resumed = {"resumed_from_step": run.start_step} if run.start_step else {}
+        writer.add(data.summary | resumed, max(run.start_step, 1))
     try:
-        _train_steps(settings, run, examples, rank, world, device, data_stats, writer)
+        _train_steps(settings, run, data, rank, world, writer)
     finally:  # a failing step still leaves every finished step's metrics in the run
         if writer is not None:
             writer.flush()
 
 
 @dataclass
-class _Restored:
-    """The student as a worker starts with it: from the base, or from the latest checkpoint."""
-
-    model: Any
-    tokenizer: Any
-    added: list[str]
-    start_step: int = 0
-    trainer_state: dict[str, Any] | None = None
-
-
-@dataclass
 class _Run:
-    """What the step loop works on: the wrapped model, its optimizer and schedule."""
+    """What the step loop works on: the (wrapped) `LossModel`, its optimizer and schedule."""
 
     model: Any
     tokenizer: Any
     optimizer: Any
     scheduler: Any
     added: list[str]
-    start_step: int
+    start_step: int = 0
 
 
-def _restore(settings: LoopSettings) -> _Restored:
-    """Load the base student, or the latest checkpoint after a restart (``ray.train.get_checkpoint``)."""
+@dataclass
+class _WorkerData:
+    """This worker's micro-batches as a function of their index, and the run's step count."""
+
+    items: list[Any]
+    collate: Any
+    total_steps: int
+    steps_per_epoch: int
+    summary: dict[str, float]
+
+
+def _start(settings: LoopSettings, device: Any) -> _Run:
+    """The model to train, from the base or from the latest checkpoint (``ray.train.get_checkpoint``)."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as folder:
-        model, tokenizer, added = load_for_training(settings.base_path, settings.mode, settings.lora, folder)
-        restored = _Restored(model, tokenizer, added)
-        if folder is not None:
-            restored.start_step = read_state(folder)["step"]
-            restored.trainer_state = read_trainer_state(folder)
+        if settings.strategy == "fsdp2":
+            return _start_sharded(settings, device, folder)
+        return _start_replicated(settings, device, folder)
+
+
+def _start_sharded(settings: LoopSettings, device: Any, folder: str | None) -> _Run:
+    """FSDP2: meta init and sharding; weights from rank 0's copy, or from this rank's DCP shards."""
+    from l2ray.train.checkpoint import load_sharded
+    from l2ray.train.fsdp import ShardSettings, build_sharded
+
+    shard_settings = ShardSettings(
+        bf16=settings.bf16,
+        activation_checkpointing=settings.activation_checkpointing,
+        chunk_tokens=settings.loss_chunk_tokens,
+    )
+    model, tokenizer, added = build_sharded(
+        settings.base_path, device, shard_settings, load_weights=folder is None
+    )
+    optimizer = _optimizer(list(model.parameters()), settings)
+    scheduler = _scheduler(optimizer, settings)
+    run = _Run(model, tokenizer, optimizer, scheduler, added)
+    if folder is not None:
+        run.start_step = load_sharded(folder, model, optimizer, scheduler)["step"]
+    return run
+
+
+def _start_replicated(settings: LoopSettings, device: Any, folder: str | None) -> _Run:
+    """DDP: every worker loads the whole student (or the full checkpoint) and wraps it."""
+    from ray.train.torch import prepare_model
+
+    from l2ray.train.loss import LossModel
+
+    model, tokenizer, added = load_for_training(settings.base_path, settings.mode, settings.lora, folder)
     model.train()  # from_pretrained returns eval mode, which would switch LoRA dropout off
-    return restored
+    if settings.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    wrapped = prepare_model(LossModel(model, settings.loss_chunk_tokens))
+    optimizer = _optimizer([p for p in wrapped.parameters() if p.requires_grad], settings)
+    scheduler = _scheduler(optimizer, settings)
+    run = _Run(wrapped, tokenizer, optimizer, scheduler, added)
+    if folder is not None:
+        run.start_step = read_state(folder)["step"]
+        trainer_state = read_trainer_state(folder)
+        optimizer.load_state_dict(trainer_state["optimizer"])
+        scheduler.load_state_dict(trainer_state["scheduler"])
+    return run
 
 
-def _worker_examples(settings: LoopSettings, tokenizer: Any, rank: int, world: int) -> list[Example]:
-    """This worker's fixed share of the mix, tokenized."""
+def _worker_data(settings: LoopSettings, tokenizer: Any, rank: int, world: int, device: Any) -> _WorkerData:
+    """This worker's fixed share of the mix, tokenized (and packed); data statistics over all ranks.
+
+    Packed, a rank's micro-batch count is only known here: the run takes as many steps per epoch
+    as the rank with the most packs needs (the others wrap around), so every rank reports equally
+    often.
+    """
     import ray.train
 
-    records = rank_share(list(ray.train.get_dataset_shard("train").iter_rows()), rank, world)
+    everything = list(ray.train.get_dataset_shard("train").iter_rows())
+    records = rank_share(everything, rank, world)
     examples = [
         encode_example(tokenizer, r["question"], r["assistant"], settings.max_seq_len) for r in records
     ]
+    # A mix smaller than the worker count leaves some ranks without rows. They still run every
+    # step (FSDP's collectives need every rank) on a stand-in row without targets: with the loss
+    # normalised by the targets of all ranks, their gradient is zero and the update is exactly the
+    # mean over the real rows.
+    items: list[Any] = examples
     if not examples:
-        raise RuntimeError(f"worker {rank} received no rows; use fewer workers than mix rows")
-    return examples
-
-
-def _prepare(settings: LoopSettings, restored: _Restored, device: Any) -> _Run:
-    """Wrap the model for data parallelism (DDP, or FSDP across GPUs); build optimizer and schedule."""
-    from ray.train.torch import prepare_model
-
-    model = restored.model
-    if settings.fsdp:
-        # The model stays on the host: FSDP moves one decoder layer at a time to ``device_id`` and
-        # shards it there, where `prepare_model`'s default would first move the whole model to one GPU.
-        options = _fsdp_options(model) | {"device_id": device}
-        model = prepare_model(
-            model, move_to_device=False, parallel_strategy="fsdp", parallel_strategy_kwargs=options
-        )
-    else:
-        model = prepare_model(model)
-    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], settings)
-    scheduler = _scheduler(optimizer, settings)
-    if restored.trainer_state is not None:
-        _restore_trainer_state(restored.trainer_state, optimizer, scheduler)
-    return _Run(model, restored.tokenizer, optimizer, scheduler, restored.added, restored.start_step)
+        stand_in = rank_share(everything, rank % len(everything), len(everything))
+        encoded = [
+            encode_example(tokenizer, r["question"], r["assistant"], settings.max_seq_len) for r in stand_in
+        ]
+        items = [without_targets(example) for example in encoded]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    collate_items: Any = functools.partial(collate, pad_token_id=pad_id)
+    total_steps, steps_per_epoch = settings.total_steps, settings.steps_per_epoch
+    if settings.packing:
+        items = pack_examples(items, settings.max_seq_len, settings.seed, rank)
+        collate_items = functools.partial(collate_packed, pad_token_id=pad_id)
+        most = _all_reduce_max(len(items), device)
+        steps_per_epoch = math.ceil(math.ceil(most / settings.batch_size) / settings.grad_accum)
+        total_steps = settings.max_steps or settings.epochs * steps_per_epoch
+    stats = all_reduce_sum(
+        [sum(e.truncated for e in examples), sum(e.dropped_tokens for e in examples), len(examples)], device
+    )
+    summary = {"truncated_examples": stats[0], "truncated_tokens": stats[1], "examples": stats[2]}
+    return _WorkerData(items, collate_items, total_steps, steps_per_epoch, summary)
 
 
 def _train_steps(
     settings: LoopSettings,
     run: _Run,
-    examples: list[Example],
+    data: _WorkerData,
     rank: int,
     world: int,
-    device: Any,
-    data_stats: list[float],
     writer: StepMetricWriter | None,
 ) -> None:
-    """Every optimizer step from the restored one on: step, all-reduce, log, checkpoint."""
+    """Every optimizer step from the restored one on: step, log, checkpoint."""
     import torch
+    from ray.train.torch import get_device
 
-    tokenizer = run.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = get_device()
     # Throughput spans one step's end to the next, so logging and checkpointing count against it.
     last = time.perf_counter()
-    for step in range(run.start_step + 1, settings.total_steps + 1):
+    for step in range(run.start_step + 1, data.total_steps + 1):
         _maybe_inject_failure(settings, step, rank, world)
         # Dropout draws from a seed fixed by (seed, rank, step): a resumed run repeats them exactly.
         torch.manual_seed(settings.seed * 1_000_003 + rank * 100_003 + step)
         lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used, before the schedule moves
-        totals = _optimizer_step(run.model, run.optimizer, examples, step, rank, settings, device, pad_id)
+        totals = optimizer_step(
+            run.model,
+            run.optimizer,
+            _step_batches(settings, data, step, rank, device),
+            settings.max_grad_norm,
+            autocast_bf16=settings.bf16 and settings.strategy == "ddp",
+        )
         run.scheduler.step()
-        loss_sum, targets, tokens = _all_reduce(list(totals), device)
+        tokens, computed = all_reduce_sum([totals.tokens, totals.computed_tokens], device)
         now = time.perf_counter()
         elapsed, last = now - last, now
         metrics = {
             "step": step,
-            "epoch": step / settings.steps_per_epoch,
-            "loss": loss_sum / max(targets, 1),
+            "epoch": step / data.steps_per_epoch,
+            "loss": totals.loss,
             "lr": lr,
             "tokens": tokens,
+            "computed_tokens": computed,
+            "real_token_ratio": tokens / max(computed, 1),
             "step_seconds": elapsed,
             "tokens_per_s": tokens / elapsed,
-            "target_tokens": targets,
-            "truncated_examples": data_stats[0],
-            "truncated_tokens": data_stats[1],
-        }
+            "target_tokens": totals.targets,
+        } | data.summary
         if writer is not None:
             writer.add({k: v for k, v in metrics.items() if k != "step"}, step)
-        if step % settings.checkpoint_every == 0 or step == settings.total_steps:
+        if step % settings.checkpoint_every == 0 or step == data.total_steps:
             if writer is not None:  # a checkpointed step's metrics are durable before it is
                 writer.flush()
             _report_with_checkpoint(run, settings, metrics, rank)
 
 
-def _optimizer_step(
-    model: Any,
-    optimizer: Any,
-    examples: list[Example],
-    step: int,
-    rank: int,
-    settings: LoopSettings,
-    device: Any,
-    pad_id: int,
-) -> tuple[float, int, int]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns (loss sum, target tokens, tokens)."""
-    import torch
-
+def _step_batches(settings: LoopSettings, data: _WorkerData, step: int, rank: int, device: Any) -> list[Any]:
+    """The ``grad_accum`` micro-batches of ``step``: a function of the step, so resuming repeats them."""
     first = (step - 1) * settings.grad_accum
     batches = [
-        collate(micro_batch(examples, first + k, settings.batch_size, settings.seed, rank), pad_id)
+        data.collate(micro_batch(data.items, first + k, settings.batch_size, settings.seed, rank))
         for k in range(settings.grad_accum)
     ]
-    # Normalise by the target tokens of the whole window, known before the first backward.
-    window_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-    loss_total, tokens = 0.0, 0
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if settings.bf16
-        else contextlib.nullcontext()
-    )
-    for k, batch in enumerate(batches):
-        batch = {name: tensor.to(device) for name, tensor in batch.items()}
-        # DDP all-reduces gradients on every backward; skip that until the window's last micro-batch.
-        last = k == len(batches) - 1
-        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
-        with sync:
-            with autocast:
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss_sum = token_loss_sum(logits, batch["labels"])
-            (loss_sum / max(window_targets, 1)).backward()
-        loss_total += float(loss_sum.detach())
-        tokens += int(batch["attention_mask"].sum())
-    if hasattr(model, "clip_grad_norm_"):  # FSDP: the norm must be computed over all shards
-        model.clip_grad_norm_(settings.max_grad_norm)
-    else:
-        torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], settings.max_grad_norm
-        )
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_total, window_targets, tokens
+    return [{name: tensor.to(device) for name, tensor in batch.items()} for batch in batches]
 
 
 def _optimizer(parameters: list[Any], settings: LoopSettings) -> Any:
     """AdamW, with the fused kernel where the device has one (HF ``Trainer``'s default as well)."""
     import torch
 
-    options = {"lr": settings.lr, "weight_decay": settings.weight_decay}
+    options = {"lr": settings.lr, "weight_decay": settings.weight_decay, "betas": settings.adam_betas}
     try:
         return torch.optim.AdamW(parameters, fused=True, **options)
     except RuntimeError:  # no fused kernel for this device or dtype
@@ -284,78 +292,60 @@ def _scheduler(optimizer: Any, settings: LoopSettings) -> Any:
 
 
 def _report_with_checkpoint(run: _Run, settings: LoopSettings, metrics: dict[str, float], rank: int) -> None:
-    """Every rank reports; rank 0 alone attaches the checkpoint (Train V2's rule)."""
+    """Every rank reports. DDP: rank 0 alone attaches the full checkpoint (Train V2's rule). FSDP2:
+    every rank attaches its DCP shards, which Ray Train merges into one checkpoint folder."""
     import ray.train
     from ray.train import Checkpoint
 
-    model, optimizer, scheduler = run.model, run.optimizer, run.scheduler
-    full_state = _gathered_state_dict(model) if settings.fsdp else None
-    if rank != 0:
-        ray.train.report(metrics)
-        return
-    unwrapped = model.module if hasattr(model, "module") else model
-    trainer_state = {
-        # Under FSDP the optimizer holds shards; the moments restart on resume (weights, schedule and
-        # step do not), since gathering them needs the full model on every rank.
-        "optimizer": None if settings.fsdp else optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-    }
     state = {
         "step": int(metrics["step"]),
+        "micro_batches": int(metrics["step"]) * settings.grad_accum,  # the data position
         "mode": settings.mode,
+        "strategy": settings.strategy,
         "base_path": settings.base_path,
         "added_tokens": run.added,
         "loss": metrics["loss"],
     }
+    if settings.strategy == "fsdp2":
+        from l2ray.train.checkpoint import EXPORT_DIR, save_sharded
+        from l2ray.train.export import export_sharded
+
+        with tempfile.TemporaryDirectory() as folder:
+            save_sharded(folder, run.model, run.optimizer, run.scheduler, state)
+            if state["step"] == settings.total_steps:  # the final model, for the registry
+                export_sharded(Path(folder) / EXPORT_DIR, run.model, run.tokenizer)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+        return
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    trainer_state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}
     with tempfile.TemporaryDirectory() as folder:
-        save_checkpoint(folder, unwrapped, run.tokenizer, trainer_state, state, state_dict=full_state)
+        unwrapped = run.model.module if hasattr(run.model, "module") else run.model
+        save_checkpoint(folder, unwrapped.causal_lm, run.tokenizer, trainer_state, state)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
-def _fsdp_options(model: Any) -> dict[str, Any]:
-    """Shard per decoder layer (the model's ``_no_split_modules``), not as one flat unit whose
-    all-gather would need the whole model on every GPU; ``use_orig_params`` allows frozen (LoRA)
-    and trainable parameters side by side."""
-    import functools
+def _training_tokenizer(base_path: str) -> Any:
+    """The base tokenizer with the reasoning tokens training adds (the same on every rank and attempt)."""
+    from transformers import AutoTokenizer
 
-    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+    from l2ray.student.tokens import ensure_reasoning_tokens
 
-    names = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or [])}
-    layers = {type(m) for m in model.modules() if type(m).__name__ in names}
-    options: dict[str, Any] = {"use_orig_params": True}
-    if layers:
-        options["auto_wrap_policy"] = functools.partial(
-            transformer_auto_wrap_policy, transformer_layer_cls=layers
-        )
-    return options
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    ensure_reasoning_tokens(tokenizer)
+    return tokenizer
 
 
-def _gathered_state_dict(model: Any) -> dict[str, Any] | None:
-    """The full state dict of an FSDP model on rank 0 (every rank must call this)."""
-    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
-    with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, config):
-        return model.state_dict()
-
-
-def _restore_trainer_state(trainer_state: dict[str, Any], optimizer: Any, scheduler: Any) -> None:
-    if trainer_state["optimizer"] is not None:  # None under FSDP (see `_report_with_checkpoint`)
-        optimizer.load_state_dict(trainer_state["optimizer"])
-    scheduler.load_state_dict(trainer_state["scheduler"])
-
-
-def _all_reduce(values: list[float], device: Any) -> list[float]:
-    """Sums over all workers (identity with one worker)."""
+def _all_reduce_max(value: int, device: Any) -> int:
     import torch
     import torch.distributed as dist
 
-    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
-        return [float(v) for v in values]
-    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
+    if not dist.is_initialized():
+        return value
+    tensor = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 def _rank_zero_writer(settings: LoopSettings, rank: int) -> StepMetricWriter | None:

@@ -112,7 +112,24 @@ class Tracker:
                 pip_requirements=pip_requirements(),
                 registered_model_name=registered_model,
             )
-        version = str(info.registered_model_version)
+        return self._tag_and_alias(registered_model, str(info.registered_model_version), tags)
+
+    def register_reference(
+        self, run_id: str, source: str, registered_model: str, tags: dict[str, str]
+    ) -> tuple[str, str]:
+        """Register a new version whose artifacts stay where they are (``source``: a shared path or
+        object-store URI laid out like an ``mlflow.transformers`` model), tag it and point the
+        ``candidate`` alias at it: tens of GB never stream through the tracking server."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(registered_model)
+        except MlflowException:
+            self.client.create_registered_model(registered_model)
+        version = self.client.create_model_version(registered_model, source, run_id=run_id)
+        return self._tag_and_alias(registered_model, str(version.version), tags)
+
+    def _tag_and_alias(self, registered_model: str, version: str, tags: dict[str, str]) -> tuple[str, str]:
         for key, value in tags.items():
             self.client.set_model_version_tag(registered_model, version, key, value)
         self.client.set_registered_model_alias(registered_model, CANDIDATE_ALIAS, version)

@@ -6,8 +6,7 @@ These run without Ray; the checks must fail before any worker starts.
 from __future__ import annotations
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from l2ray.train.api import plan_steps, train
 from l2ray.train.config import MixConfig, TrainConfig
@@ -17,7 +16,6 @@ from l2ray.train.examples import (
     collate,
     encode_example,
     micro_batch,
-    token_loss_sum,
 )
 from l2ray.train.mix import TrainDataError, rank_share, read_traces, select_mix
 
@@ -55,8 +53,8 @@ def test_train_config_rejects_inconsistent_settings():
         MixConfig(kinds=["original"], ratios={"mixed": 1.0})
     with pytest.raises(ValueError, match=r"gives no share to kinds \['whole'\]"):
         MixConfig(kinds=["original", "whole"], ratios={"original": 1.0})
-    with pytest.raises(ValueError, match="fsdp shards the model over GPUs"):
-        TrainConfig(fsdp=True)
+    with pytest.raises(ValueError, match="fsdp2 shards full fine-tuning only"):
+        TrainConfig(strategy="fsdp2", mode="lora")
 
 
 def test_rank_shares_are_fixed_disjoint_and_complete():
@@ -71,6 +69,8 @@ def test_rank_shares_are_fixed_disjoint_and_complete():
 def test_plan_steps_splits_rows_evenly_over_workers():
     assert plan_steps(14, TrainConfig(num_workers=2, batch_size=2, grad_accum=2, epochs=2)) == (2, 4)
     assert plan_steps(14, TrainConfig(num_workers=2, max_steps=5)) == (7, 5)
+    # o1-6 on 16 workers: each worker's one row (or target-free stand-in) makes an epoch one step.
+    assert plan_steps(6, TrainConfig(num_workers=16, epochs=5)) == (1, 5)
 
 
 def test_zero_rows_fail_before_any_worker_starts(make_recipe, traces_dir):
@@ -118,20 +118,6 @@ def test_loss_mask_covers_exactly_the_assistant_turn(student_path, rows):
     assert batch["input_ids"].shape == (2, len(example.input_ids))
     assert int(batch["attention_mask"][0].sum()) == 64
     assert (batch["labels"][0, 64:] == IGNORE_INDEX).all()
-
-
-def test_summed_loss_matches_the_models_own_causal_lm_loss(student_path, rows):
-    """Per target token, the loop's loss is transformers' loss on the same padded, masked batch."""
-    tokenizer = AutoTokenizer.from_pretrained(student_path)
-    model = AutoModelForCausalLM.from_pretrained(student_path)
-    examples = [encode_example(tokenizer, r.question, r.messages()[1]["content"], 96) for r in rows[:3]]
-    batch = collate(examples, pad_token_id=tokenizer.pad_token_id)
-    with torch.no_grad():
-        output = model(**batch)
-        summed = token_loss_sum(output.logits, batch["labels"])
-    targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-    assert targets > 0
-    assert torch.allclose(summed / targets, output.loss, rtol=1e-5)
 
 
 def test_micro_batches_cover_every_example_once_per_pass_and_replay_identically():

@@ -13,7 +13,7 @@ import pytest
 import torch
 from local_servers import mlflow_server_in
 from mlflow import MlflowClient
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from l2ray.student.resolve import load_student, resolve_student
 from l2ray.train.api import train
@@ -134,3 +134,51 @@ def test_lora_round_trip_through_the_registry_and_resume(ray_cluster, tmp_path, 
     steps = sorted(m.step for m in client.get_metric_history(result.run_id, "loss"))
     assert steps == [1, 2, 3, 4, 5, 6]
     assert str(client.get_model_version_by_alias("lora", "candidate").version) == "2"
+
+
+def test_fsdp2_packed_run_survives_a_failure_resumes_from_shards_and_registers_its_export(
+    ray_cluster, tmp_path, traces_dir, make_recipe
+):
+    """FSDP2 on 2 CPU workers (gloo): packed, checkpointed layers, a worker that fails at step 3
+    after the sharded checkpoint of step 2; the export registered by reference equals the shards."""
+    import torch.distributed.checkpoint as dcp
+
+    from l2ray.student.tokens import ensure_reasoning_tokens
+
+    settings = {"strategy": "fsdp2", "packing": True, "activation_checkpointing": True, "max_steps": 4}
+    recipe = make_recipe("fsdp", fail_at_step=3, batch_size=1, **settings)
+    result = train(recipe, traces_dir)
+
+    assert result.steps == 4
+    client = MlflowClient(tracking_uri=recipe.tracking_uri, registry_uri=recipe.tracking_uri)
+    history = {name: client.get_metric_history(result.run_id, name) for name in ("loss", "real_token_ratio")}
+    assert sorted(m.step for m in history["loss"]) == [1, 2, 3, 4]
+    assert [m.value for m in client.get_metric_history(result.run_id, "resumed_from_step")] == [2.0]
+    assert all(0.0 < m.value <= 1.0 for m in history["real_token_ratio"])
+    checkpoint = Path(result.checkpoint_path)
+    assert sorted(p.name for p in checkpoint.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    weights = sorted(p.name for p in (checkpoint / "export" / "model").glob("*.safetensors"))
+    assert weights == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    version = client.get_model_version_by_alias("fsdp", "candidate")
+    assert version.source == str(checkpoint / "export")  # by reference: nothing copied into MLflow
+
+    # The trained weights, read from the DCP shards in one process, rounded to bf16 as exported.
+    base_path = resolve_student("builtin:tiny", cache_dir=recipe.run_dir / "cache", config=recipe.student)
+    trained = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    ensure_reasoning_tokens(AutoTokenizer.from_pretrained(base_path), trained)
+    state = {"model": {f"causal_lm.{k}": v for k, v in trained.state_dict().items()}}
+    dcp.load(state, checkpoint_id=str(checkpoint), no_dist=True)
+    trained.load_state_dict(
+        {k.removeprefix("causal_lm."): v.bfloat16().float() for k, v in state["model"].items()}
+    )
+    exported, _ = load_student(
+        "models:/fsdp@candidate", tracking_uri=recipe.tracking_uri, cache_dir=tmp_path / "c"
+    )
+    ids = torch.tensor([[5, 17, 99, 250, 31, 7]])
+    with torch.no_grad():
+        expected = trained(input_ids=ids).logits
+        got = exported.float()(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    with torch.no_grad():
+        assert not torch.allclose(base(input_ids=ids).logits, expected, atol=1e-3)  # it did train
