@@ -15,6 +15,7 @@ from typing import Any
 from l2ray.clock import utc_iso
 from l2ray.cluster import ensure_ray
 from l2ray.config import Recipe
+from l2ray.console import progress
 from l2ray.decode.config import InterventionConfig
 from l2ray.eval.benchmarks import BenchmarkData
 from l2ray.eval.engines import EndpointError, SampleRequest, check_endpoint, served_model_id
@@ -176,7 +177,14 @@ def _run_actor_pool(
         num_cpus=0.5,
         num_gpus=0 if http else cfg.num_gpus,
     )
-    return sorted((json.loads(row["record"]) for row in ds.take_all()), key=lambda r: r.pop("order"))
+    records, correct = [], 0
+    # Rows stream back as the pool scores them: the bar counts samples (the run's, inside `l2ray run`).
+    with progress(len(rows), "evaluating") as bar:
+        for row in ds.iter_rows():
+            records.append(json.loads(row["record"]))
+            correct += bool(records[-1].get("correct"))
+            bar.advance(1, f"{correct} correct")
+    return sorted(records, key=lambda r: r.pop("order"))
 
 
 def refused_by_endpoint(records: list[dict[str, Any]]) -> str | None:
