@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import click
 import typer
@@ -21,6 +23,8 @@ from typer.core import TyperGroup
 
 from l2ray.config import Recipe, load_recipe, recipe_from_dict
 from l2ray.errors import L2rayError
+
+T = TypeVar("T")
 
 
 class _Commands(TyperGroup):
@@ -182,7 +186,9 @@ def eval_command(
     from l2ray.eval.api import run_eval
 
     recipe = recipe_option(config, sets)
-    _print_eval(run_eval(recipe, label=label, model=model, endpoint=endpoint))
+    _print_eval(
+        _staged(recipe, "eval", lambda: run_eval(recipe, label=label, model=model, endpoint=endpoint))
+    )
 
 
 @app.command()
@@ -197,7 +203,7 @@ def pilot(
     from l2ray.synth.api import translator
 
     recipe = recipe_option(config, sets)
-    result = run_pilot(recipe, translator(recipe), label=label, model=model)
+    result = _staged(recipe, "pilot", lambda: run_pilot(recipe, translator(recipe), label=label, model=model))
     table = Table(title="pilot: the same problems in each language")
     for column in ("language", "accuracy", "thinking mean", "English-equivalent", "tokens/char", "vs en"):
         table.add_column(column)
@@ -273,7 +279,7 @@ def synth(
 
         console.print(plan_table(recipe))
         return
-    result = synthesize(recipe)
+    result = _staged(recipe, "synth", lambda: synthesize(recipe))
     summary = result.summary
     table = Table(title=f"synthesis: {result.run_dir / 'synth'}")
     for column in ("kind", "rows", "languages"):
@@ -313,7 +319,7 @@ def train_command(
     if action == "plan":
         _print_train_plan(recipe)
         return
-    result = train(recipe, traces_dir=traces, resume=resume)
+    result = _staged(recipe, "train", lambda: train(recipe, traces_dir=traces, resume=resume))
     table = Table(title=f"training run {result.ray_run_name}")
     table.add_column("field")
     table.add_column("value")
@@ -465,6 +471,28 @@ def _print_run_summary(summary: dict) -> None:
     for name, command in summary["commands"].items():
         out.print(f"{labels.get(name, name)}:")
         out.print(f"  {command}", soft_wrap=True, markup=False)
+
+
+def _staged(recipe: Recipe, stage: str, work: Callable[[], T]) -> T:
+    """Run one stage command as `l2ray run` runs a stage: a line with its bar on the terminal, Ray's,
+    MLflow's and the workers' output in ``<run dir>/logs/<stage>-<time>.log``, warnings once each."""
+    from l2ray.clock import utc_stamp
+    from l2ray.console import run_display
+
+    log_file = recipe.run_dir / "logs" / f"{stage}-{utc_stamp()}.log"
+    joined, start = _ray_connected(), time.monotonic()
+    with run_display(log_file) as display:
+        display.started(stage, "")
+        try:
+            result = work()
+        except BaseException as exc:
+            display.failed(stage, time.monotonic() - start, exc)
+            raise
+        finally:
+            if not joined and _ray_connected():
+                _shutdown_ray()  # inside the capture: Ray's teardown messages go to the log too
+        display.finished(stage, time.monotonic() - start, f"full log: {log_file}")
+    return result
 
 
 def _ray_connected() -> bool:
