@@ -21,7 +21,10 @@ class InterventionConfig(Section):
     names the reading: ``probability`` (l2ray's default) adds ``+beta`` to boost tags and ``-beta``
     to suppress tags with probability ``alpha`` (a seeded draw per switch point); ``sign`` reads
     ``alpha`` in [-1, 1] as a signed strength and adds ``alpha * beta`` to boost tags and
-    ``-alpha * beta`` to suppress tags at every switch point, with no draw. ``force`` allows only
+    ``-alpha * beta`` to suppress tags at every switch point, with no draw. Which tags a switch
+    point biases also reads two ways (``top_k_rule``): ``any_tag`` (l2ray's default) biases every
+    boost/suppress tag once any tag is in the top-``top_k``; ``each_tag`` biases only the boost/suppress
+    tags that are themselves among the top-``top_k``. ``force`` allows only
     one language's tag (and opens the thinking with it); ``max_switches`` bans tags of other languages
     once that many switches happened. Budget forcing follows s1: ``max_thinking_tokens`` ends the
     thinking when spent; ``num_ignore`` times an attempt to end it is replaced by ``ignore_str``.
@@ -42,6 +45,7 @@ class InterventionConfig(Section):
     # <= 100 so the same bias travels as an OpenAI `logit_bias` to HTTP-only generators.
     beta: float = Field(default=5.0, ge=0.0, le=100.0)
     top_k: int = Field(default=20, ge=1, le=20)
+    top_k_rule: Literal["any_tag", "each_tag"] = "any_tag"
     force: str | None = None
     max_switches: int | None = Field(default=None, ge=0)
     max_thinking_tokens: int | None = Field(default=None, ge=0, le=MAX_THINKING_TOKENS)

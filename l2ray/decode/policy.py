@@ -161,9 +161,12 @@ class RequestPolicy:
         if self.done or not self.thinking or not self._tag_set:
             return {}
         bias: dict[int, float] = {}
-        at_switch_point = any(int(t) in self._tag_set for t in top_ids[: self.config.top_k])
-        if at_switch_point and self._boost:
-            bias.update(self._switch_bias())
+        top = {int(t) for t in top_ids[: self.config.top_k]}
+        if top & self._tag_set and self._boost:
+            switch = self._switch_bias()
+            if self.config.top_k_rule == "each_tag":
+                switch = {token: value for token, value in switch.items() if token in top}
+            bias.update(switch)
         allowed = self._allowed_tags()
         if allowed is not None:
             bias.update({t: BANNED for t in self._tag_set if t not in allowed})

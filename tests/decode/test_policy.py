@@ -100,6 +100,21 @@ def test_negative_alpha_in_sign_mode_reverses_the_direction():
     assert out[0, EN] == pytest.approx(9.0 + 4.0)
 
 
+def test_each_tag_rule_biases_only_the_tags_among_the_top_k():
+    scores = logits(4, EN)  # en is in the top 2, zh is not
+    any_tag = tag_step(policy(boost=["zh"], suppress=["en"], beta=4.0, top_k=2), scores)
+    assert any_tag[0, ZH] == pytest.approx(4.0) and any_tag[0, EN] == pytest.approx(5.0)
+    each_tag = tag_step(
+        policy(boost=["zh"], suppress=["en"], beta=4.0, top_k=2, top_k_rule="each_tag"), scores
+    )
+    assert each_tag[0, ZH] == 0.0  # zh was not a candidate here, so it is left alone
+    assert each_tag[0, EN] == pytest.approx(5.0)
+    pol = policy(boost=["zh"], alpha=0.3, top_k=2, top_k_rule="each_tag")
+    state = pol.rng.getstate()
+    pol.tag_bias([EN, 4])
+    assert pol.rng.getstate() != state  # the draw is spent at every switch point under both rules
+
+
 def test_alpha_outside_zero_one_needs_sign_mode():
     with pytest.raises(ValidationError, match="needs alpha_mode: sign"):
         InterventionConfig(boost=["zh"], alpha=-0.5)
