@@ -2,6 +2,7 @@ r"""The lab's files: English seeds, the evaluation set, the pilot's seeds, and t
 baseline's traces (the same number of rows as L², about the same tokens, English only).
 
 Example:
+    >>> from l2ray.lab.tasks import make_problems
     >>> rows = seed_records(make_problems("seeds", 2, 0))
     >>> sorted(rows[0]) == ["answer", "cot", "id", "question", "solution", "source"]
     True
