@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from l2ray.config import Recipe
@@ -83,33 +84,27 @@ def plan_table(recipe: Recipe) -> Table:
     tasks = plan["tasks"]
     table = Table(
         title=f"synthesis plan: {tasks['to_run']} of {tasks['planned']} tasks to run "
-        f"({tasks['finished']} finished); nothing was sent"
+        f"({tasks['finished']} finished); nothing was sent",
+        box=box.SIMPLE_HEAD,
     )
-    headers = (
-        "role",
-        "model",
-        "requests",
-        "cache hits (free)",
-        "prompt tok",
-        "completion tok",
-        "USD",
-        "USD at most",
-    )
-    for header in (*headers, "price in/out per Mtok"):
-        table.add_column(header)
-    notes = []
+    # Short headers and unwrapped names, so the table fits 100 columns; prices go below it.
+    for header in ("role", "model", "requests", "cached", "prompt tok", "compl. tok", "USD", "USD max"):
+        table.add_column(header, no_wrap=True)
+    notes, prices = [], []
     for role, line in plan["roles"].items():
         price = line["price_per_mtok"]
-        listed = f"{price['input']}/{price['output']} ({price['as_of']})" if price["known"] else "unknown: 0"
+        known = f"{price['input']}/{price['output']} ({price['as_of']})" if price["known"] else "unknown: 0"
+        prices.append(f"{line['model']} {known}")
         values = [line[k] for k in ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "usd")]
-        table.add_row(role, line["model"], *map(str, values), str(line["usd_at_most"]), listed)
+        table.add_row(role, line["model"], *map(str, values), str(line["usd_at_most"]))
         if not price["known"] and line["requests"]:
             notes.append(f"{role}: no price for {line['model']}; set price_per_mtok_input/_output")
         if line["max_cost_usd"] is not None and line["usd"] > line["max_cost_usd"]:
             notes.append(
                 f"{role}: the estimate is over max_cost_usd={line['max_cost_usd']}; the run will stop there"
             )
-    table.caption = "; ".join(notes) or "tokens and dollars are estimates (see l2ray.synth.estimate)"
+    notes.append("USD per Mtok in/out: " + "; ".join(dict.fromkeys(prices)))
+    table.caption = "\n".join([*notes, "tokens and dollars are estimates (see l2ray.synth.estimate)"])
     return table
 
 
