@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from evalkit import completion, make_recipe, mini_answers, question_of, register_versions
+from evalkit import completion, gate_summary, make_recipe, mini_answers, question_of, register_versions
 from mlflow import MlflowClient
 
 from l2ray.decode.types import Completion
@@ -114,25 +114,15 @@ def test_promotion_on_sqlite_and_on_a_real_mlflow_server(
 
 
 def test_gate_arithmetic() -> None:
-    def summary(accuracy: float, thinking: float) -> dict:
-        metrics = {
-            "accuracy": accuracy,
-            "thinking_tokens": {"mean": thinking},
-            "thinking_tokens_by_problem": {"p": [thinking]},
-            "failures": 0,
-            "failure_rate": 0.0,
-        }
-        return {
-            "comparable_hash": "h",
-            "fingerprint": {"configurations": {"off": {}}},
-            "results": {"b": {"off": metrics}},
-        }
-
     gate = PromotionGate(max_accuracy_drop=0.02, min_thinking_token_reduction=0.1)
-    assert decide(summary(0.49, 90.0), summary(0.5, 100.0), gate)[0] == "promoted"
-    assert decide(summary(0.47, 50.0), summary(0.5, 100.0), gate)[0] == "rejected"  # accuracy fell too far
-    assert decide(summary(0.6, 91.0), summary(0.5, 100.0), gate)[0] == "rejected"  # only 9 % fewer tokens
-    assert decide(summary(0.6, 91.0), None, gate)[0] == "promoted"
+    assert decide(gate_summary(0.49, 90.0), gate_summary(0.5, 100.0), gate)[0] == "promoted"
+    assert (
+        decide(gate_summary(0.47, 50.0), gate_summary(0.5, 100.0), gate)[0] == "rejected"
+    )  # accuracy fell too far
+    assert (
+        decide(gate_summary(0.6, 91.0), gate_summary(0.5, 100.0), gate)[0] == "rejected"
+    )  # only 9 % fewer tokens
+    assert decide(gate_summary(0.6, 91.0), None, gate)[0] == "promoted"
 
 
 def _scored(thinking: dict[str, int | None], right: set[str]) -> dict:
