@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -40,6 +41,29 @@ def ensure_ray(**init_options: Any) -> None:
         raise RayClusterNotFoundError(_not_found(address, str(exc).splitlines()[0])) from None
 
 
+def iter_rows(ds: Any) -> Iterator[dict[str, Any]]:
+    """``ds.iter_rows()``, where an `L2rayError` raised by one of the dataset's tasks or actors (a
+    dead engine, a sample that cannot fit) reaches the driver as itself: not as Ray Data's generic
+    ``UserCodeException``, which drops the cause, nor inside Ray's remote traceback."""
+    ds.context.raise_original_map_exception = True
+    try:
+        yield from ds.iter_rows()
+    except Exception as exc:
+        cause = l2ray_cause(exc)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def l2ray_cause(exc: BaseException) -> L2rayError | None:
+    """The `L2rayError` a Ray task or actor raised, out of the error Ray hands the driver, else
+    ``None`` (Ray wraps the remote error and keeps it as ``cause``)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, L2rayError):
+        return cause
+    return exc if isinstance(exc, L2rayError) and cause is None else None
+
+
 def check_address(address: str | None) -> None:
     """Raise `RayClusterNotFoundError` unless something listens at ``address`` (``host:port``,
     ``ray://host:port``); ``None``, ``local`` and ``auto`` are left to ``ray.init``."""
@@ -64,4 +88,4 @@ def _not_found(address: str | None, reason: str) -> str:
     )
 
 
-__all__ = ["RayClusterNotFoundError", "check_address", "ensure_ray"]
+__all__ = ["RayClusterNotFoundError", "check_address", "ensure_ray", "iter_rows", "l2ray_cause"]

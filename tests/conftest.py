@@ -17,6 +17,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that kill the session's vLLM engine run last, so no other test finds it dead."""
+    items.sort(key=lambda item: item.get_closest_marker("kills_vllm_engine") is not None)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray cluster for the whole session (never attaches to a cluster started elsewhere)."""
@@ -47,7 +52,8 @@ def switching_student_path(student_path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def vllm_engine(switching_student_path, tmp_path_factory):
-    """ONE vLLM engine (float32, eager) on the switching student for the whole session (~30-90 s start)."""
+    """ONE vLLM engine (float32, eager) on the switching student for the whole session (~30-90 s start).
+    Tests marked ``kills_vllm_engine`` kill it, so they run last."""
     os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
     from l2ray.decode.config import VllmEngineConfig
     from l2ray.decode.vllm_engine import VllmEngine

@@ -126,13 +126,19 @@ def token_steps(
 
 
 class VllmEngine:
-    """A synchronous `vllm.LLM` with the intervention (evaluation's engines, tests, benchmarks)."""
+    """A synchronous `vllm.LLM` with the intervention (evaluation's engines, tests, benchmarks).
+
+    When its engine process dies, a `complete` in progress raises vLLM's ``EngineDeadError`` instead
+    of waiting forever (`wake_on_engine_death`).
+    """
 
     def __init__(self, model_path: str, config: VllmEngineConfig | None = None) -> None:
         from vllm import LLM
 
+        self.model_path = model_path
         self.codec = Codec.from_pretrained(model_path)
         self.llm = LLM(**engine_kwargs(model_path, config or VllmEngineConfig()))
+        wake_on_engine_death(self.llm.llm_engine.engine_core)
 
     def complete(self, requests: Sequence[DecodeRequest]) -> list[Completion]:
         """Decode ``requests`` in one continuous batch; one `Completion` each, in order."""
@@ -150,4 +156,38 @@ class VllmEngine:
         ]
 
 
-__all__ = ["ENV_DEFAULTS", "VllmEngine", "completion_of", "engine_kwargs", "sampling_params", "token_steps"]
+def wake_on_engine_death(client: Any) -> None:
+    """Make a blocked ``LLM.generate`` raise ``EngineDeadError`` when an engine process dies.
+
+    vLLM's synchronous client (0.32) notices a killed engine process (SIGKILL, the kernel's OOM
+    killer) and shuts down, but the thread waiting for outputs is never told: ``generate`` would
+    wait forever. A daemon thread waits on the engine processes and then hands that waiting thread
+    the error. A client without engine processes (in-process engine) is left as it is.
+    """
+    import threading
+    from multiprocessing import connection
+
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    manager = getattr(client.resources, "engine_manager", None)
+    outputs = getattr(client, "outputs_queue", None)
+    if manager is None or outputs is None:
+        return
+    sentinels = manager.sentinels()
+
+    def wait_then_wake() -> None:
+        connection.wait(sentinels)
+        outputs.put_nowait(EngineDeadError())
+
+    threading.Thread(target=wait_then_wake, daemon=True, name="l2ray-engine-death").start()
+
+
+__all__ = [
+    "ENV_DEFAULTS",
+    "VllmEngine",
+    "completion_of",
+    "engine_kwargs",
+    "sampling_params",
+    "token_steps",
+    "wake_on_engine_death",
+]

@@ -132,14 +132,28 @@ def check_context(key: str, prompt_tokens: int, max_tokens: int, context: int) -
         )
 
 
+class EngineFailedError(L2rayError, RuntimeError):
+    """The in-process engine itself failed (its process died, out of memory): the run stops, since
+    samples recorded as failed would measure the machine, not the model."""
+
+
+ENGINE_FAILURE_FIX = (
+    "the run stops without a report. If it ran out of memory, lower eval.vllm.max_num_seqs, "
+    "eval.max_tokens or eval.vllm.gpu_memory_utilization (on CPU: eval.vllm.cpu_kv_cache_gib), or raise "
+    "eval.vllm.tensor_parallel_size; if its process was killed, see the engine's log above (the kernel's "
+    "OOM killer, a lost GPU), then rerun"
+)
+
+
 class VllmLocalEngine:
     """In-process generation on vLLM (`l2ray.decode.vllm_engine.VllmEngine`): one continuous batch per
     call, the intervention as vLLM's logits processor, each request with its own ``seed``.
 
-    Unlike `LocalEngine`, an engine failure (out of memory, a dead engine process) is raised and fails
-    the run — it says nothing about the model's accuracy. Only an intervention the model cannot carry
-    out fails its own samples (``Completion.error``). Every sample's ``prompt + max_tokens`` is checked
-    against the context before anything is generated (`ContextError`).
+    Unlike `LocalEngine`, an engine failure (out of memory, a dead engine process) is raised as
+    `EngineFailedError` and fails the run — it says nothing about the model's accuracy. Only an
+    intervention the model cannot carry out fails its own samples (``Completion.error``). Every
+    sample's ``prompt + max_tokens`` is checked against the context before anything is generated
+    (`ContextError`).
     """
 
     kind = "vllm"
@@ -177,10 +191,22 @@ class VllmLocalEngine:
                 runnable.append(index)
             except PolicyError as exc:
                 results[index] = Completion(None, error=f"PolicyError: {exc}")
-        done = self.engine.complete([decode[i] for i in runnable]) if runnable else []
+        done = self._complete([decode[i] for i in runnable]) if runnable else []
         for index, completion in zip(runnable, done, strict=True):
             results[index] = replace(completion, starts_in_thinking=True)  # `Codec.chat_prompt` opens it
         return [r if r is not None else Completion(None, error="no result") for r in results]
+
+    def _complete(self, decode: list[DecodeRequest]) -> list[Completion]:
+        """``decode`` on the engine; an engine that dies or runs out of memory is `EngineFailedError`."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            return self.engine.complete(decode)
+        except (EngineDeadError, RuntimeError, MemoryError) as exc:  # torch's OOM is a RuntimeError
+            raise EngineFailedError(
+                f"model {self.engine.model_path}: the vLLM engine failed while generating "
+                f"{len(decode)} samples ({type(exc).__name__}: {exc}); {ENGINE_FAILURE_FIX}"
+            ) from None
 
 
 class HttpEngine:
@@ -345,10 +371,13 @@ def _parse_chat(raw: str, latency: float) -> Completion:
 
 
 __all__ = [
+    "ContextError",
     "EndpointError",
+    "EngineFailedError",
     "HttpEngine",
     "LocalEngine",
     "SampleRequest",
+    "VllmLocalEngine",
     "chat_body",
     "check_endpoint",
     "served_model_id",

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from l2ray.clock import utc_iso
-from l2ray.cluster import ensure_ray
+from l2ray.cluster import ensure_ray, iter_rows
 from l2ray.config import Recipe
 from l2ray.console import progress
 from l2ray.decode.config import InterventionConfig
@@ -104,6 +104,8 @@ def generate_and_score(
     Raises:
         EndpointError: see `served_model_for`; or the endpoint refused every request with an HTTP 4xx (a
             wrong model name or key, not the model's accuracy).
+        EngineFailedError: the in-process vLLM engine died or ran out of memory (no report is written).
+        ContextError: a sample's prompt + ``eval.max_tokens`` exceeds the model's context (vLLM).
     """
     engine, local_path = _engine_spec(recipe, ref, endpoint, served)
     tokenizer = recipe.eval.tokenizer or local_path or counting_tokenizer(recipe, ref.uri)
@@ -179,8 +181,9 @@ def _run_actor_pool(
     )
     records, correct = [], 0
     # Rows stream back as the pool scores them: the bar counts samples (the run's, inside `l2ray run`).
+    # An actor's own error (a dead engine: EngineFailedError) ends the run as itself.
     with progress(len(rows), "evaluating") as bar:
-        for row in ds.iter_rows():
+        for row in iter_rows(ds):
             records.append(json.loads(row["record"]))
             correct += bool(records[-1].get("correct"))
             bar.advance(1, f"{correct} correct")

@@ -150,3 +150,40 @@ def test_the_vllm_engine_generates_in_order_and_refuses_what_cannot_fit_up_front
     too_long = [_request(3, 4), _request(4, context)]
     with pytest.raises(ContextError, match=r"sample .*exceeds the model's context.*lower eval.max_tokens"):
         engine.generate(too_long)
+
+
+@pytest.mark.slow
+@pytest.mark.kills_vllm_engine
+def test_an_engine_process_killed_mid_run_fails_the_run_with_one_clear_error(vllm_engine):
+    """The kernel's OOM killer, for real: SIGKILL the engine process while it decodes. The run must
+    end with `EngineFailedError`, neither hanging (vLLM's own client would) nor recording failed samples."""
+    import os
+    import signal
+    import threading
+
+    from l2ray.eval.engines import EngineFailedError, VllmLocalEngine
+
+    engine = VllmLocalEngine.over(vllm_engine)
+    llm_engine = vllm_engine.llm.llm_engine
+    [core] = llm_engine.engine_core.resources.engine_manager.processes
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["done"] = engine.generate([_request(seed, 3000) for seed in range(8)])
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    while thread.is_alive() and not llm_engine.has_unfinished_requests():
+        thread.join(0.01)
+    os.kill(core.pid, signal.SIGKILL)
+    thread.join(120)
+    assert not thread.is_alive(), "generation still waits on a dead engine"
+    assert "done" not in outcome and isinstance(outcome["error"], EngineFailedError)
+    message = str(outcome["error"])
+    assert vllm_engine.model_path in message and "EngineDeadError" in message
+    assert "eval.vllm.max_num_seqs" in message
+    with pytest.raises(EngineFailedError, match="the vLLM engine failed"):  # and stays failed
+        engine.generate([_request(0, 4)])
