@@ -39,6 +39,10 @@ def test_dotted_overrides_are_parsed_as_yaml():
         (["eval.configurations={boost: {boost: [klingon]}}"], ["eval.configurations.boost.boost", "klingon"]),
         (["synth.language_weights={zh: 1, xx: 2}"], ["unknown language code 'xx'"]),
         (["train.mix.languages=[fr, qq]"], ["unknown language code 'qq'"]),
+        (
+            ["eval.engine=vllm", "eval.replicas=2", "eval.num_gpus=1", "eval.vllm.tensor_parallel_size=2"],
+            ["eval.num_gpus (1) is what each vLLM replica reserves", "set eval.num_gpus: 2"],
+        ),
     ],
 )
 def test_invalid_recipe_names_field_value_and_what_is_allowed(overrides, expected):

@@ -97,7 +97,12 @@ class EvalConfig(Section):
     max_retries: int = Field(default=2, ge=0, description="retries of a failed request before it counts")
     tokenizer: str | None = Field(default=None, description="tokenizer for counting (default: the model's)")
     device: str | None = Field(default=None, description="in-process device (default: cuda if available)")
-    num_gpus: float = Field(default=0.0, ge=0.0, description="GPUs for the in-process generator actor")
+    num_gpus: float = Field(
+        default=0.0, ge=0.0, description="GPUs of each in-process engine (vllm: its tensor_parallel_size)"
+    )
+    replicas: int = Field(
+        default=1, ge=1, description="in-process engines in the pool (data parallel; rows split among them)"
+    )
     label: str | None = Field(default=None, description="output folder name under <run_dir>/eval/")
     configurations: dict[str, InterventionConfig] = Field(
         default_factory=lambda: {"off": InterventionConfig()}, min_length=1
@@ -111,6 +116,16 @@ class EvalConfig(Section):
     @classmethod
     def _known_pilot_languages(cls, codes: list[str] | None) -> list[str] | None:
         return validate_codes(codes) if codes else codes
+
+    @model_validator(mode="after")
+    def _replicas_hold_their_tensor_parallel_shards(self) -> EvalConfig:
+        tp = self.vllm.tensor_parallel_size
+        if self.engine == "vllm" and self.num_gpus and self.num_gpus != tp:
+            raise ValueError(
+                f"eval.num_gpus ({self.num_gpus:g}) is what each vLLM replica reserves and must equal "
+                f"eval.vllm.tensor_parallel_size ({tp}); set eval.num_gpus: {tp} (or 0 on CPU)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _gate_configuration_is_evaluated(self) -> EvalConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from l2ray.clock import utc_iso
@@ -18,6 +19,7 @@ from l2ray.config import Recipe
 from l2ray.console import progress
 from l2ray.decode.config import InterventionConfig
 from l2ray.eval.benchmarks import BenchmarkData
+from l2ray.eval.config import EvalConfig
 from l2ray.eval.engines import EndpointError, SampleRequest, check_endpoint, served_model_id
 from l2ray.eval.metrics import score_sample, summarise
 from l2ray.eval.model_ref import ModelRef
@@ -149,6 +151,31 @@ def _local_kind(engine: str) -> str:
     return "vllm" if engine == "vllm" else "local"
 
 
+@dataclass(frozen=True)
+class PoolShape:
+    """The evaluation actor pool: how many actors, and what each reserves."""
+
+    size: int
+    num_cpus: float
+    num_gpus: float
+
+
+def pool_shape(cfg: EvalConfig, http: bool) -> PoolShape:
+    """``eval.replicas`` in-process engines (each with ``eval.num_gpus`` GPUs: a vLLM replica's
+    tensor-parallel shards), among which Ray Data splits the rows; one HTTP client actor, no GPU.
+
+    Example:
+        >>> tp2 = EvalConfig(engine="vllm", replicas=4, num_gpus=2, vllm={"tensor_parallel_size": 2})
+        >>> pool_shape(tp2, False)
+        PoolShape(size=4, num_cpus=0.5, num_gpus=2.0)
+        >>> pool_shape(EvalConfig(replicas=4), True)
+        PoolShape(size=1, num_cpus=0.5, num_gpus=0.0)
+    """
+    if http:
+        return PoolShape(1, 0.5, 0.0)
+    return PoolShape(cfg.replicas, 0.5, cfg.num_gpus)
+
+
 def _run_actor_pool(
     recipe: Recipe,
     rows: list[dict[str, Any]],
@@ -164,6 +191,7 @@ def _run_actor_pool(
     for index, row in enumerate(rows):
         row["order"] = index
     http = engine["kind"] == "http"
+    shape = pool_shape(cfg, http)
     ds = ray.data.from_items(rows).map_batches(
         _EvalActor,
         fn_constructor_kwargs={
@@ -173,11 +201,11 @@ def _run_actor_pool(
             "temperature": cfg.temperature,
             "tokenizer": tokenizer,
         },
-        compute=ray.data.ActorPoolStrategy(size=1),
+        compute=ray.data.ActorPoolStrategy(size=shape.size),
         batch_size=max(cfg.concurrency * 4, 16) if http else cfg.concurrency,
         batch_format="pandas",
-        num_cpus=0.5,
-        num_gpus=0 if http else cfg.num_gpus,
+        num_cpus=shape.num_cpus,
+        num_gpus=shape.num_gpus,
     )
     records, correct = [], 0
     # Rows stream back as the pool scores them: the bar counts samples (the run's, inside `l2ray run`).
@@ -374,6 +402,7 @@ def _local_path(recipe: Recipe, uri: str) -> str:
 __all__ = [
     "PROMPT_VERSION",
     "SEEDING_VERSION",
+    "PoolShape",
     "build_messages",
     "comparable_hash",
     "counting_tokenizer",
@@ -383,6 +412,7 @@ __all__ = [
     "evaluation_summary",
     "generate_and_score",
     "load_encoder",
+    "pool_shape",
     "refused_by_endpoint",
     "sample_seed",
     "served_model_for",
