@@ -139,3 +139,9 @@ def test_vllm_and_transformers_make_the_same_tag_choices_and_budget_cuts(vllm_en
     assert expected[6].thinking_tokens == 7
     assert "ru" in expected[0].language_mix and "ru" not in expected[3].language_mix
     assert expected[2].text != expected[0].text
+    # Through vLLM the intervention shifts the language mix of the thinking the way it says.
+    share = [done.language_mix for done in got]
+    assert share[2].get("zh", 0.0) > share[0].get("zh", 0.0)  # boost zh
+    assert share[4].get("en", 0.0) > share[0].get("en", 0.0)  # boost en
+    assert share[0].get("ru", 0.0) + share[0].get("ja", 0.0) > 0.0
+    assert share[3].get("ru", 0.0) + share[3].get("ja", 0.0) == 0.0  # suppress ru, ja
