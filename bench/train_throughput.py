@@ -43,22 +43,12 @@ REPO = Path(__file__).resolve().parents[1]
 # Run as a script, ``bench/`` is on sys.path and the repo is not: import this checkout's l2ray.
 sys.path.insert(0, str(REPO))
 
-# Qwen2.5-0.5B's shape (a config, random init: nothing is downloaded).
-QWEN25_05B = {
-    "hidden_size": 896,
-    "intermediate_size": 4864,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 14,
-    "num_key_value_heads": 2,
-    "vocab_size": 151936,
-    "max_position_embeddings": 32768,
-    "tie_word_embeddings": True,
-}
+from students import SIZES, build_student_of_size  # noqa: E402  (bench/ is on sys.path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--student-size", choices=["tiny", "qwen2.5-0.5b"], default="tiny")
+    parser.add_argument("--student-size", choices=SIZES, default="tiny")
     parser.add_argument("--use-gpu", action="store_true")
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per measurement")
     parser.add_argument("--rows", type=int, default=32)
@@ -81,7 +71,7 @@ def main() -> None:
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="l2ray-train-bench-"))
-    student = _build_student(args.student_size, work / "student")
+    student = build_student_of_size(args.student_size, work / "student")
     rows = _trace_rows(args.rows)
     cpus = os.cpu_count() or 1
     device = "cuda" if args.use_gpu else "cpu"
@@ -141,29 +131,6 @@ def _run_l2ray(
         return measured
     finally:
         ray.shutdown()
-
-
-def _build_student(size: str, folder: Path) -> str:
-    """The offline tiny student, or a random-init model of Qwen2.5-0.5B's shape with its tokenizer."""
-    from l2ray.student.resolve import resolve_student
-
-    tiny = resolve_student("builtin:tiny", cache_dir=folder.parent / "cache")
-    if size == "tiny":
-        return tiny
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny)  # ids stay < 4096: only the shapes matter here
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        **QWEN25_05B,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
-    )
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 def _trace_rows(count: int) -> list[Any]:

@@ -389,17 +389,45 @@ def lab_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="Lab YAML.")] = Path("configs/lab.yaml"),
     sets: SetOpt = None,
     base_only: Annotated[bool, typer.Option("--base-only", help="Only build (or find) the base.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="With --base-only: build the base into this folder (to ship it).")
+    ] = None,
 ) -> None:
     """The L² lab (docs/lab.md): every arm trained and evaluated, sweeps, pilot → runs/<name>/lab/."""
+    from l2ray.clock import utc_stamp
+    from l2ray.console import run_display
     from l2ray.lab.base import ensure_base
-    from l2ray.lab.study import load_lab_config, run_study
+    from l2ray.lab.study import lab_dir, load_lab_config, run_study
 
     lab = load_lab_config(config, sets)
     if base_only:
-        console.print(f"base student: {ensure_base(lab.base)}")
+        console.print(f"base student: {ensure_base(lab.base, out=out)}", highlight=False)
         return
-    summary = run_study(lab)
-    console.print(f"lab report: {summary['report']}", highlight=False)
+    log_file = lab_dir(lab).parent / "logs" / f"lab-{utc_stamp()}.log"
+    with run_display(log_file, stage_width=19) as display:  # fits "paraphrase k=20 s=2"
+        summary = run_study(lab, display)
+        if _ray_connected():
+            _shutdown_ray()  # inside the capture: Ray's teardown messages go to the log too
+    _print_lab_summary(summary, log_file)
+
+
+def _print_lab_summary(summary: dict, log_file: Path) -> None:
+    """The study's tables (arms, sweeps, pilot), laid out for 100 columns, and where the rest is."""
+    from rich import box
+
+    from l2ray.console import WIDTH
+    from l2ray.lab.report import lab_tables
+
+    out = Console(width=min(console.width, WIDTH) if console.is_terminal else WIDTH, highlight=False)
+    for title, columns, rows in lab_tables(summary):
+        table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False)
+        for column in columns:
+            table.add_column(column, no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    out.print(f"lab report: {summary['report']}", soft_wrap=True, markup=False)
+    out.print(f"full log: {log_file}", soft_wrap=True, markup=False)
 
 
 @app.command("run")

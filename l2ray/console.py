@@ -100,9 +100,10 @@ class ProgressBar:
 class RunDisplay:
     """The rich display of one run (see the module doc); ``live=False`` prints the permanent lines only."""
 
-    def __init__(self, console: Console, live: bool = True) -> None:
+    def __init__(self, console: Console, live: bool = True, stage_width: int = 13) -> None:
         self.console = console
         self.live = live and console.is_terminal
+        self.stage_width = stage_width  # the stage-name column: 13 fits a run's stages
         self.notes: dict[str, tuple[str, str]] = {}  # (level, message) by message with ids blanked
         self._progress: Progress | None = None
         self._task: TaskID | None = None
@@ -113,7 +114,7 @@ class RunDisplay:
             return
         self._progress = Progress(
             SpinnerColumn(),
-            TextColumn(f"{stage:<13}"),
+            TextColumn(f"{stage:<{self.stage_width}}"),
             BarColumn(bar_width=30),
             _Count(),
             TextColumn("{task.fields[note]}"),
@@ -132,7 +133,8 @@ class RunDisplay:
 
     def finished(self, stage: str, wall_s: float, figure: str) -> None:
         self._stop()
-        self._line("[green]✓[/]", stage, f"{wall_s:.1f} s", escape(figure))
+        room = WIDTH - len(f"✓ {stage:<{self.stage_width}} {'':>8}  ")  # one line: cut, never wrapped
+        self._line("[green]✓[/]", stage, f"{wall_s:.1f} s", escape(clip(figure, room)))
 
     def failed(self, stage: str, wall_s: float, error: BaseException) -> None:
         self._stop()
@@ -157,7 +159,7 @@ class RunDisplay:
         )
 
     def _line(self, mark: str, stage: str, wall: str, figure: str) -> None:
-        self.console.print(f"{mark} {stage:<13} {wall:>8}  {figure}", highlight=False)
+        self.console.print(f"{mark} {stage:<{self.stage_width}} {wall:>8}  {figure}", highlight=False)
 
     def _stop(self) -> None:
         if self._progress is not None:
@@ -216,14 +218,18 @@ def polled_progress(
 
 
 @contextmanager
-def run_display(log_file: Path, *, verbose: bool = False, stderr: bool = False) -> Iterator[RunDisplay]:
+def run_display(
+    log_file: Path, *, verbose: bool = False, stderr: bool = False, stage_width: int = 13
+) -> Iterator[RunDisplay]:
     """The display of one run. Unless ``verbose``, everything else written goes to ``log_file`` and
-    warnings and errors reach the display once each. ``stderr`` draws on stderr (stdout keeps ``--json``)."""
+    warnings and errors reach the display once each. ``stderr`` draws on stderr (stdout keeps ``--json``);
+    ``stage_width`` is the stage-name column's width."""
     global _active
     stream = sys.stderr if stderr else sys.stdout
     terminal = _terminal(stream)
     width = None if terminal.isatty() else WIDTH  # a file or a pipe gets the 100 columns laid out for
-    display = RunDisplay(Console(file=terminal, highlight=False, width=width), live=not verbose)
+    console = Console(file=terminal, highlight=False, width=width)
+    display = RunDisplay(console, live=not verbose, stage_width=stage_width)
     _active = display
     try:
         if verbose:

@@ -107,7 +107,8 @@ def stage_figure(name: str, outputs: dict[str, Any]) -> str:
         return f"{outputs['outcome']} version {outputs['version']}"
     summary = json.loads(Path(outputs["summary"]).read_text(encoding="utf-8"))
     if name == "synth":
-        reasons = ", ".join(f"{r} {n}" for r, n in summary.get("rejected_by_reason", {}).items())
+        by_count = sorted(summary.get("rejected_by_reason", {}).items(), key=lambda item: -item[1])
+        reasons = ", ".join(f"{r} {n}" for r, n in by_count)
         return f"{summary['rows']} traces accepted, {summary['rejected']} rejected" + (
             f" ({reasons})" if reasons else ""
         )

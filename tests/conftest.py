@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,17 @@ def student_path(tmp_path_factory) -> Path:
     from l2ray.student.build import build_student
 
     return build_student(tmp_path_factory.mktemp("student") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def trained_student(student_path, tmp_path_factory) -> Path:
+    """The offline student briefly trained on tagged traces (`trained_student.train_briefly`)."""
+    from trained_student import train_briefly
+
+    path = tmp_path_factory.mktemp("trained") / "student"
+    shutil.copytree(student_path, path)
+    train_briefly(path)
+    return path
 
 
 @pytest.fixture(scope="session")

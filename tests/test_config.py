@@ -10,10 +10,17 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_recipe_loads_with_defaults_and_absolute_paths():
     recipe = load_recipe(REPO / "configs" / "demo.yaml")
     assert recipe.name == "demo"
-    assert recipe.languages == ["zh", "ja", "fr", "de"]
+    assert recipe.languages == ["zh", "ja", "de", "fr", "ru"]
+    assert recipe.student.model == "builtin:lab" and recipe.teacher.kind == "python"
     assert recipe.run_dir.is_absolute()
     assert recipe.tracking_uri == f"sqlite:///{recipe.run_dir / 'mlflow.db'}"
     assert recipe.registered_model_name == "demo"
+
+
+def test_replicas_may_share_one_gpu_when_the_engine_needs_one():
+    recipe = recipe_from_dict({"name": "x"}, ["serve.engine=vllm", "serve.num_gpus=0.5", "eval.engine=vllm"])
+    assert recipe.serve.num_gpus == 0.5
+    assert recipe_from_dict({"name": "x"}, ["eval.engine=vllm", "eval.num_gpus=0.25"]).eval.num_gpus == 0.25
 
 
 def test_dotted_overrides_are_parsed_as_yaml():
@@ -42,6 +49,10 @@ def test_dotted_overrides_are_parsed_as_yaml():
         (
             ["eval.engine=vllm", "eval.replicas=2", "eval.num_gpus=1", "eval.vllm.tensor_parallel_size=2"],
             ["eval.num_gpus (1) is what each vLLM replica reserves", "set eval.num_gpus: 2"],
+        ),
+        (
+            ["serve.engine=vllm", "serve.num_gpus=2"],
+            ["serve.num_gpus (2) is what each vLLM replica reserves", "set serve.num_gpus: 1"],
         ),
     ],
 )

@@ -14,7 +14,8 @@ FieldMapName = Literal["auto", "l2ray", "s1k", "bespoke", "limo"]
 class SeedsConfig(Section):
     """Where the English long-CoT seeds come from.
 
-    ``source`` is ``bundled`` (the seed set shipped with l2ray), a ``.jsonl``/``.parquet`` file, a
+    ``source`` is ``bundled`` (the seed set shipped with l2ray), ``bundled:NAME`` (another file shipped
+    in ``l2ray/data``, e.g. ``bundled:lab_seeds.jsonl``), a ``.jsonl``/``.parquet`` file, a
     folder written by ``datasets.Dataset.save_to_disk``, or a Hugging Face hub id such as
     ``simplescaling/s1K``.
     """

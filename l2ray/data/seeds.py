@@ -139,7 +139,12 @@ class _RowProblem(Exception):
 
 
 def _describe_source(source: str) -> str:
-    return str(bundled_file("seeds.jsonl")) if source == BUNDLED else source
+    """The file behind ``bundled`` (the seed set) or ``bundled:NAME`` (another shipped file)."""
+    if source == BUNDLED:
+        return str(bundled_file("seeds.jsonl"))
+    if source.startswith(f"{BUNDLED}:"):
+        return str(bundled_file(source.split(":", 1)[1]))
+    return source
 
 
 def _read_records(config: SeedsConfig) -> Iterator[tuple[int, dict[str, Any] | _Unreadable]]:

@@ -111,3 +111,21 @@ class VllmEngineConfig(Section):
     cpu_kv_cache_gib: float = Field(
         default=1.0, gt=0.0, description="KV cache on CPU machines (VLLM_CPU_KVCACHE_SPACE)"
     )
+
+    def check_reserved_gpus(self, num_gpus: float, section: str) -> None:
+        """A replica reserves ``num_gpus`` for an engine of ``tensor_parallel_size`` shards: they must
+        agree (0 on CPU; a fraction of one GPU shares it when ``tensor_parallel_size`` is 1), or Ray
+        places a replica on fewer GPUs than vLLM then asks for.
+
+        >>> VllmEngineConfig(tensor_parallel_size=2).check_reserved_gpus(1, "serve")
+        Traceback (most recent call last):
+        ...
+        ValueError: serve.num_gpus (1) is what each vLLM replica reserves and must equal ...
+        """
+        tp = self.tensor_parallel_size
+        if num_gpus and (num_gpus > tp or (tp > 1 and num_gpus != tp)):
+            raise ValueError(
+                f"{section}.num_gpus ({num_gpus:g}) is what each vLLM replica reserves and must equal "
+                f"{section}.vllm.tensor_parallel_size ({tp}); set {section}.num_gpus: {tp} (or 0 on CPU, "
+                "or a fraction of one GPU with tensor_parallel_size 1)"
+            )

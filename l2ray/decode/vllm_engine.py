@@ -15,9 +15,11 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from l2ray.decode.codec import Codec
@@ -25,6 +27,7 @@ from l2ray.decode.config import VllmEngineConfig
 from l2ray.decode.engine import completion_from
 from l2ray.decode.policy import RequestPolicy, encode_policy
 from l2ray.decode.types import Completion, DecodeRequest, TokenStep
+from l2ray.errors import L2rayError
 
 ENV_DEFAULTS = {
     # Keep a CPU machine's cores all working (vLLM reserves one by default).
@@ -35,12 +38,19 @@ ENV_DEFAULTS = {
 }
 
 
+class EngineModelError(L2rayError, ValueError):
+    """A model this vLLM build cannot run, found before its engine process starts."""
+
+
 def engine_kwargs(model_path: str, config: VllmEngineConfig) -> dict[str, Any]:
     """Keyword arguments of `vllm.LLM` / `AsyncEngineArgs` for ``model_path`` with the l2ray processor.
 
-    Also sets the environment vLLM reads when its engine process starts (unless already set).
+    Also sets the environment vLLM reads when its engine process starts (unless already set), and
+    refuses a local model whose attention head size vLLM's CPU backend has no kernel for.
     """
     from l2ray.decode.vllm_processor import L2rayLogitsProcessor
+
+    check_cpu_head_size(model_path)
 
     for name, value in {**ENV_DEFAULTS, "VLLM_CPU_KVCACHE_SPACE": f"{config.cpu_kv_cache_gib:g}"}.items():
         os.environ.setdefault(name, value)
@@ -55,6 +65,27 @@ def engine_kwargs(model_path: str, config: VllmEngineConfig) -> dict[str, Any]:
         "max_num_seqs": config.max_num_seqs,
         "logits_processors": [L2rayLogitsProcessor],
     }
+
+
+def check_cpu_head_size(model_path: str) -> None:
+    """On vLLM's CPU build, a head size without a kernel kills the engine process at its first step
+    with no cause the caller sees (`EngineDeadError`); say it here, with the fix."""
+    from vllm.platforms import current_platform
+
+    config_file = Path(model_path) / "config.json"
+    if not current_platform.is_cpu() or not config_file.is_file():
+        return
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    config = json.loads(config_file.read_text())
+    head_size = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    if head_size not in supported:
+        raise EngineModelError(
+            f"model {model_path}: attention head size {head_size} (hidden_size / num_attention_heads in "
+            f"{config_file}) has no kernel in vLLM's CPU backend (it has {supported}) — run this model "
+            "with engine: transformers, or on a GPU"
+        )
 
 
 def sampling_params(request: DecodeRequest, codec: Codec) -> Any:
@@ -184,7 +215,9 @@ def wake_on_engine_death(client: Any) -> None:
 
 __all__ = [
     "ENV_DEFAULTS",
+    "EngineModelError",
     "VllmEngine",
+    "check_cpu_head_size",
     "completion_of",
     "engine_kwargs",
     "sampling_params",

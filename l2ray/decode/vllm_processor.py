@@ -6,6 +6,11 @@ row of vLLM's persistent batch — created when the request is added, dropped wh
 carried along when rows move or swap — and feeds each policy the tokens vLLM sampled, read from the
 request's live output-id list. Rows without the key are left alone.
 
+A removed row is *parked*, not forgotten: vLLM also removes a request it preempts or does not
+schedule for a step, and adds it back later with the same ``SamplingParams`` object. A policy holds
+state its tokens cannot rebuild (ignores spent, the rest of a forced ``ignore_str``, its random draws),
+so the parked policy comes back with the request instead of a fresh one replayed over the tokens.
+
 vLLM cannot replace a sampled token: its processors run before sampling (after ``min_tokens`` and
 ``logit_bias``, before penalties and temperature). So s1's ignore acts on the most likely token
 after the tag edits: where that is the end of thinking and ignores remain, the position is forced to
@@ -24,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +42,9 @@ from l2ray.decode.policy import RequestPolicy, decode_policy
 
 SPEC_KEY = "l2ray"
 """The ``extra_args`` key that carries a request's encoded policy."""
+PARKED_ROWS = 4096
+"""Removed requests whose policies are kept for their return: finished requests are removed too and
+never return, so the lot is bounded; a preempted request returns long before 4096 others leave."""
 
 
 class L2rayLogitsProcessor(LogitsProcessor):
@@ -50,6 +59,9 @@ class L2rayLogitsProcessor(LogitsProcessor):
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         self.rows: dict[int, _Row] = {}
+        self.parked: OrderedDict[int, _Row] = OrderedDict()
+        """Rows of removed requests by ``id`` of their params (each row holds its params, so an id
+        cannot be reused while parked); the oldest go first past `PARKED_ROWS`."""
 
     def is_argmax_invariant(self) -> bool:
         return False  # forcing and banning change the argmax
@@ -59,13 +71,15 @@ class L2rayLogitsProcessor(LogitsProcessor):
         if batch_update is None:
             return
         for index in batch_update.removed:
-            self.rows.pop(index, None)
+            self._park(self.rows.pop(index, None))
         for index, params, _prompt_ids, output_ids in batch_update.added:
             spec = (params.extra_args or {}).get(SPEC_KEY)
             if spec is None:
                 self.rows.pop(index, None)
             else:
-                self.rows[index] = _Row(decode_policy(str(spec)), output_ids)
+                self.rows[index] = self._resumed(params, output_ids) or _Row(
+                    decode_policy(str(spec)), output_ids, params
+                )
         for first, second, direction in batch_update.moved:
             moving = self.rows.pop(first, None)
             other = self.rows.pop(second, None)
@@ -85,6 +99,22 @@ class L2rayLogitsProcessor(LogitsProcessor):
         logits[at] = ban_ignored_ends(policies, edited)
         return logits
 
+    def _park(self, row: _Row | None) -> None:
+        if row is None:
+            return
+        self.parked[id(row.params)] = row
+        while len(self.parked) > PARKED_ROWS:
+            self.parked.popitem(last=False)
+
+    def _resumed(self, params: SamplingParams, output_ids: list[int]) -> _Row | None:
+        """The parked row of a request vLLM adds back (same params object), else ``None``."""
+        row = self.parked.get(id(params))
+        if row is None or row.params is not params:
+            return None
+        del self.parked[id(params)]
+        row.output_ids = output_ids
+        return row
+
 
 def ban_ignored_ends(policies: list[RequestPolicy], scores: torch.Tensor) -> torch.Tensor:
     """Ban the end of thinking in rows that would turn it into ``ignore_str`` (see the module doc)."""
@@ -101,6 +131,7 @@ class _Row:
 
     policy: RequestPolicy
     output_ids: list[int]
+    params: SamplingParams
     seen: int = 0
 
     def observed(self) -> RequestPolicy:
@@ -112,4 +143,4 @@ class _Row:
         return self.policy
 
 
-__all__ = ["SPEC_KEY", "L2rayLogitsProcessor", "ban_ignored_ends"]
+__all__ = ["PARKED_ROWS", "SPEC_KEY", "L2rayLogitsProcessor", "ban_ignored_ends"]

@@ -114,6 +114,7 @@ REGISTERED: dict[str, _Registered] = {
         subset="gpqa_diamond",
         builder=_gpqa_row,
     ),
+    "lab": _Registered("bundled:lab_eval.jsonl", None, "integer", "question", "answer", "id"),
 }
 """Benchmarks known by name, with their real sources and field maps."""
 

@@ -91,6 +91,11 @@ class EvalConfig(Section):
         description="`model` field sent to the endpoint (default: the model's URI if the endpoint's "
         "/models lists it, else the one id it lists)",
     )
+    instruction: bool = Field(
+        default=True,
+        description="append the prompt language's request to reason in it and box the answer; off for "
+        "a student trained on bare questions (the lab's: its SFT rows hold the question alone)",
+    )
     l2ray_body: bool = Field(default=True, description='send {"l2ray": {intervention}} in request bodies')
     api_key_env: str | None = Field(default="OPENAI_API_KEY", description="env var holding the bearer key")
     request_timeout_s: float = Field(default=600.0, gt=0.0)
@@ -119,12 +124,8 @@ class EvalConfig(Section):
 
     @model_validator(mode="after")
     def _replicas_hold_their_tensor_parallel_shards(self) -> EvalConfig:
-        tp = self.vllm.tensor_parallel_size
-        if self.engine == "vllm" and self.num_gpus and self.num_gpus != tp:
-            raise ValueError(
-                f"eval.num_gpus ({self.num_gpus:g}) is what each vLLM replica reserves and must equal "
-                f"eval.vllm.tensor_parallel_size ({tp}); set eval.num_gpus: {tp} (or 0 on CPU)"
-            )
+        if self.engine == "vllm":
+            self.vllm.check_reserved_gpus(self.num_gpus, "eval")
         return self
 
     @model_validator(mode="after")

@@ -57,8 +57,15 @@ def served_model_for(recipe: Recipe, ref: ModelRef, endpoint: str | None) -> str
     return served_model_id(endpoint, api_key, prefer=ref.uri)
 
 
-def build_messages(question: str, lang: str = "en") -> list[dict[str, str]]:
-    """The user turn: the question, then the language's request to reason in it and box the answer."""
+def build_messages(question: str, lang: str = "en", instruction: bool = True) -> list[dict[str, str]]:
+    """The user turn: the question, then (with ``instruction``) the language's request to reason in
+    it and box the answer.
+
+    >>> build_messages("2+2?", instruction=False)
+    [{'role': 'user', 'content': '2+2?'}]
+    """
+    if not instruction:
+        return [{"role": "user", "content": question}]
     return [{"role": "user", "content": f"{question}\n\n{LANGUAGES[lang].reasoning_instruction}"}]
 
 
@@ -110,6 +117,8 @@ def generate_and_score(
         ContextError: a sample's prompt + ``eval.max_tokens`` exceeds the model's context (vLLM).
     """
     engine, local_path = _engine_spec(recipe, ref, endpoint, served)
+    if local_path:
+        check_contexts(local_path, rows, recipe.eval)
     tokenizer = recipe.eval.tokenizer or local_path or counting_tokenizer(recipe, ref.uri)
     records = _run_actor_pool(recipe, rows, engine, interventions, tokenizer)
     refusal = refused_by_endpoint(records)
@@ -199,6 +208,7 @@ def _run_actor_pool(
             "interventions": {k: v.model_dump() for k, v in interventions.items()},
             "max_tokens": cfg.max_tokens,
             "temperature": cfg.temperature,
+            "instruction": cfg.instruction,
             "tokenizer": tokenizer,
         },
         compute=ray.data.ActorPoolStrategy(size=shape.size),
@@ -216,6 +226,20 @@ def _run_actor_pool(
             correct += bool(records[-1].get("correct"))
             bar.advance(1, f"{correct} correct")
     return sorted(records, key=lambda r: r.pop("order"))
+
+
+def check_contexts(model_path: str, rows: list[dict[str, Any]], cfg: EvalConfig) -> None:
+    """Every row's prompt + ``eval.max_tokens`` against the in-process model's context, on the driver
+    before the pool starts: one `ContextError` naming the first sample that cannot fit, before any
+    generation (the engines check their own batches too)."""
+    from l2ray.decode.codec import Codec
+    from l2ray.eval.engines import check_context
+
+    codec = Codec.from_pretrained(model_path)
+    for row in rows:
+        prompt = codec.chat_prompt(build_messages(row["question"], row["prompt_lang"], cfg.instruction))
+        key = f"{row['benchmark']}/{row['problem_id']} ({row['configuration']})"
+        check_context(key, len(prompt), cfg.max_tokens, codec.context_length)
 
 
 def refused_by_endpoint(records: list[dict[str, Any]]) -> str | None:
@@ -260,7 +284,7 @@ def eval_fingerprint(
         },
         "configurations": {name: c.model_dump() for name, c in configurations.items()},
         "datasets": [d.identity() for d in datasets],
-        "prompt": PROMPT_VERSION,
+        "prompt": PROMPT_VERSION if cfg.instruction else f"{PROMPT_VERSION}-bare",
         "seeding": SEEDING_VERSION,
         "grader": GRADER_VERSION,
     }
@@ -324,6 +348,7 @@ class _EvalActor:
         max_tokens: int,
         temperature: float,
         tokenizer: str,
+        instruction: bool = True,
     ) -> None:
         from l2ray.eval.engines import HttpEngine, LocalEngine, VllmLocalEngine
 
@@ -334,6 +359,7 @@ class _EvalActor:
         self.interventions = {k: InterventionConfig.model_validate(v) for k, v in interventions.items()}
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.instruction = instruction
         self.encode = load_encoder(tokenizer)
 
     async def __call__(self, batch: Any) -> dict[str, list[str]]:
@@ -341,7 +367,7 @@ class _EvalActor:
         requests = [
             SampleRequest(
                 key=str(row["order"]),
-                messages=build_messages(row["question"], row["prompt_lang"]),
+                messages=build_messages(row["question"], row["prompt_lang"], self.instruction),
                 intervention=self.interventions[row["configuration"]],
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,

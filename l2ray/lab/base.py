@@ -4,8 +4,10 @@ Raw text is what a real base model has seen: word problems and their worked solu
 language, as plain prose — never the chat template, ``<think>``, language tags or a request to box
 the answer. So the base knows the arithmetic and the languages but not the thinking format, and SFT
 on k seeds has something to build on. Pre-training is deterministic (seeded init, data order and
-dropout-free model, fixed thread count) and cached by fingerprint under
-``$L2RAY_CACHE/lab/base-<fingerprint>/``: built once per machine, reused by every study and test.
+dropout-free model, fixed thread count). The default base is shipped in the package
+(``l2ray/data/lab_base/``, 3.7 MB; made by ``l2ray lab --base-only --out l2ray/data/lab_base``, about
+20 minutes on 2 cores); any other configuration is built once per machine into
+``$L2RAY_CACHE/lab/base-<fingerprint>/`` and reused by every study and test.
 
 Example:
     >>> path = ensure_base(BaseStudentConfig(steps=20))  # doctest: +SKIP
@@ -23,8 +25,10 @@ import random
 import shutil
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
+from l2ray.console import progress
 from l2ray.hashing import stable_id
 from l2ray.lab.config import LAB_LANGUAGES, BaseStudentConfig
 from l2ray.lab.render import TEMPLATES, render_text
@@ -34,9 +38,12 @@ from l2ray.languages import LANGUAGES
 log = logging.getLogger(__name__)
 
 BUILD_INFO = "l2ray_lab_base.json"
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "4"
 """Bump when the pre-training text or the build changes (part of the fingerprint); 2: unseen token
-rows mean-initialised after pre-training."""
+rows mean-initialised after pre-training; 3: operations named by ordinals in question and solution;
+4: documents packed into rows."""
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "lab_base"
+"""The base built with the default `BaseStudentConfig`, shipped so no machine pre-trains it again."""
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -49,16 +56,26 @@ def base_fingerprint(config: BaseStudentConfig) -> str:
     return stable_id(config.model_dump_json(), json.dumps(TEMPLATES, sort_keys=True), FORMAT_VERSION)
 
 
-def ensure_base(config: BaseStudentConfig, cache_dir: str | Path | None = None, force: bool = False) -> Path:
-    """The folder of the pre-trained base (built now unless the cache has it); loadable with
-    ``from_pretrained`` and usable as ``student.model``."""
-    target = cache_root(cache_dir) / "lab" / f"base-{base_fingerprint(config)}"
+def ensure_base(
+    config: BaseStudentConfig,
+    cache_dir: str | Path | None = None,
+    force: bool = False,
+    out: str | Path | None = None,
+) -> Path:
+    """The folder of the pre-trained base: the shipped one when it was built from ``config``, else the
+    cache's (built now unless the cache has it), or ``out`` when given (built there, e.g. to ship it).
+    Loadable with ``from_pretrained`` and usable as ``student.model``."""
+    fingerprint = base_fingerprint(config)
+    if out is None and not force and shipped_fingerprint() == fingerprint:
+        return SHIPPED
+    target = Path(out).resolve() if out else cache_root(cache_dir) / "lab" / f"base-{fingerprint}"
     if (target / BUILD_INFO).exists() and not force:
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     try:
         info = build_base(staging, config)
-        info["fingerprint"] = base_fingerprint(config)
+        info["fingerprint"] = fingerprint
         (staging / BUILD_INFO).write_text(json.dumps(info, indent=2))
         if force:
             shutil.rmtree(target, ignore_errors=True)
@@ -70,6 +87,14 @@ def ensure_base(config: BaseStudentConfig, cache_dir: str | Path | None = None, 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def shipped_fingerprint() -> str | None:
+    """The fingerprint of the base shipped in the package (``None`` when none is)."""
+    try:
+        return json.loads((SHIPPED / BUILD_INFO).read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def pretraining_documents(config: BaseStudentConfig) -> list[str]:
@@ -118,44 +143,62 @@ def build_base(out: Path, config: BaseStudentConfig) -> dict:
 
 
 def pretrain(model, tokenizer, documents: list[str], config: BaseStudentConfig) -> list[float]:
-    """Next-token loss on every token of the documents; returns the loss of each step."""
+    """Next-token loss on every token of the documents, packed into rows (`packed_rows`); returns
+    the loss of each step."""
     import torch
 
     torch.manual_seed(config.seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
-    eos = tokenizer.eos_token_id
-    limit = config.shape.max_position_embeddings - 1
-    encoded = [[*tokenizer.encode(d, add_special_tokens=False)[:limit], eos] for d in documents]
+    encoded = [tokenizer.encode(d, add_special_tokens=False) for d in documents]
+    rows = packed_rows(encoded, tokenizer.eos_token_id, config.seq_len, config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    warmup = max(1, config.steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, config.steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_warmup_cosine, steps=config.steps))
     order = random.Random(config.seed)
     losses: list[float] = []
     model.train()
     try:
-        for _ in range(config.steps):
-            batch = order.sample(encoded, min(config.batch_size, len(encoded)))
-            ids, labels = _padded(batch, tokenizer.pad_token_id)
-            loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            if len(losses) % 100 == 0:
-                log.info("lab base: step %d/%d, loss %.3f", len(losses), config.steps, losses[-1])
+        with progress(config.steps, "pre-training the lab base") as bar:
+            for _ in range(config.steps):
+                ids = torch.tensor(order.sample(rows, min(config.batch_size, len(rows))))
+                loss = model(input_ids=ids, labels=ids).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                bar.advance(1, f"loss {losses[-1]:.3f}")
+                if len(losses) % 100 == 0:
+                    log.info("lab base: step %d/%d, loss %.3f", len(losses), config.steps, losses[-1])
     finally:
         torch.set_num_threads(threads)
     model.eval()
     return losses
+
+
+def packed_rows(encoded: list[list[int]], eos: int, seq_len: int, seed: int) -> list[list[int]]:
+    """The documents in a seeded order, each closed by ``eos``, cut into rows of ``seq_len`` tokens.
+
+    Packed, a document starts anywhere in a row, after the end of another: the base learns to find the
+    question it is solving by its content, not at position 0 (a base trained on one document a row
+    fails once anything precedes the question — a chat template, say).
+
+    >>> packed_rows([[1, 2], [3, 4, 5], [6]], eos=0, seq_len=4, seed=0)
+    [[1, 2, 0, 6], [0, 3, 4, 5]]
+    """
+    order = list(range(len(encoded)))
+    random.Random(seed).shuffle(order)
+    stream = [token for index in order for token in (*encoded[index], eos)]
+    return [stream[i : i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+
+
+def _warmup_cosine(step: int, steps: int) -> float:
+    """Linear warm-up over the first 5 % of ``steps``, then a cosine decay to 0."""
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 def reset_unseen_embeddings(model, tokenizer) -> list[str]:
@@ -179,24 +222,14 @@ def reset_unseen_embeddings(model, tokenizer) -> list[str]:
     return unseen
 
 
-def _padded(batch: list[list[int]], pad_id: int):
-    """Right-padded ids and labels (-100 on padding)."""
-    import torch
-
-    width = max(len(ids) for ids in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    for row, seq in enumerate(batch):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        labels[row, : len(seq)] = torch.tensor(seq)
-    return ids, labels
-
-
 __all__ = [
     "BUILD_INFO",
+    "SHIPPED",
     "base_fingerprint",
     "build_base",
     "cache_root",
     "ensure_base",
+    "packed_rows",
     "pretraining_documents",
+    "shipped_fingerprint",
 ]

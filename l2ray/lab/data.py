@@ -19,13 +19,16 @@ from pathlib import Path
 
 from l2ray.hashing import stable_id
 from l2ray.lab.render import PARAPHRASES, render_text
-from l2ray.lab.tasks import WordProblem, question_plan, response_plan, solution_plan
+from l2ray.lab.tasks import WordProblem, make_problems, question_plan, response_plan, solution_plan
 from l2ray.lab.teacher import problem_from_question
 from l2ray.text import insert_tags
 from l2ray.traces import TRACE_COLUMNS, TraceRow
 
 SOURCE = "l2ray-lab"
 PARAPHRASE_STYLES = ("en", *PARAPHRASES)
+BUNDLED_SEEDS, BUNDLED_EVAL = 50, 200
+"""How many lab seeds and evaluation problems ship in ``l2ray/data`` (``bundled:lab_seeds.jsonl``,
+benchmark ``lab``) for recipes that run on the lab task, such as the demo."""
 
 
 def seed_records(problems: list[WordProblem]) -> list[dict[str, str]]:
@@ -54,6 +57,20 @@ def benchmark_records(problems: list[WordProblem]) -> list[dict[str, str]]:
         }
         for p in problems
     ]
+
+
+def bundled_records() -> dict[str, list[dict[str, str]]]:
+    """What ``l2ray/data/lab_seeds.jsonl`` and ``lab_eval.jsonl`` hold: the first seeds and evaluation
+    problems of the splits the study draws from (`write_bundled` writes them)."""
+    return {
+        "lab_seeds.jsonl": seed_records(make_problems("seeds", BUNDLED_SEEDS, 0)),
+        "lab_eval.jsonl": benchmark_records(make_problems("eval", BUNDLED_EVAL, 0)),
+    }
+
+
+def write_bundled(folder: Path) -> list[Path]:
+    """Write `bundled_records` into ``folder`` (``l2ray/data`` when shipping)."""
+    return [write_jsonl(folder / name, records) for name, records in bundled_records().items()]
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -118,10 +135,14 @@ def _rewordings(original: TraceRow, problem: WordProblem, of: str) -> list[Trace
 
 
 __all__ = [
+    "BUNDLED_EVAL",
+    "BUNDLED_SEEDS",
     "PARAPHRASE_STYLES",
     "benchmark_records",
+    "bundled_records",
     "paraphrase_rows",
     "seed_records",
+    "write_bundled",
     "write_jsonl",
     "write_traces",
 ]

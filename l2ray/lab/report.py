@@ -103,6 +103,7 @@ def write_study_report(
         "base": json.loads((base / "l2ray_lab_base.json").read_text()),
         "runs": runs,
         "arms": aggregate_arms(runs),
+        "data": extra.get("data", {}),
         "wall_s": round(wall_s, 1),
     }
     if "sweeps" in extra:
@@ -147,6 +148,11 @@ def render_markdown(summary: dict[str, Any]) -> str:
             f"{row['train_tokens'] or '—'} | {row['accuracy']:.3f} ± {row['accuracy_stderr']:.3f} | "
             f"{row['thinking_tokens']:.1f} ± {row['thinking_tokens_stderr']:.1f} |"
         )
+    if summary.get("data"):
+        lines += ["", "## Training data (the assistant text's tokens, by the base's tokenizer)", ""]
+        lines += ["| k | arm | rows | tokens |", "|---|---|---|---|"]
+        for k, arms in summary["data"].items():
+            lines += [f"| {k} | {arm} | {d['rows']} | {d['tokens']} |" for arm, d in arms.items()]
     if "sweeps" in summary:
         lines += ["", f"## Decoding sweeps on {summary['sweeps']['model_uri']}", ""]
         lines += _metrics_table("configuration", summary["sweeps"]["configurations"])
@@ -155,6 +161,50 @@ def render_markdown(summary: dict[str, Any]) -> str:
         lines += _metrics_table("language", summary["pilot"]["languages"], per_char=True)
     lines += ["", "Plots: accuracy_vs_tokens.png, sweeps.png, pilot.png.", ""]
     return "\n".join(lines)
+
+
+def lab_tables(summary: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The study's tables for a terminal — ``(title, columns, rows)`` of text: the arms, the decoding
+    sweeps, the pilot (each present when the study ran it)."""
+    arms = [
+        [
+            "—" if r["arm"] == "base" else str(r["k"]),
+            r["arm"],
+            str(r["seeds"]),
+            str(r["train_rows"] or "—"),
+            str(r["train_tokens"] or "—"),
+            f"{r['accuracy']:.3f} ± {r['accuracy_stderr']:.3f}",
+            f"{r['thinking_tokens']:.0f} ± {r['thinking_tokens_stderr']:.0f}",
+        ]
+        for r in summary["arms"]
+    ]
+    tables = [("arms (mean ± stderr over training seeds)", [*ARM_COLUMNS], arms)]
+    for name, key in (("sweeps", "configurations"), ("pilot", "languages")):
+        if name in summary:
+            groups = summary[name][key]
+            rows = [[label, *_metric_cells(m, per_char=name == "pilot")] for label, m in groups.items()]
+            extra = ["tok/char q"] if name == "pilot" else []
+            tables.append((TABLE_TITLES[name], [key[:-1], *METRIC_COLUMNS, *extra], rows))
+    return tables
+
+
+ARM_COLUMNS = ("k", "arm", "seeds", "rows", "tokens", "accuracy", "thinking tokens")
+METRIC_COLUMNS = ("accuracy", "thinking tok", "answer tok", "steps", "top languages of thinking")
+TABLE_TITLES = {
+    "sweeps": "decoding sweeps on the L² student",
+    "pilot": "pilot: the same problems asked in each language",
+}
+
+
+def _metric_cells(m: dict[str, Any], per_char: bool) -> list[str]:
+    top = ", ".join(f"{c} {v:.2f}" for c, v in list(m["language_shares"].items())[:3])
+    steps = f"{m['reasoning_steps'] or 0:.1f}"
+    cells = [f"{m['accuracy']:.3f}", f"{m['thinking_tokens'] or 0:.0f}", f"{m['answer_tokens'] or 0:.0f}"]
+    cells += [steps, top]
+    if not per_char:
+        return cells
+    per_char_q = m["question_tokens_per_char"]
+    return [*cells, "—" if per_char_q is None else f"{per_char_q:.3f}"]
 
 
 def write_plots(out: Path, summary: dict[str, Any]) -> list[Path]:
@@ -225,6 +275,7 @@ def _mean(values: list[float]) -> float | None:
 
 __all__ = [
     "aggregate_arms",
+    "lab_tables",
     "mean_stderr",
     "read_samples",
     "recount",

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import yaml
 
 from l2ray._schema import format_validation_error
 from l2ray.config import Recipe, recipe_from_dict
+from l2ray.console import LineDisplay, StageDisplay
 from l2ray.errors import L2rayError
 from l2ray.lab.base import ensure_base
 from l2ray.lab.config import LabConfig
@@ -47,7 +48,6 @@ ARM_KINDS: dict[str, list[str]] = {
     "mixed": ["original", "mixed"],
     "paraphrase": ["original"],
 }
-Progress = Callable[[str], None]
 
 
 class LabConfigError(L2rayError, ValueError):
@@ -77,36 +77,44 @@ def lab_dir(config: LabConfig) -> Path:
     return (Path(config.output_dir) / config.name / "lab").resolve()
 
 
-def run_study(config: LabConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Run every arm, the sweeps and the pilot; write the report; return the summary."""
+def run_study(config: LabConfig, display: StageDisplay | None = None) -> dict[str, Any]:
+    """Run every arm, the sweeps and the pilot; write the report; return the summary.
+
+    ``display`` is told about each step as a stage (``base``, ``synth k=6``, ``l2 k=6 s=0``, …,
+    ``sweeps``, ``pilot``), finishing with its key figure; plain lines on stdout by default.
+    """
     from l2ray.lab.report import write_study_report
 
-    say = progress or _stderr
+    display = display or LineDisplay()
     started = time.perf_counter()
     out = lab_dir(config)
-    say(f"lab: base student ({config.base.steps} pre-training steps; cached by fingerprint)")
     base = ensure_base(config.base)
     files = _write_files(config, out)
     runs: list[dict[str, Any]] = []
     if "base" in config.arms:
-        runs.append(_evaluate(config, out, files, "base", 0, None, str(base), say))
+        work = partial(_evaluate, config, out, files, "base", 0, None, str(base))
+        runs.append(_stage(display, "base", work))
     l2_uri: tuple[str, str] | None = None  # the swept student: model URI, its tracking URI
+    data: dict[str, Any] = {}  # per k: each arm's training rows and tokens, its traces folder
     for k in config.k:
-        traces = _synthesize(config, out, files, base, k, say)
+        traces = _stage(display, f"synth k={k}", partial(_synthesize, config, out, files, base, k))
+        data[str(k)] = {
+            arm: {**traces["stats"][arm], "traces": str(folder)} for arm, folder in traces["folders"].items()
+        }
         for arm in [a for a in config.arms if a != "base"]:
             for seed in config.train_seeds:
-                entry = _train_and_evaluate(config, out, files, base, arm, k, seed, traces, say)
+                work = partial(_train_and_evaluate, config, out, files, base, arm, k, seed, traces)
+                entry = _stage(display, f"{arm} k={k} s={seed}", work)
                 runs.append(entry)
                 if arm == "l2" and k == (config.sweep_k or max(config.k)) and l2_uri is None:
                     l2_uri = entry["model_uri"], entry["tracking_uri"]
-    extra = {}
+    extra: dict[str, Any] = {"data": data}
     if config.sweeps and l2_uri:
-        extra["sweeps"] = _sweeps(config, out, files, base, l2_uri, say)
+        extra["sweeps"] = _stage(display, "sweeps", partial(_sweeps, config, out, files, base, l2_uri))
     if config.pilot and l2_uri:
-        extra["pilot"] = _pilot(config, out, files, base, l2_uri, say)
+        extra["pilot"] = _stage(display, "pilot", partial(_pilot, config, out, files, base, l2_uri))
     summary = write_study_report(out, config, runs, extra, base, time.perf_counter() - started)
     summary["report"] = str(out / "report.md")
-    say(f"lab: report at {out / 'report.md'} ({summary['wall_s']:.0f} s)")
     return summary
 
 
@@ -134,6 +142,7 @@ def arm_recipe(
             "limit": config.eval_problems,
             "max_tokens": config.max_tokens,
             "concurrency": 64,
+            "instruction": False,  # the SFT rows hold the bare question: ask it the same way
         },
     }
     merged = _merge(_merge(raw, config.recipe), parts)
@@ -151,9 +160,7 @@ def _write_files(config: LabConfig, out: Path) -> dict[str, Path]:
     }
 
 
-def _synthesize(
-    config: LabConfig, out: Path, files: dict[str, Path], base: Path, k: int, say: Progress
-) -> dict[str, Any]:
+def _synthesize(config: LabConfig, out: Path, files: dict[str, Path], base: Path, k: int) -> dict[str, Any]:
     """Synthesis on the first k seeds, the paraphrase baseline's traces from its L² rows, and each
     arm's training rows and tokens (assistant text, the base's tokenizer)."""
     from transformers import AutoTokenizer
@@ -163,7 +170,6 @@ def _synthesize(
 
     seeds = {"source": str(files["seeds"]), "limit": k}
     recipe = arm_recipe(config, out, files, base, f"{config.name}-k{k}-synth", seeds=seeds)
-    say(f"lab: k={k} synthesis")
     result = synthesize(recipe)
     tokenizer = AutoTokenizer.from_pretrained(base)
 
@@ -186,7 +192,9 @@ def _synthesize(
     (out / f"k{k}" / "synth_summary.json").write_text(
         json.dumps(result.summary, indent=2, ensure_ascii=False)
     )
-    return {"folders": folders, "stats": stats}
+    summary = result.summary
+    figure = f"{summary['rows']} traces ({_kinds(summary['rows_by_kind'])}), {summary['rejected']} rejected"
+    return {"folders": folders, "stats": stats, "figure": figure}
 
 
 def _train_and_evaluate(
@@ -198,15 +206,14 @@ def _train_and_evaluate(
     k: int,
     seed: int,
     traces: dict[str, Any],
-    say: Progress,
 ) -> dict[str, Any]:
     from l2ray.train.api import train
 
     name = f"{config.name}-k{k}-{arm}-s{seed}"
     recipe = arm_recipe(config, out, files, base, name, seed=seed, train={"mix": {"kinds": ARM_KINDS[arm]}})
-    say(f"lab: [{arm} k={k} seed={seed}] training")
     result = train(recipe, traces_dir=traces["folders"][arm])
-    entry = _evaluate(config, out, files, arm, k, seed, result.model_uri, say, recipe)
+    entry = _evaluate(config, out, files, arm, k, seed, result.model_uri, recipe)
+    entry["figure"] += f"; {result.rows} rows, {result.steps} steps, loss {result.final_loss:.3f}"
     entry["train_rows"], entry["train_tokens"] = traces["stats"][arm]["rows"], traces["stats"][arm]["tokens"]
     entry["train"] = result.model_dump(
         include={"rows", "steps", "final_loss", "wall_s", "tokens_per_s", "data_fingerprint"}
@@ -223,17 +230,15 @@ def _evaluate(
     k: int,
     seed: int | None,
     model: str,
-    say: Progress,
     recipe: Recipe | None = None,
 ) -> dict[str, Any]:
     from l2ray.eval.api import run_eval
 
     recipe = recipe or arm_recipe(config, out, files, Path(model), f"{config.name}-base")
-    started = time.perf_counter()
     result = run_eval(recipe, label="eval", model=model)
-    accuracy = result.summary["results"]["lab"]["off"]["accuracy"]
-    say(f"lab: [{arm} k={k} seed={seed}] accuracy {accuracy:.3f} ({time.perf_counter() - started:.0f} s)")
+    off = result.summary["results"]["lab"]["off"]
     return {
+        "figure": f"accuracy {off['accuracy']:.3f}, {off['thinking_tokens']['mean']:.0f} thinking tokens",
         "arm": arm,
         "k": k,
         "seed": seed,
@@ -244,7 +249,7 @@ def _evaluate(
 
 
 def _sweeps(
-    config: LabConfig, out: Path, files: dict[str, Path], base: Path, student: tuple[str, str], say: Progress
+    config: LabConfig, out: Path, files: dict[str, Path], base: Path, student: tuple[str, str]
 ) -> dict[str, Any]:
     from l2ray.eval.api import run_eval
 
@@ -259,13 +264,13 @@ def _sweeps(
         eval={"configurations": configurations},
         tracking={"tracking_uri": tracking_uri},
     )
-    say(f"lab: decoding sweeps on the L² student ({len(configurations)} configurations)")
     result = run_eval(recipe, label="sweeps", model=model)
-    return {"model_uri": model, "samples": str(result.out_dir / "samples.jsonl")}
+    figure = f"{len(configurations)} decoding configurations on the first L² student"
+    return {"model_uri": model, "samples": str(result.out_dir / "samples.jsonl"), "figure": figure}
 
 
 def _pilot(
-    config: LabConfig, out: Path, files: dict[str, Path], base: Path, student: tuple[str, str], say: Progress
+    config: LabConfig, out: Path, files: dict[str, Path], base: Path, student: tuple[str, str]
 ) -> dict[str, Any]:
     from l2ray.eval.api import run_pilot
 
@@ -280,12 +285,12 @@ def _pilot(
         eval={"pilot_languages": config.languages, "limit": config.pilot_problems},
         tracking={"tracking_uri": tracking_uri},
     )
-    say(f"lab: pilot in {', '.join(['en', *config.languages])}")
     result = run_pilot(recipe, translate=translate_questions, model=model)
     return {
         "model_uri": model,
         "samples": str(result.out_dir / "samples.jsonl"),
         "summary": str(result.out_dir / "summary.json"),
+        "figure": f"{config.pilot_problems} problems in {', '.join(['en', *config.languages])}",
     }
 
 
@@ -305,8 +310,21 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _stage(display: StageDisplay, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``work()`` as one stage of ``display``; its result's ``figure`` is the stage's closing figure."""
+    display.started(name, "")
+    started = time.monotonic()
+    try:
+        result = work()
+    except BaseException as exc:
+        display.failed(name, time.monotonic() - started, exc)
+        raise
+    display.finished(name, time.monotonic() - started, result.pop("figure", ""))
+    return result
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
 
 
 __all__ = [

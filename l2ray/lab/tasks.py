@@ -97,7 +97,7 @@ def question_plan(problem: WordProblem) -> list[Sentence]:
     """The question: the start, one sentence per operation, the ask."""
     who = {"name": problem.name, "item": problem.item}
     plan: list[Sentence] = [("start", {**who, "a": problem.start})]
-    plan += [(op.kind, {**who, "b": op.amount}) for op in problem.ops]
+    plan += [(op.kind, {**who, "s": step, "b": op.amount}) for step, op in enumerate(problem.ops, start=1)]
     plan.append(("ask", who))
     return plan
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from l2ray._schema import Section
 from l2ray.decode.config import VllmEngineConfig
@@ -57,6 +57,12 @@ class ServeConfig(Section):
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_concurrency_per_key: int = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _replicas_hold_their_tensor_parallel_shards(self) -> ServeConfig:
+        if self.engine == "vllm" and not self.generator_url:
+            self.vllm.check_reserved_gpus(self.num_gpus, "serve")
+        return self
 
     @field_validator("autoscaling")
     @classmethod

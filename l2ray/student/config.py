@@ -7,12 +7,15 @@ from pydantic import Field
 from l2ray._schema import Section
 
 BUILTIN_STUDENT = "builtin:tiny"
+LAB_STUDENT = "builtin:lab"
+"""The lab's pre-trained base, shipped in ``l2ray/data/lab_base`` (docs/lab.md)."""
 
 
 class StudentConfig(Section):
     """The model to fine-tune and serve.
 
-    ``model`` is ``builtin:tiny`` (built offline by `l2ray student build`), a local path, a Hugging
+    ``model`` is ``builtin:tiny`` (built offline by `l2ray student build`), ``builtin:lab`` (the lab's
+    pre-trained base, shipped), a local path, a Hugging
     Face id (e.g. ``Qwen/Qwen2.5-7B-Instruct``) or an MLflow URI (``models:/NAME@alias``). The size
     fields only shape the built-in student.
     """

@@ -3,6 +3,7 @@
 A student URI is one of:
 
 - ``builtin:tiny`` — the offline tiny Qwen2 student, built into ``cache_dir`` on first use;
+- ``builtin:lab`` — the lab's base student, pre-trained on the lab's task and shipped in the package;
 - a local folder holding a saved model and tokenizer;
 - a Hugging Face id such as ``Qwen/Qwen2.5-0.5B-Instruct`` (returned unchanged);
 - an MLflow model URI, ``models:/NAME@alias`` or ``models:/NAME/3``,
@@ -25,9 +26,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from l2ray.data.seeds import bundled_file
 from l2ray.errors import L2rayError
 from l2ray.hashing import stable_id
-from l2ray.student.config import BUILTIN_STUDENT, StudentConfig
+from l2ray.student.config import BUILTIN_STUDENT, LAB_STUDENT, StudentConfig
 from l2ray.tracking import mlflow_client
 
 READY_MARKER = ".l2ray-ready"
@@ -48,7 +50,8 @@ def resolve_student(
     """Return a local folder (or an HF id) that `AutoModelForCausalLM.from_pretrained` can load.
 
     Args:
-        uri: ``builtin:tiny``, a local path, an HF id, or ``models:/NAME@alias`` / ``models:/NAME/N``.
+        uri: ``builtin:tiny``, ``builtin:lab``, a local path, an HF id, or ``models:/NAME@alias`` /
+            ``models:/NAME/N``.
         tracking_uri: the MLflow tracking URI for ``models:/`` URIs (default: MLflow's current one).
         cache_dir: where the built-in student is built and MLflow models are downloaded
             (default: ``$L2RAY_CACHE`` or ``~/.cache/l2ray``).
@@ -61,6 +64,8 @@ def resolve_student(
         config = config or StudentConfig()
         key = stable_id(config.model_dump_json())
         return str(build_student(cache / "students" / f"tiny-{key}", config))
+    if uri == LAB_STUDENT:
+        return str(bundled_file("lab_base"))
     if uri.startswith("models:/"):
         return str(_download_mlflow_model(uri, tracking_uri, cache / "models"))
     path = Path(uri).expanduser()
@@ -74,8 +79,8 @@ def resolve_student(
     if _HF_ID.match(uri):
         return uri
     raise StudentNotFoundError(
-        f"student {uri!r}: not a folder, not an HF id (owner/name), not builtin:tiny and not an MLflow "
-        "URI (models:/NAME@alias, models:/NAME/VERSION)"
+        f"student {uri!r}: not a folder, not an HF id (owner/name), not builtin:tiny or builtin:lab and "
+        "not an MLflow URI (models:/NAME@alias, models:/NAME/VERSION)"
     )
 
 

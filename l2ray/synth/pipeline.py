@@ -102,6 +102,7 @@ def _execute(
         compute=ray.data.ActorPoolStrategy(size=synth.actors, max_concurrent_calls_per_actor=4),
         batch_size=synth.batch_size,
         num_cpus=synth.actor_cpus,
+        num_gpus=synth.actor_gpus,
     )
     ds = ds.map_batches(
         Verifier,

@@ -178,7 +178,7 @@ def build_teacher(
     if config.kind == "vllm":
         from l2ray.teacher.vllm import VllmTeacher
 
-        return VllmTeacher(config.model)
+        return VllmTeacher(config.model, seed=config.seed, engine=config.vllm.model_dump())
     if config.kind == "transformers":
         from l2ray.teacher.local import TransformersTeacher
 

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from l2ray._schema import Section
+from l2ray.decode.config import VllmEngineConfig
 
 Role = Literal["translator", "reasoner"]
 ROLES: tuple[Role, ...] = ("translator", "reasoner")
@@ -29,7 +30,8 @@ class TeacherConfig(Section):
 
     Timeouts fit long replies: ``connect_timeout_s`` bounds opening a connection and
     ``read_timeout_s`` the longest *silence* while a reply arrives, not the whole reply (a 16k-token
-    reasoning reply takes minutes; DeepSeek keeps a slow reply alive by sending blank lines).
+    reasoning reply takes minutes; DeepSeek keeps a slow reply alive by sending blank lines; with
+    ``stream: true`` every token counts as arriving, for endpoints silent until they are done).
 
     Finished requests are kept in ``cache_dir`` (JSONL shards, one writer per actor); on a cluster
     of several nodes it must be storage every node shares (NFS, a mounted bucket).
@@ -43,6 +45,8 @@ class TeacherConfig(Section):
     pipeline runs (cheaper, slower; `l2ray.teacher.batch`); replies land in the same cache.
     ``kind: python`` calls ``factory`` (``module:callable``, e.g. the lab's
     ``l2ray.lab.teacher:LabTeacher``) with ``model`` inside each actor and uses the Teacher it returns.
+    ``kind: vllm`` runs ``model`` on vLLM's async engine in each actor (settings in ``vllm``; the
+    actors' GPUs are ``synth.actor_gpus``), sampling with ``seed``.
     """
 
     kind: Literal["openai", "transformers", "vllm", "python"] = "openai"
@@ -50,6 +54,8 @@ class TeacherConfig(Section):
     model: str = "l2ray-recorded-teacher"
     api_key_env: str | None = "L2RAY_TEACHER_API_KEY"
     device: str | None = Field(default=None, description="transformers teacher: cpu, cuda, cuda:1, …")
+    vllm: VllmEngineConfig = Field(default_factory=VllmEngineConfig, description="settings of kind: vllm")
+    seed: int = Field(default=0, description="sampling seed of a local teacher (vllm)")
     factory: str | None = Field(
         default=None, pattern=r"^[\w.]+:\w+$", description="python teacher: module:callable(model) -> Teacher"
     )
@@ -58,6 +64,11 @@ class TeacherConfig(Section):
     max_tokens: int = Field(default=8192, ge=1)
     connect_timeout_s: float = Field(default=30.0, gt=0)
     read_timeout_s: float = Field(default=300.0, gt=0, description="longest silence within one reply")
+    stream: bool = Field(
+        default=False,
+        description="ask for server-sent events: every token resets read_timeout_s (for endpoints that "
+        "send nothing until a long reply is done)",
+    )
     max_retries: int = Field(default=6, ge=0)
     backoff_base_s: float = Field(default=1.0, ge=0, description="first retry waits about this long")
     backoff_max_s: float = Field(default=60.0, ge=0, description="no retry waits longer (Retry-After too)")

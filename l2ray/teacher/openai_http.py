@@ -13,8 +13,12 @@ full jitter; a ``Retry-After`` header (seconds or an HTTP date) is honoured, cap
 in-flight window instead (`l2ray.teacher.ratelimit.AdaptiveWindow`). Other 4xx statuses fail at once.
 
 Timeouts are a connect timeout and an idle-read timeout (the longest silence between two chunks of a
-reply), never a total: a long reasoning reply that keeps arriving is not cut. The API key is sent
-only in the ``Authorization`` header and scrubbed from every error message.
+reply), never a total: a long reasoning reply that keeps arriving is not cut. An endpoint that sends
+nothing until its reply is done (OpenAI, vLLM, SGLang without streaming) is silent for the whole
+generation: ``teacher.stream: true`` asks for the reply as server-sent events (with the usage chunk),
+so every token resets the idle timeout and a stalled generation is told from a long one. A stream
+that breaks after text arrived was paid for: it is retried at most once, like an empty reply. The API
+key is sent only in the ``Authorization`` header and scrubbed from every error message.
 
 Example:
     >>> teacher = OpenAITeacher(TeacherConfig(base_url="http://127.0.0.1:8000/v1", model="m"))
@@ -42,7 +46,7 @@ from l2ray.thinking import assistant_turn
 log = logging.getLogger("l2ray.teacher")
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-PAID_FAULTS = frozenset({"empty_content", "malformed_json"})
+PAID_FAULTS = frozenset({"empty_content", "malformed_json", "stream_broken"})
 """Faults of a reply that arrived (and is billed): worth one more try, never more."""
 MAX_PAID_RETRIES = 1
 FINGERPRINT_HEADER = "X-L2ray-Fingerprint"
@@ -81,6 +85,8 @@ class OpenAITeacher:
             "top_p": params.top_p,
             "max_tokens": params.max_tokens,
         }
+        if self.config.stream:
+            body.update(stream=True, stream_options={"include_usage": True})
         headers = {FINGERPRINT_HEADER: fingerprint} if fingerprint else {}
         prompt_estimate = estimate_tokens("".join(m["content"] for m in messages))
         paid_retries = 0
@@ -128,6 +134,8 @@ class OpenAITeacher:
         session = self._open()
         try:
             async with session.post(self.endpoint, json=body, headers=headers) as resp:
+                if resp.status == 200 and body.get("stream"):
+                    return await read_stream(resp)
                 raw = await resp.read()
                 if resp.status != 200:
                     # Scrubbed before it is cut: a key straddling the cut would leak its first half.
@@ -197,6 +205,59 @@ def parse_reply(raw: bytes) -> TeacherReply:
         finish = str(choice.get("finish_reason") or "stop")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError, AttributeError):
         raise _Retryable("malformed_json", f"not a chat completion: {raw[:120]!r}") from None
+    model = data.get("model") if isinstance(data.get("model"), str) else ""
+    return _reply(content, reasoning, finish, _usage(data.get("usage")), model)
+
+
+async def read_stream(resp: aiohttp.ClientResponse) -> TeacherReply:
+    """A streamed chat completion (server-sent events): the content and reasoning deltas of the first
+    choice joined, its last ``finish_reason``, the usage chunk and the model; checked as `parse_reply`
+    checks a whole reply. A stream that ends before its finish reason is ``stream_broken``."""
+    content: list[str] = []
+    reasoning: list[str] = []
+    finish, usage, model = None, None, ""
+    try:
+        async for line in resp.content:
+            data = line.decode("utf-8", "replace").strip()
+            if not data.startswith("data:"):
+                continue  # blank keep-alive lines, comments, event names
+            data = data[len("data:") :].strip()
+            if data == "[DONE]":
+                break
+            chunk = _stream_chunk(data, any(content) or any(reasoning))
+            model = chunk.get("model") if isinstance(chunk.get("model"), str) else model
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                content.append(delta.get("content") or "")
+                reasoning.append(delta.get("reasoning_content") or delta.get("reasoning") or "")
+                finish = choice.get("finish_reason") or finish
+    except asyncio.TimeoutError:
+        if not any(content) and not any(reasoning):
+            raise  # silent from the start: not billed, a plain timeout
+        raise _Retryable(
+            "stream_broken", "the stream went silent after text arrived (paid in part)"
+        ) from None
+    if finish is None:
+        if any(content) or any(reasoning):
+            raise _Retryable("stream_broken", "the stream ended before its finish reason (paid in part)")
+        raise _Retryable("connection", "the stream ended before any text arrived")
+    return _reply("".join(content), "".join(reasoning), str(finish), _usage(usage), model)
+
+
+def _stream_chunk(data: str, paid: bool) -> dict:
+    """One event's JSON; an error event or garbage ends the attempt (retried once if text arrived)."""
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError:
+        chunk = None
+    if not isinstance(chunk, dict) or "error" in chunk:
+        reason = "stream_broken" if paid else "malformed_json"
+        raise _Retryable(reason, f"the stream sent {data[:120]!r}")
+    return chunk
+
+
+def _reply(content: object, reasoning: object, finish: str, usage: Usage, model: str) -> TeacherReply:
     if not isinstance(content, str) or not isinstance(reasoning, str):
         raise _Retryable("malformed_json", "message content is not text")
     if finish == "content_filter":
@@ -204,8 +265,7 @@ def parse_reply(raw: bytes) -> TeacherReply:
     if finish != "length" and not content.strip():
         raise _Retryable("empty_content", "the reply has no content")
     text = assistant_turn(reasoning.strip(), content.strip()) if reasoning else content
-    model = data.get("model") if isinstance(data.get("model"), str) else ""
-    return TeacherReply(text=text, usage=_usage(data.get("usage")), finish_reason=finish, model=model)
+    return TeacherReply(text=text, usage=usage, finish_reason=finish, model=model)
 
 
 def _usage(raw: object) -> Usage:

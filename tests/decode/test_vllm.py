@@ -54,29 +54,40 @@ def transformers_tokens(steps: list[torch.Tensor]) -> list[list[int]]:
     return ids[:, 1:].tolist()
 
 
-def vllm_tokens(steps: list[torch.Tensor], swap_at: int) -> list[list[int]]:
+def vllm_tokens(
+    steps: list[torch.Tensor], swap_at: int, pause: tuple[int, int] | None = None
+) -> list[list[int]]:
     """The same decode through the vLLM adapter; at ``swap_at`` vLLM swaps rows 0 and 1 and moves row
-    2 to a free slot, as its persistent batch does when it condenses."""
+    2 to a free slot, as its persistent batch does when it condenses. ``pause = (at, until)``: vLLM
+    preempts requests 1 (alpha draws) and 5 (ignores) at step ``at`` — removes them from the batch —
+    and adds them back, at other rows, at step ``until``; meanwhile they generate nothing."""
     processor = L2rayLogitsProcessor(None, torch.device("cpu"), False)
     outputs: list[list[int]] = [[] for _ in CONFIGS]
-    added = [
-        (row, SamplingParams(extra_args={SPEC_KEY: encode_policy(p)}), [2], outputs[row])
-        for row, p in enumerate(fresh_policies())
-    ]
+    params = [SamplingParams(extra_args={SPEC_KEY: encode_policy(p)}) for p in fresh_policies()]
+    added = [(row, params[row], [2], outputs[row]) for row in range(len(CONFIGS))]
     processor.update_state(BatchUpdate(len(CONFIGS), removed=[], added=added, moved=[]))
-    slot_of = list(range(len(CONFIGS)))  # request -> row of vLLM's batch
-    spare = len(CONFIGS)
-    for step, scores in enumerate(steps):
+    slot_of: dict[int, int] = dict(enumerate(range(len(CONFIGS))))  # running request -> batch row
+    spare, paused, step = len(CONFIGS), [1, 5], 0
+    while any(len(out) < len(steps) for out in outputs):
         if step == swap_at:
             moved = [(0, 1, MoveDirectionality.SWAP), (2, spare, MoveDirectionality.UNIDIRECTIONAL)]
             processor.update_state(BatchUpdate(len(CONFIGS), removed=[], added=[], moved=moved))
             slot_of[0], slot_of[1], slot_of[2] = 1, 0, spare
-        logits = torch.full((spare + 1, V), -5.0)
-        for request, slot in enumerate(slot_of):
-            logits[slot] = scores[request]
+        if pause and step == pause[0]:
+            removed = [slot_of.pop(request) for request in paused]
+            processor.update_state(BatchUpdate(len(CONFIGS), removed=removed, added=[], moved=[]))
+        if pause and step == pause[1]:
+            back = [(spare + 1 + i, params[r], [2], outputs[r]) for i, r in enumerate(paused)]
+            processor.update_state(BatchUpdate(len(CONFIGS), removed=[], added=back, moved=[]))
+            slot_of.update({request: entry[0] for request, entry in zip(paused, back, strict=True)})
+        running = {r: row for r, row in slot_of.items() if len(outputs[r]) < len(steps)}
+        logits = torch.full((spare + 1 + len(paused), V), -5.0)
+        for request, row in running.items():
+            logits[row] = steps[len(outputs[request])][request]  # each request at its own position
         chosen = processor.apply(logits).argmax(dim=-1).tolist()
-        for request, slot in enumerate(slot_of):
-            outputs[request].append(chosen[slot])  # vLLM appends to the live list after sampling
+        for request, row in running.items():
+            outputs[request].append(chosen[row])  # vLLM appends to the live list after sampling
+        step += 1
     return outputs
 
 
@@ -87,6 +98,16 @@ def test_both_adapters_choose_the_same_tokens_on_crafted_logits():
     assert reference[3][0] == 7  # force opens with its tag
     assert reference[6][6] == 3  # the 6-token budget ends the thinking
     assert reference[0] != reference[1]  # the intervention did change something
+
+
+def test_a_preempted_request_resumes_with_its_policy_not_a_fresh_one():
+    steps = crafted_logits(40)
+    reference = transformers_tokens(steps)
+    # where request 5 wanted to end its thinking and got "Wait" (9, 10) instead
+    ignores = [i for i, token in enumerate(reference[5]) if token == 9 and steps[i][5].argmax() == 3]
+    assert ignores, reference[5]
+    at = ignores[0] + 1  # preempted between the ignore's two tokens: one ignore spent, 10 still due
+    assert vllm_tokens(steps, swap_at=17, pause=(at, at + 3)) == reference
 
 
 def test_removed_rows_and_rows_without_a_policy_are_left_alone():
@@ -107,6 +128,17 @@ def test_a_malformed_spec_is_refused_when_the_request_arrives():
     L2rayLogitsProcessor.validate_params(
         SamplingParams(extra_args={SPEC_KEY: encode_policy(fresh_policies()[1])})
     )
+
+
+def test_a_model_whose_head_size_the_cpu_backend_lacks_is_refused_before_an_engine_starts(student_path):
+    from l2ray.decode.config import VllmEngineConfig
+    from l2ray.decode.vllm_engine import EngineModelError, engine_kwargs
+    from l2ray.student.resolve import resolve_student
+
+    lab = resolve_student("builtin:lab")  # 8 heads of 16
+    with pytest.raises(EngineModelError, match=r"head size 16 .* engine: transformers"):
+        engine_kwargs(lab, VllmEngineConfig())
+    assert engine_kwargs(str(student_path), VllmEngineConfig())["model"] == str(student_path)  # 4 of 32
 
 
 ENGINE_CONFIGS = [

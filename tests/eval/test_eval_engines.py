@@ -152,6 +152,23 @@ def test_the_vllm_engine_generates_in_order_and_refuses_what_cannot_fit_up_front
         engine.generate(too_long)
 
 
+def test_a_run_whose_samples_cannot_fit_is_refused_before_any_engine_starts(
+    student_path, tmp_path: Path, monkeypatch
+):
+    """No Ray pool, no engine: the driver checks every sample against the context first."""
+    from l2ray.eval import runner
+    from l2ray.eval.engines import ContextError
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("the actor pool started for samples that cannot fit")
+
+    monkeypatch.setattr(runner, "_run_actor_pool", no_pool)
+    recipe = make_recipe(tmp_path, student_path, limit=2, max_tokens=10**6, engine="vllm")
+    with pytest.raises(ContextError, match=r"sample mini/\S+ \(off\): prompt .* exceeds the model's context"):
+        run_eval(recipe)
+    assert not (recipe.run_dir / "eval").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.kills_vllm_engine
 def test_an_engine_process_killed_mid_run_fails_the_run_with_one_clear_error(vllm_engine):

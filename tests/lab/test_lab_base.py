@@ -66,3 +66,19 @@ def test_the_shipped_lab_configs_and_every_arm_recipe_validate(tmp_path):
             assert recipe.teacher.kind == "python" and recipe.student.model == str(tmp_path / "base")
     full = load_lab_config(REPO / "configs" / "lab.yaml")
     assert len(full.k) >= 2 and len(full.train_seeds) >= 3 and full.eval_problems >= 100
+
+
+def test_the_shipped_base_and_lab_files_are_what_the_code_makes_now():
+    """Templates or the base config changed without rebuilding what ships: rebuild with
+    `l2ray lab --base-only --out l2ray/data/lab_base` and `l2ray.lab.data.write_bundled`."""
+    from l2ray.lab.base import SHIPPED, ensure_base, shipped_fingerprint
+    from l2ray.lab.data import bundled_records
+    from l2ray.student.resolve import resolve_student
+
+    assert shipped_fingerprint() == base_fingerprint(BaseStudentConfig())
+    assert ensure_base(BaseStudentConfig()) == SHIPPED == Path(resolve_student("builtin:lab"))
+    info = json.loads((SHIPPED / BUILD_INFO).read_text())
+    assert info["steps"] == BaseStudentConfig().steps and info["final_loss"] < info["first_loss"]
+    for name, records in bundled_records().items():
+        shipped = (REPO / "l2ray" / "data" / name).read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line) for line in shipped] == records, name

@@ -1,12 +1,8 @@
 """A CI-sized lab through the real stages: synthesis (Ray Data), SFT (Ray Train, MLflow), evaluation
-(Ray Data, the decode engine's intervention), the pilot and the report.
+(Ray Data, the decode engine's intervention), the pilot and the report — on the shipped base student.
 
-The base student is the study's shape pre-trained for 600 steps instead of 1500 (CI time: building
-it is the largest part of this test on a fresh machine), built once per machine into the l2ray
-cache. The directions below hold on this configuration (3 passed from an empty cache) and on the
-1500-step base they were first measured on (docs/lab.md). That the SFT student beats its base is
-NOT asserted: on the student these machines can pre-train it does not yet, and ``force`` moved the
-language of thinking on one such student and not on another (docs/lab.md, "Measured").
+The margins below are set well inside what this configuration measured (docs/lab.md, "Measured"):
+they hold for the effect, not for one lucky draw.
 """
 
 from __future__ import annotations
@@ -16,52 +12,77 @@ from pathlib import Path
 
 import pytest
 
-from l2ray.lab.config import BaseStudentConfig, LabConfig
+from l2ray.console import LineDisplay
+from l2ray.lab.config import LabConfig
 from l2ray.lab.report import read_samples, recount
 from l2ray.lab.study import run_study
 
 pytestmark = pytest.mark.slow
+STAGE_LINES: list[str] = []
 
 
 @pytest.fixture(scope="module")
 def study(ray_cluster, tmp_path_factory) -> dict:
     config = LabConfig(
         name="ci",
-        base=BaseStudentConfig(steps=600),
         output_dir=str(tmp_path_factory.mktemp("lab")),
-        arms=["base", "l2", "paraphrase"],
+        arms=["base", "l2"],
         k=[6],
         train_seeds=[0],
         eval_problems=100,
         pilot_problems=8,
         sweeps={
+            "force_zh": {"force": "zh"},
             "boost_zh": {"boost": ["zh"], "beta": 10.0},
             "budget_32": {"max_thinking_tokens": 32},
         },
         recipe={"train": {"metrics_flush_s": 0.0}},
     )
-    return run_study(config, progress=lambda message: None)
+    return run_study(config, LineDisplay(STAGE_LINES.append))
 
 
 def _arm(study: dict, arm: str) -> dict:
     return next(run for run in study["runs"] if run["arm"] == arm)
 
 
-def test_the_paraphrase_baseline_has_the_rows_and_about_the_tokens_of_l2(study):
-    l2, paraphrase = _arm(study, "l2"), _arm(study, "paraphrase")
-    assert paraphrase["train_rows"] == l2["train_rows"]
-    assert abs(paraphrase["train_tokens"] - l2["train_tokens"]) <= 0.05 * l2["train_tokens"]
-    data = json.loads(Path(paraphrase["train"]["data"]).read_text())
-    assert data["rows"] == l2["train_rows"] and data["rows_per_language"] == {"en": data["rows"]}
+def test_the_paraphrase_baseline_has_the_rows_and_about_the_tokens_of_l2_in_english(study):
+    from l2ray.train.mix import read_traces
+
+    data = study["data"]["6"]
+    l2, paraphrase = data["l2"], data["paraphrase"]
+    assert paraphrase["rows"] == l2["rows"] == _arm(study, "l2")["train_rows"]
+    assert abs(paraphrase["tokens"] - l2["tokens"]) <= 0.05 * l2["tokens"]
+    rows = read_traces(paraphrase["traces"])
+    assert len(rows) == l2["rows"] and {r.question_lang for r in rows} == {"en"}
+    assert {code for r in rows for code in r.languages} == {"en"}
 
 
-def test_boost_moves_the_language_of_thinking_and_budgets_cut_tokens(study):
+def test_the_sft_student_beats_its_base_by_a_wide_margin(study):
+    """Measured on 100 problems: base 0.00; the L² student 0.58, 0.46 and 0.37 with training seeds 0–2."""
+    base, l2 = _arm(study, "base")["metrics"], _arm(study, "l2")["metrics"]
+    assert base["samples"] == l2["samples"] == 100
+    assert l2["accuracy"] >= base["accuracy"] + 0.2, (base["accuracy"], l2["accuracy"])
+    assert l2["closed_thinking_rate"] >= 0.9  # it learned the thinking format the base never saw
+
+
+def test_boost_moves_the_language_and_the_tokens_of_thinking_and_budgets_cut_them(study):
+    """Measured (seeds 0–2): boost zh raises the zh share of thinking from ≤ 0.01 to 0.21–0.29 and
+    thinking tokens from about 180 to about 216; a 32-token budget leaves 32."""
     sweeps = study["sweeps"]["configurations"]
     zh = {name: m["language_shares"].get("zh", 0.0) for name, m in sweeps.items()}
-    assert zh["boost_zh"] > zh["off"], zh
+    assert zh["boost_zh"] >= zh["off"] + 0.1, zh
     off = sweeps["off"]["thinking_tokens"]
+    assert sweeps["boost_zh"]["thinking_tokens"] > off
     assert sweeps["budget_32"]["thinking_tokens"] < off
     assert sweeps["budget_32"]["thinking_tokens"] <= 40  # the budget, plus the closing the engine appends
+
+
+def test_every_step_of_the_study_is_one_stage_line_with_its_figure(study):
+    done = [line for line in STAGE_LINES if " done in " in line]
+    names = [line.split("]")[0].lstrip("[") for line in done]
+    assert names == ["base", "synth k=6", "l2 k=6 s=0", "sweeps", "pilot"], STAGE_LINES
+    assert "traces" in done[1] and "rejected" in done[1]
+    assert "accuracy" in done[2] and "rows" in done[2] and "loss" in done[2]
 
 
 def test_the_reports_numbers_recount_from_the_samples(study, tmp_path):

@@ -3,20 +3,11 @@ sqlite MLflow store under an alias, served as ``models:/NAME@champion`` with API
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from local_servers import free_port
-from serve_support import API_KEY, MODEL_NAME, train_briefly
-
-
-@pytest.fixture(scope="session")
-def trained_student(student_path, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("trained") / "student"
-    shutil.copytree(student_path, path)
-    train_briefly(path)
-    return path
+from serve_support import API_KEY, MODEL_NAME
 
 
 @pytest.fixture(scope="session")

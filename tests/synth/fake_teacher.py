@@ -14,8 +14,10 @@ fail every time: ``[[ALWAYS500]]`` (HTTP 500) and ``[[EMPTY]]`` (empty content);
 silent until the server stops. Others change a successful reply: ``[[CUTOFF]]`` (``finish_reason:
 length``), ``[[CUTEMPTY]]`` (cut off inside the reasoning: empty content, ``length``),
 ``[[TRICKLE]]`` (the reply arrives slowly: ``trickle_chunks`` blank lines ``trickle_gap_s`` apart
-before the JSON, as DeepSeek keeps a long reply alive), ``[[MARKUP]]`` (a language tag in the text)
-and ``[[BADUSAGE]]`` (``usage`` is not an object).
+before the JSON, as DeepSeek keeps a long reply alive; streamed, each word ``trickle_gap_s`` after
+the last), ``[[MARKUP]]`` (a language tag in the text) and ``[[BADUSAGE]]`` (``usage`` is not an
+object). A request with ``stream: true`` gets its reply as server-sent events (word-sized deltas,
+the usage chunk when ``stream_options.include_usage``, ``[DONE]``).
 
 ``capacity`` (optional) makes it an overloaded endpoint: a request arriving while ``capacity``
 others are in flight gets a 429 *without* ``Retry-After`` (``refused`` records, per arrival, whether
@@ -190,9 +192,43 @@ class FakeTeacher:
         self.succeeded[fingerprint] += 1
         self.paid[fingerprint] += 1
         reply = self._completion(body, text)
+        if body.get("stream"):
+            return await self._stream(
+                request, reply, body, gap_s=self.trickle_gap_s if "[[TRICKLE]]" in text else 0
+            )
         if "[[TRICKLE]]" in text:
             return await self._trickle(request, json.dumps(reply).encode())
         return web.json_response(reply)
+
+    async def _stream(
+        self, request: web.Request, reply: dict, body: dict, gap_s: float
+    ) -> web.StreamResponse:
+        """``reply`` as server-sent events: content (and reasoning) in word-sized deltas ``gap_s``
+        apart, the finish reason on the last, the usage chunk when asked for, ``[DONE]``."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        choice, model = reply["choices"][0], reply["model"]
+        deltas = [
+            {key: piece}
+            for key in ("reasoning_content", "content")
+            for piece in re.findall(r"\S+\s*|\s+", choice["message"].get(key) or "")
+        ]
+        for index, delta in enumerate(deltas or [{"content": ""}]):
+            last = index == max(len(deltas), 1) - 1
+            finish = choice["finish_reason"] if last else None
+            await self._event(
+                response, {"model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            )
+            await asyncio.sleep(gap_s)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await self._event(response, {"model": model, "choices": [], "usage": reply["usage"]})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    async def _event(response: web.StreamResponse, chunk: dict) -> None:
+        await response.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
 
     def _completion(self, body: dict, text: str) -> dict:
         """The chat completion a good (or a marked) request gets."""
@@ -320,7 +356,11 @@ class FakeTeacher:
             assert self._stopping is not None
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
             await response.prepare(request)
-            await response.write(b"\n")
+            if (await request.json()).get("stream"):  # a few words arrive (and are billed) first
+                self.paid[request.headers.get("X-L2ray-Fingerprint", "")] += 1
+                await self._event(response, {"choices": [{"index": 0, "delta": {"content": "Let me"}}]})
+            else:
+                await response.write(b"\n")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.slow_s)
             return response
