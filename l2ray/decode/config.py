@@ -111,6 +111,13 @@ class VllmEngineConfig(Section):
     cpu_kv_cache_gib: float = Field(
         default=1.0, gt=0.0, description="KV cache on CPU machines (VLLM_CPU_KVCACHE_SPACE)"
     )
+    stream_interval: int = Field(
+        default=16,
+        ge=1,
+        description="tokens a served request's stream carries per message (vLLM's --stream-interval; "
+        "the first token and the last always go at once): fewer, larger messages through the serve "
+        "graph; a stop string is found at most this many tokens late",
+    )
 
     def check_reserved_gpus(self, num_gpus: float, section: str) -> None:
         """A replica reserves ``num_gpus`` for an engine of ``tensor_parallel_size`` shards: they must

@@ -63,6 +63,7 @@ def engine_kwargs(model_path: str, config: VllmEngineConfig) -> dict[str, Any]:
         "gpu_memory_utilization": config.gpu_memory_utilization,
         "max_model_len": config.max_model_len,
         "max_num_seqs": config.max_num_seqs,
+        "stream_interval": config.stream_interval,
         "logits_processors": [L2rayLogitsProcessor],
     }
 

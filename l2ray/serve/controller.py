@@ -75,9 +75,9 @@ class ReasoningController:
         choice = new_choice(kind, plan, self._codec)
         if kind == "chat":
             yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-        async with aclosing(self._steps(plan)) as steps:
-            async for step in steps:
-                reasoning, content = choice.add(step)
+        async with aclosing(self._groups(plan)) as groups:
+            async for group in groups:  # one chunk a group: the replica's stream interval carries over
+                reasoning, content = _add_group(choice, group)
                 final = choice.finish_reason is not None
                 if not (reasoning and show) and not content and not final:
                     continue
@@ -160,20 +160,17 @@ class ReasoningController:
 
     async def _collect(self, kind: str, plan: Plan) -> ChoiceText:
         choice = new_choice(kind, plan, self._codec)
-        async with aclosing(self._steps(plan)) as steps:
-            async for step in steps:
-                choice.add(step)
+        async with aclosing(self._groups(plan)) as groups:
+            async for group in groups:
+                _add_group(choice, group)
                 if choice.finish_reason is not None:
                     break
         return choice
 
-    async def _steps(self, plan: Plan) -> AsyncIterator[TokenStep]:
-        """The plan's tokens; closing this early (stop string, disconnect) stops the generator too."""
-        groups = self._replica_groups(plan) if self.backend is None else self._loop_groups(plan)
-        async with aclosing(groups):
-            async for group in groups:
-                for step in group:
-                    yield step
+    def _groups(self, plan: Plan) -> AsyncIterator[list[TokenStep]]:
+        """The plan's tokens in groups as they come; closing this early (stop string, disconnect) stops
+        the generator too."""
+        return self._replica_groups(plan) if self.backend is None else self._loop_groups(plan)
 
     async def _replica_groups(self, plan: Plan) -> AsyncIterator[list[TokenStep]]:
         """Token groups from the Generator replica (the policy runs in its processors)."""
@@ -201,6 +198,19 @@ class ReasoningController:
         async with aclosing(loop.stream()) as groups:
             async for group in groups:
                 yield group
+
+
+def _add_group(choice: ChoiceText, group: list[TokenStep]) -> tuple[str, str]:
+    """Add a group's tokens to ``choice`` up to its end (a stop string may end it mid-group); the
+    reasoning and the content they added."""
+    reasoning, content = [], []
+    for step in group:
+        added_reasoning, added_content = choice.add(step)
+        reasoning.append(added_reasoning)
+        content.append(added_content)
+        if choice.finish_reason is not None:
+            break
+    return "".join(reasoning), "".join(content)
 
 
 def _codec_of(model: str, tracking_uri: str | None) -> Codec:

@@ -26,7 +26,7 @@ def vllm_server(ray_cluster, switching_student_path):
     args = {
         "model": str(switching_student_path),
         "engine": "vllm",
-        "vllm": {"dtype": "float32", "enforce_eager": True, "max_num_seqs": 16},
+        "vllm": {"dtype": "float32", "enforce_eager": True, "max_num_seqs": 16, "stream_interval": 4},
         "num_cpus": 0.5,
         "router_num_cpus": 0.1,
         "api_keys_env": None,
@@ -69,6 +69,23 @@ def test_streaming_ends_with_a_usage_chunk_without_choices(client):
     assert last.usage.model_dump()["thinking_tokens"] == 6
     assert all(chunk.usage is None for chunk in content)
     assert content[-1].choices[0].finish_reason == "length"
+
+
+def test_a_stream_carries_the_engine_interval_of_tokens_per_message_and_the_same_text(client):
+    """stream_interval 4: the first token at once, then 4 a message — 24 tokens in at most 7 messages
+    with text (one a token would be 24), and the text of the same request unstreamed."""
+    options = {"l2ray": {"show_thinking": True}}
+    whole = client.chat.completions.create(
+        model="l2ray", messages=QUESTION, max_tokens=24, extra_body=options
+    )
+    stream = client.chat.completions.create(
+        model="l2ray", messages=QUESTION, max_tokens=24, stream=True, extra_body=options
+    )
+    deltas = [c.choices[0].delta.model_dump() for c in stream if c.choices]
+    texts = [(d.get("reasoning_content") or "") + (d.get("content") or "") for d in deltas]
+    message = whole.choices[0].message.model_dump()
+    assert "".join(texts) == (message.get("reasoning_content") or "") + (message.get("content") or "")
+    assert 2 <= sum(1 for t in texts if t) <= 7, texts
 
 
 def test_budgets_hold_under_eight_concurrent_requests(vllm_server):
