@@ -68,7 +68,7 @@ class LineDisplay:
         self.write = write
 
     def started(self, stage: str, fingerprint: str) -> None:
-        self.write(f"[{stage}] running (fingerprint {fingerprint})")
+        self.write(f"[{stage}] running" + (f" (fingerprint {fingerprint})" if fingerprint else ""))
 
     def skipped(self, stage: str, fingerprint: str) -> None:
         self.write(f"[{stage}] skipped: done before with the same fingerprint {fingerprint}")

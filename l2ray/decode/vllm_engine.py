@@ -70,7 +70,8 @@ def engine_kwargs(model_path: str, config: VllmEngineConfig) -> dict[str, Any]:
 
 def check_cpu_head_size(model_path: str) -> None:
     """On vLLM's CPU build, a head size without a kernel kills the engine process at its first step
-    with no cause the caller sees (`EngineDeadError`); say it here, with the fix."""
+    with no cause the caller sees (`EngineDeadError`); say it here, with the fix. A model whose head
+    size its ``config.json`` does not tell (a hub id, another layout) is left to vLLM."""
     from vllm.platforms import current_platform
 
     config_file = Path(model_path) / "config.json"
@@ -78,14 +79,13 @@ def check_cpu_head_size(model_path: str) -> None:
         return
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
-    config = json.loads(config_file.read_text())
-    head_size = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    found = _head_size(json.loads(config_file.read_text()))
     supported = CPUAttentionBackend.get_supported_head_sizes()
-    if head_size not in supported:
+    if found is not None and found[0] not in supported:
         raise EngineModelError(
-            f"model {model_path}: attention head size {head_size} (hidden_size / num_attention_heads in "
-            f"{config_file}) has no kernel in vLLM's CPU backend (it has {supported}) — run this model "
-            "with engine: transformers, or on a GPU"
+            f"model {model_path}: attention head size {found[0]} ({found[1]} in {config_file}) has no "
+            f"kernel in vLLM's CPU backend (it has {supported}) — run this model with engine: "
+            "transformers, or on a GPU"
         )
 
 
@@ -212,6 +212,17 @@ def wake_on_engine_death(client: Any) -> None:
         outputs.put_nowait(EngineDeadError())
 
     threading.Thread(target=wait_then_wake, daemon=True, name="l2ray-engine-death").start()
+
+
+def _head_size(config: dict[str, Any]) -> tuple[int, str] | None:
+    """``(head size, where it came from)`` of a transformers config (its ``text_config`` if nested)."""
+    text = config.get("text_config") or config
+    if isinstance(text.get("head_dim"), int):
+        return text["head_dim"], "head_dim"
+    hidden, heads = text.get("hidden_size"), text.get("num_attention_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
+        return hidden // heads, "hidden_size / num_attention_heads"
+    return None
 
 
 __all__ = [

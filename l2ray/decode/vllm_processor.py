@@ -73,10 +73,11 @@ class L2rayLogitsProcessor(LogitsProcessor):
         for index in batch_update.removed:
             self._park(self.rows.pop(index, None))
         for index, params, _prompt_ids, output_ids in batch_update.added:
+            # A slot freed and refilled in one step is not in ``removed`` (vLLM pops it from there):
+            # what still sits at the index is a removed request's row, to park as well.
+            self._park(self.rows.pop(index, None))
             spec = (params.extra_args or {}).get(SPEC_KEY)
-            if spec is None:
-                self.rows.pop(index, None)
-            else:
+            if spec is not None:
                 self.rows[index] = self._resumed(params, output_ids) or _Row(
                     decode_policy(str(spec)), output_ids, params
                 )

@@ -114,7 +114,8 @@ def generate_and_score(
         EndpointError: see `served_model_for`; or the endpoint refused every request with an HTTP 4xx (a
             wrong model name or key, not the model's accuracy).
         EngineFailedError: the in-process vLLM engine died or ran out of memory (no report is written).
-        ContextError: a sample's prompt + ``eval.max_tokens`` exceeds the model's context (vLLM).
+        ContextError: a sample's prompt + ``eval.max_tokens`` exceeds the model's context (either
+            in-process engine: transformers would decode past its positions, vLLM refuses the row).
     """
     engine, local_path = _engine_spec(recipe, ref, endpoint, served)
     if local_path:
@@ -236,7 +237,11 @@ def check_contexts(model_path: str, rows: list[dict[str, Any]], cfg: EvalConfig)
     from l2ray.eval.engines import check_context
 
     codec = Codec.from_pretrained(model_path)
+    checked: set[tuple[str, str]] = set()  # a question asked in several configurations or samples
     for row in rows:
+        if (row["question"], row["prompt_lang"]) in checked:
+            continue
+        checked.add((row["question"], row["prompt_lang"]))
         prompt = codec.chat_prompt(build_messages(row["question"], row["prompt_lang"], cfg.instruction))
         key = f"{row['benchmark']}/{row['problem_id']} ({row['configuration']})"
         check_context(key, len(prompt), cfg.max_tokens, codec.context_length)

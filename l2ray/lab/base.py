@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from l2ray.console import progress
+from l2ray.errors import L2rayError
 from l2ray.hashing import stable_id
 from l2ray.lab.config import LAB_LANGUAGES, BaseStudentConfig
 from l2ray.lab.render import TEMPLATES, render_text
@@ -44,6 +45,10 @@ rows mean-initialised after pre-training; 3: operations named by ordinals in que
 4: documents packed into rows."""
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "lab_base"
 """The base built with the default `BaseStudentConfig`, shipped so no machine pre-trains it again."""
+
+
+class LabBaseError(L2rayError, ValueError):
+    """A lab base that cannot be built as asked (where it would go, or too little text for a row)."""
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -63,26 +68,33 @@ def ensure_base(
     out: str | Path | None = None,
 ) -> Path:
     """The folder of the pre-trained base: the shipped one when it was built from ``config``, else the
-    cache's (built now unless the cache has it), or ``out`` when given (built there, e.g. to ship it).
-    Loadable with ``from_pretrained`` and usable as ``student.model``."""
+    cache's (built now unless the cache has it), or ``out`` when given (built there, e.g. to ship it,
+    replacing a lab base of another fingerprint; any other non-empty folder is refused before the
+    build). Loadable with ``from_pretrained`` and usable as ``student.model``."""
     fingerprint = base_fingerprint(config)
     if out is None and not force and shipped_fingerprint() == fingerprint:
         return SHIPPED
     target = Path(out).resolve() if out else cache_root(cache_dir) / "lab" / f"base-{fingerprint}"
-    if (target / BUILD_INFO).exists() and not force:
+    found = _fingerprint_at(target)
+    if found == fingerprint and not force:
         return target
+    if found is None and target.exists() and any(target.iterdir()):
+        raise LabBaseError(
+            f"--out {target}: a non-empty folder that holds no lab base ({BUILD_INFO}); name an empty "
+            "or new folder, or a lab base's folder to replace"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     try:
         info = build_base(staging, config)
         info["fingerprint"] = fingerprint
         (staging / BUILD_INFO).write_text(json.dumps(info, indent=2))
-        if force:
+        if force or found is not None:
             shutil.rmtree(target, ignore_errors=True)
         try:
             staging.rename(target)  # atomic: a concurrent builder's copy is as good as ours
         except OSError:
-            if not (target / BUILD_INFO).exists():
+            if _fingerprint_at(target) != fingerprint:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -91,10 +103,7 @@ def ensure_base(
 
 def shipped_fingerprint() -> str | None:
     """The fingerprint of the base shipped in the package (``None`` when none is)."""
-    try:
-        return json.loads((SHIPPED / BUILD_INFO).read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError):
-        return None
+    return _fingerprint_at(SHIPPED)
 
 
 def pretraining_documents(config: BaseStudentConfig) -> list[str]:
@@ -152,6 +161,11 @@ def pretrain(model, tokenizer, documents: list[str], config: BaseStudentConfig) 
     torch.set_num_threads(config.threads)
     encoded = [tokenizer.encode(d, add_special_tokens=False) for d in documents]
     rows = packed_rows(encoded, tokenizer.eos_token_id, config.seq_len, config.seed)
+    if not rows:
+        raise LabBaseError(
+            f"base.documents ({config.documents}) make {sum(map(len, encoded))} tokens, less than one row "
+            f"of base.seq_len ({config.seq_len}); raise base.documents or lower base.seq_len"
+        )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_warmup_cosine, steps=config.steps))
     order = random.Random(config.seed)
@@ -193,14 +207,6 @@ def packed_rows(encoded: list[list[int]], eos: int, seq_len: int, seed: int) -> 
     return [stream[i : i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
 
 
-def _warmup_cosine(step: int, steps: int) -> float:
-    """Linear warm-up over the first 5 % of ``steps``, then a cosine decay to 0."""
-    warmup = max(1, steps // 20)
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-
 def reset_unseen_embeddings(model, tokenizer) -> list[str]:
     """Set the rows of the tokens raw text never holds (``<think>``, ``</think>``, the tags,
     ``<|im_start|>``) to the mean of the others, as `l2ray.student.tokens` initialises tokens it adds
@@ -222,9 +228,26 @@ def reset_unseen_embeddings(model, tokenizer) -> list[str]:
     return unseen
 
 
+def _warmup_cosine(step: int, steps: int) -> float:
+    """Linear warm-up over the first 5 % of ``steps``, then a cosine decay to 0."""
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _fingerprint_at(folder: Path) -> str | None:
+    """The fingerprint of the lab base in ``folder`` (``None`` when it holds none)."""
+    try:
+        return json.loads((folder / BUILD_INFO).read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 __all__ = [
     "BUILD_INFO",
     "SHIPPED",
+    "LabBaseError",
     "base_fingerprint",
     "build_base",
     "cache_root",

@@ -237,8 +237,10 @@ def _evaluate(
     recipe = recipe or arm_recipe(config, out, files, Path(model), f"{config.name}-base")
     result = run_eval(recipe, label="eval", model=model)
     off = result.summary["results"]["lab"]["off"]
+    thinking = off["thinking_tokens"]["mean"]  # None when no sample produced any
+    tokens = "—" if thinking is None else f"{thinking:.0f}"
     return {
-        "figure": f"accuracy {off['accuracy']:.3f}, {off['thinking_tokens']['mean']:.0f} thinking tokens",
+        "figure": f"accuracy {off['accuracy']:.3f}, {tokens} thinking tokens",
         "arm": arm,
         "k": k,
         "seed": seed,

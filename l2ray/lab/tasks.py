@@ -25,6 +25,8 @@ from l2ray.hashing import stable_id
 
 MAX_COUNT = 20
 """No running total leaves 0..MAX_COUNT: every number the student writes is small."""
+MAX_OPS = 6
+"""The templates name operations by ordinal, first to sixth."""
 NAMES = 6
 ITEMS = 6
 
@@ -71,6 +73,8 @@ class WordProblem:
 
 def make_problem(problem_id: str, rng: random.Random, min_ops: int = 3, max_ops: int = 6) -> WordProblem:
     """A random problem with ``min_ops``..``max_ops`` operations; totals stay in 0..MAX_COUNT."""
+    if not 1 <= min_ops <= max_ops <= MAX_OPS:
+        raise ValueError(f"operations: need 1 <= min_ops <= max_ops <= {MAX_OPS}, got {min_ops}..{max_ops}")
     total = rng.randint(2, 9)
     start = total
     ops: list[Op] = []
@@ -135,6 +139,7 @@ def response_plan(answer: int) -> list[Sentence]:
 
 __all__ = [
     "MAX_COUNT",
+    "MAX_OPS",
     "Op",
     "Sentence",
     "WordProblem",

@@ -47,7 +47,7 @@ class VllmGenerator:
         }
 
     async def generate(self, request: DecodeRequest) -> AsyncIterator[list[TokenStep]]:
-        """Stream one request's tokens, one group per engine step that produced any.
+        """Stream one request's tokens in groups of ``vllm.stream_interval`` (the first token alone).
 
         A caller that goes away early cancels this call; the request is then aborted in the engine so
         its row stops decoding. An engine that died raises (the controller answers 500) instead of

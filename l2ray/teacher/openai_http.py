@@ -228,16 +228,17 @@ async def read_stream(resp: aiohttp.ClientResponse) -> TeacherReply:
             model = chunk.get("model") if isinstance(chunk.get("model"), str) else model
             usage = chunk.get("usage") or usage
             for choice in chunk.get("choices") or []:
+                if choice.get("index", 0) != 0:
+                    continue  # n is 1: another index is not this reply's
                 delta = choice.get("delta") or {}
                 content.append(delta.get("content") or "")
                 reasoning.append(delta.get("reasoning_content") or delta.get("reasoning") or "")
                 finish = choice.get("finish_reason") or finish
-    except asyncio.TimeoutError:
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
         if not any(content) and not any(reasoning):
-            raise  # silent from the start: not billed, a plain timeout
-        raise _Retryable(
-            "stream_broken", "the stream went silent after text arrived (paid in part)"
-        ) from None
+            raise  # nothing arrived: not billed, a plain timeout or connection error
+        how = "went silent" if isinstance(exc, asyncio.TimeoutError) else f"broke ({type(exc).__name__})"
+        raise _Retryable("stream_broken", f"the stream {how} after text arrived (paid in part)") from None
     if finish is None:
         if any(content) or any(reasoning):
             raise _Retryable("stream_broken", "the stream ended before its finish reason (paid in part)")

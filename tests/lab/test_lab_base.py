@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from l2ray.cli import app
@@ -82,3 +83,19 @@ def test_the_shipped_base_and_lab_files_are_what_the_code_makes_now():
     for name, records in bundled_records().items():
         shipped = (REPO / "l2ray" / "data" / name).read_text(encoding="utf-8").splitlines()
         assert [json.loads(line) for line in shipped] == records, name
+
+
+def test_out_replaces_a_base_of_another_fingerprint_and_refuses_a_foreign_folder_before_building(tmp_path):
+    from l2ray.lab.base import LabBaseError, ensure_base
+
+    out = tmp_path / "ship"
+    old, new = BaseStudentConfig(steps=2, documents=12), BaseStudentConfig(steps=3, documents=12)
+    assert ensure_base(old, out=out) == out.resolve()
+    assert ensure_base(new, out=out) == out.resolve()  # the documented rebuild of what ships
+    assert json.loads((out / BUILD_INFO).read_text())["fingerprint"] == base_fingerprint(new)
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("keep me")
+    with pytest.raises(LabBaseError, match=rf"--out .*notes.*{BUILD_INFO}"):
+        ensure_base(new, out=foreign)
+    assert [p.name for p in foreign.iterdir()] == ["todo.txt"]

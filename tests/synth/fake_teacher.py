@@ -11,8 +11,9 @@ times out: ``client_timeout_s`` suits the server), a dropped connection, malform
 content — and the retry succeeds. Text markers make a request
 fail every time: ``[[ALWAYS500]]`` (HTTP 500) and ``[[EMPTY]]`` (empty content); ``[[429]]`` gets a
 429 with ``Retry-After: 0.5`` on its first attempt; ``[[STALL]]`` starts a reply and then goes
-silent until the server stops. Others change a successful reply: ``[[CUTOFF]]`` (``finish_reason:
-length``), ``[[CUTEMPTY]]`` (cut off inside the reasoning: empty content, ``length``),
+silent until the server stops; ``[[HANGUP]]`` starts a streamed reply and drops the connection.
+Others change a successful reply: ``[[CUTOFF]]`` (``finish_reason: length``), ``[[CUTEMPTY]]``
+(cut off inside the reasoning: empty content, ``length``),
 ``[[TRICKLE]]`` (the reply arrives slowly: ``trickle_chunks`` blank lines ``trickle_gap_s`` apart
 before the JSON, as DeepSeek keeps a long reply alive; streamed, each word ``trickle_gap_s`` after
 the last), ``[[MARKUP]]`` (a language tag in the text) and ``[[BADUSAGE]]`` (``usage`` is not an
@@ -334,6 +335,8 @@ class FakeTeacher:
             return "empty"
         if "[[STALL]]" in text:
             return "stall"
+        if "[[HANGUP]]" in text:
+            return "hangup"
         if self.faults and self._attempts[fingerprint] == 1:
             return FAULTS[int(fingerprint[:8], 16) % len(FAULTS)]
         return None
@@ -363,6 +366,14 @@ class FakeTeacher:
                 await response.write(b"\n")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.slow_s)
+            return response
+        if fault == "hangup":  # a stream that starts (billed), then the connection drops
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            self.paid[request.headers.get("X-L2ray-Fingerprint", "")] += 1
+            await self._event(response, {"choices": [{"index": 0, "delta": {"content": "Let me"}}]})
+            assert request.transport is not None
+            request.transport.close()
             return response
         if fault == "drop":
             assert request.transport is not None

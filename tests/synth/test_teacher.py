@@ -271,26 +271,31 @@ def test_a_long_reply_that_keeps_arriving_never_times_out_and_a_stalled_one_does
 def test_a_streamed_reply_is_the_same_reply_and_silence_between_tokens_is_what_times_out(api_key, tmp_path):
     """An endpoint that sends nothing until it is done cannot tell a long reply from a dead one; with
     ``stream: true`` each token resets the idle timeout: 30 words 0.1 s apart (3 s) pass a 1 s timeout,
-    and a stream that goes silent after its first words is a paid fault, retried once."""
+    and a stream that goes silent or drops its connection after its first words is a paid fault,
+    retried once."""
     contents = [
         "Target language: French (fr)\n\nFragment:\nthe value is $7$",
         "[[TRICKLE]] " + "a very long reasoning " * 8,
         "[[CUTEMPTY]] thinking until cut off",
         "[[STALL]] a dead stream",
+        "[[HANGUP]] a broken stream",
     ]
     with FakeTeacher(trickle_gap_s=0.1) as server:
         plain = _ask_all(_client(server, tmp_path / "plain"), contents[:1])
         streamed = _ask_all(
             _client(server, tmp_path / "stream", stream=True, read_timeout_s=1.0, max_retries=3), contents
         )
-        fingerprint = _client(server, tmp_path / "x").fingerprint([{"role": "user", "content": contents[3]}])
+        fingerprints = [
+            _client(server, tmp_path / "x").fingerprint([{"role": "user", "content": text}])
+            for text in contents[3:]
+        ]
     assert not any(isinstance(a, Exception) for a in streamed[:3]), streamed
     assert streamed[0].text == plain[0].text and streamed[0].usage == plain[0].usage
     assert streamed[1].text.endswith("$\\boxed{0}$.") and streamed[1].usage.completion_tokens > 0
     assert streamed[2].finish_reason == "length" and streamed[2].text.startswith("<think>")
-    stalled = streamed[3]
-    assert isinstance(stalled, TeacherError) and stalled.reason == "stream_broken" and stalled.attempts == 2
-    assert server.paid[fingerprint] == 2  # the paid partial stream was sent once more, not max_retries times
+    for broken, fingerprint in zip(streamed[3:], fingerprints, strict=True):
+        assert isinstance(broken, TeacherError) and broken.reason == "stream_broken" and broken.attempts == 2
+        assert server.paid[fingerprint] == 2  # the paid partial stream was sent once more, not max_retries
 
 
 def test_bare_429s_shrink_the_in_flight_window_until_they_stop_and_every_request_finishes(api_key, tmp_path):
