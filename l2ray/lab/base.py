@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from l2ray.console import progress
+from l2ray.data.seeds import bundled_file
 from l2ray.errors import L2rayError
 from l2ray.hashing import stable_id
 from l2ray.lab.config import LAB_LANGUAGES, BaseStudentConfig
@@ -43,7 +44,7 @@ FORMAT_VERSION = "4"
 """Bump when the pre-training text or the build changes (part of the fingerprint); 2: unseen token
 rows mean-initialised after pre-training; 3: operations named by ordinals in question and solution;
 4: documents packed into rows."""
-SHIPPED = Path(__file__).resolve().parents[1] / "data" / "lab_base"
+SHIPPED = bundled_file("lab_base")
 """The base built with the default `BaseStudentConfig`, shipped so no machine pre-trains it again."""
 
 

@@ -216,6 +216,7 @@ async def read_stream(resp: aiohttp.ClientResponse) -> TeacherReply:
     content: list[str] = []
     reasoning: list[str] = []
     finish, usage, model = None, None, ""
+    arrived = False  # any text yet: from then on the attempt is billed
     try:
         async for line in resp.content:
             data = line.decode("utf-8", "replace").strip()
@@ -224,7 +225,7 @@ async def read_stream(resp: aiohttp.ClientResponse) -> TeacherReply:
             data = data[len("data:") :].strip()
             if data == "[DONE]":
                 break
-            chunk = _stream_chunk(data, any(content) or any(reasoning))
+            chunk = _stream_chunk(data, arrived)
             model = chunk.get("model") if isinstance(chunk.get("model"), str) else model
             usage = chunk.get("usage") or usage
             for choice in chunk.get("choices") or []:
@@ -233,14 +234,15 @@ async def read_stream(resp: aiohttp.ClientResponse) -> TeacherReply:
                 delta = choice.get("delta") or {}
                 content.append(delta.get("content") or "")
                 reasoning.append(delta.get("reasoning_content") or delta.get("reasoning") or "")
+                arrived = arrived or bool(content[-1] or reasoning[-1])
                 finish = choice.get("finish_reason") or finish
     except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-        if not any(content) and not any(reasoning):
+        if not arrived:
             raise  # nothing arrived: not billed, a plain timeout or connection error
         how = "went silent" if isinstance(exc, asyncio.TimeoutError) else f"broke ({type(exc).__name__})"
         raise _Retryable("stream_broken", f"the stream {how} after text arrived (paid in part)") from None
     if finish is None:
-        if any(content) or any(reasoning):
+        if arrived:
             raise _Retryable("stream_broken", "the stream ended before its finish reason (paid in part)")
         raise _Retryable("connection", "the stream ended before any text arrived")
     return _reply("".join(content), "".join(reasoning), str(finish), _usage(usage), model)
