@@ -98,8 +98,9 @@ def synthesize(recipe: Recipe) -> SynthResult:
     if todo:
         ensure_ray()
         with _Progress(len(todo), recipe.synth.progress) as progress:
+            held_back = {role: report.held_back for role, report in batches.items()}
             for accepted, rejected in run_tasks(
-                todo, roles, recipe.synth, cache_dirs(recipe), recorded.entries, keys
+                todo, roles, recipe.synth, cache_dirs(recipe), recorded.entries, keys, held_back
             ):
                 out.write("traces", accepted)
                 out.write("rejected", rejected)
@@ -225,18 +226,23 @@ async def _run_batches(
     clients = RoleClients(roles, cache_dirs(recipe), _version(recipe), recorded=recorded.entries, build=False)
     reports: dict[Role, BatchReport] = {}
     for role in ROLES:
-        client = clients.by_role[role]
+        client, config = clients.by_role[role], roles[role]
+        price = price_of(config)
         wanted = [
             BatchRequest(
-                client.fingerprint(r.messages), r.messages, {"kind": task["kind"], "seed_id": task["seed_id"]}
+                client.fingerprint(r.messages),
+                r.messages,
+                {"kind": task["kind"], "seed_id": task["seed_id"]},
+                price.cost(*r.estimated_tokens(config.max_tokens), batch=True),
             )
             for task in todo
             for r in task_requests(task, translation_of(clients.translator))
             if r.role == role and not r.pending
         ]
-        config = roles[role]
         if config.batch:
-            reports[role] = await run_batch(config, client.cache, wanted, client.params, keys[role])
+            # One section serving both roles has one budget: the translations' cost counts for the solves.
+            spent = sum(_batch_cost(config, reports[r]) for r in reports if clients.by_role[r] is client)
+            reports[role] = await run_batch(config, client.cache, wanted, client.params, keys[role], spent)
         elif role == "translator" and roles["reasoner"].batch:
             await _ask_live(config, clients.translator, wanted, keys[role])
     await clients.aclose()
@@ -330,11 +336,14 @@ def _add_batch_costs(recipe: Recipe, summary: dict[str, Any], batches: dict[Role
     """The batch API's work this run, per role, with its cost (at the batch price) added to the run's."""
     lines = {}
     for role, report in batches.items():
-        price = price_of(recipe.teacher_roles[role])
-        cost = round(price.cost(report.prompt_tokens, report.completion_tokens, batch=True), 6)
+        cost = round(_batch_cost(recipe.teacher_roles[role], report), 6)
         lines[role] = {**report.to_dict(), "cost_usd": cost}
         summary["this_run"]["cost"] = round(summary["this_run"]["cost"] + cost, 6)
     summary["batch"] = lines
+
+
+def _batch_cost(config: TeacherConfig, report: BatchReport) -> float:
+    return price_of(config).cost(report.prompt_tokens, report.completion_tokens, batch=True)
 
 
 def _teacher_line(config: TeacherConfig) -> dict[str, Any]:

@@ -2,13 +2,14 @@
 
 For every task a run would still do (finished traces are skipped, as a run skips them) the plan lists
 the requests of each role, once per distinct request: those the response cache or the recorded
-content answers are free (``cache_hits``); the others are estimated. Prompt tokens are estimated from
-the text (`l2ray.teacher.openai_http.estimate_tokens`); a translation's completion from its source
-(``TRANSLATION_GROWTH`` × its tokens); a solve's completion from the seed's own chain of thought (the
-nearest thing to the reasoning it will write), capped at the role's ``max_tokens``. Dollars use the
-role's price (`l2ray.teacher.prices.price_of`; a batch role at the batch price), with ``usd_at_most``
-where every completion runs to ``max_tokens``. A solve whose question translation is not cached yet
-is estimated from the English question.
+content answers are free (``cache_hits``); the others are estimated
+(`l2ray.synth.plan.PlannedRequest.estimated_tokens`, which batch mode's budget uses too). Prompt
+tokens come from the text (`l2ray.teacher.base.estimate_tokens`); a translation's completion from its
+source (`l2ray.synth.plan.TRANSLATION_GROWTH` × its tokens); a solve's completion from the seed's own
+chain of thought (the nearest thing to the reasoning it will write), capped at the role's
+``max_tokens``. Dollars use the role's price (`l2ray.teacher.prices.price_of`; a batch role at the
+batch price), with ``usd_at_most`` where every completion runs to ``max_tokens``. A solve whose
+question translation is not cached yet is estimated from the English question.
 
 Example:
     >>> from l2ray.config import recipe_from_dict
@@ -29,17 +30,10 @@ from l2ray.config import Recipe
 from l2ray.data.seeds import load_seeds
 from l2ray.synth.api import cache_dirs, plan_tasks, recorded_content, translation_of
 from l2ray.synth.output import SynthOutput
-from l2ray.synth.plan import task_requests
-from l2ray.teacher.base import Message
+from l2ray.synth.plan import PlannedRequest, task_requests
 from l2ray.teacher.client import RoleClients, TeacherClient
 from l2ray.teacher.config import Role
-from l2ray.teacher.openai_http import estimate_tokens
 from l2ray.teacher.prices import price_of
-
-TRANSLATION_GROWTH = 1.5
-"""A translation's tokens per source token (other scripts cost more tokens than English)."""
-MESSAGE_OVERHEAD = 4
-"""Tokens the chat format adds per message."""
 
 
 @dataclass
@@ -69,9 +63,7 @@ def plan_cost(recipe: Recipe) -> dict[str, Any]:
     tallies: dict[Role, _RoleTally] = {role: _RoleTally() for role in recipe.teacher_roles}
     for task in todo:
         for request in task_requests(task, translation_of(clients.translator)):
-            source = estimate_tokens(request.source)
-            completion = source if request.role == "reasoner" else int(source * TRANSLATION_GROWTH) + 1
-            _count(tallies[request.role], clients.by_role[request.role], request.messages, completion)
+            _count(tallies[request.role], clients.by_role[request.role], request)
     return {
         "tasks": {"planned": len(tasks), "to_run": len(todo), "finished": len(tasks) - len(todo)},
         "roles": {role: _role_line(recipe, role, tally) for role, tally in tallies.items()},
@@ -108,18 +100,19 @@ def plan_table(recipe: Recipe) -> Table:
     return table
 
 
-def _count(tally: _RoleTally, client: TeacherClient, messages: list[Message], completion: int) -> None:
-    fingerprint = client.fingerprint(messages)
+def _count(tally: _RoleTally, client: TeacherClient, request: PlannedRequest) -> None:
+    fingerprint = client.fingerprint(request.messages)
     if fingerprint in tally.seen:  # the run sends a request once however many tasks need it
         return
     tally.seen.add(fingerprint)
-    if client.cached(messages) is not None:
+    if client.cached(request.messages) is not None:
         tally.cache_hits += 1
         return
     limit = client.config.max_tokens
+    prompt, completion = request.estimated_tokens(limit)
     tally.requests += 1
-    tally.prompt_tokens += sum(estimate_tokens(m["content"]) + MESSAGE_OVERHEAD for m in messages)
-    tally.completion_tokens += min(completion, limit)
+    tally.prompt_tokens += prompt
+    tally.completion_tokens += completion
     tally.completion_at_most += limit
 
 

@@ -38,15 +38,17 @@ def run_tasks(
     cache_dirs: dict[Role, str],
     recorded: list[CacheEntry],
     api_keys: dict[Role, Secret | None],
+    held_back: dict[Role, list[str]] | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """Yield ``(accepted rows, rejected rows)`` per finished batch, in completion order."""
+    """Yield ``(accepted rows, rejected rows)`` per finished batch, in completion order
+    (``held_back``: role → requests its batch left unsent for ``max_cost_usd``)."""
     if not tasks:
         return
     context = ray.data.DataContext.get_current()
     bars = context.enable_progress_bars
     context.enable_progress_bars = not synth.progress  # the driver draws its own when asked to
     try:
-        yield from _execute(tasks, roles, synth, cache_dirs, recorded, api_keys)
+        yield from _execute(tasks, roles, synth, cache_dirs, recorded, api_keys, held_back or {})
     finally:
         context.enable_progress_bars = bars
 
@@ -58,12 +60,14 @@ class Verifier:
     costs seconds per process; a small warm pool pays that once.
     """
 
-    def __init__(self, min_language_share: float) -> None:
+    def __init__(self, min_language_share: float, grades: bool = True) -> None:
         self.min_language_share = min_language_share
-        # Load math-verify and the language-ID model now, while the teacher actors wait on their
-        # first replies, not when the first batch is already queued here.
-        grade_answer("$\\boxed{1}$", "1")
+        # Load the language-ID model now, while the teacher actors wait on their first replies, not
+        # when the first batch is already queued here; math-verify (sympy: seconds of CPU that the
+        # teacher actors starting beside it would wait for) only when the run grades whole traces.
         detect_segment_language("Une phrase en français pour charger le modèle.")
+        if grades:
+            grade_answer("$\\boxed{1}$", "1")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         statuses, rows = [], []
@@ -81,6 +85,7 @@ def _execute(
     cache_dirs: dict[Role, str],
     recorded: list[CacheEntry],
     api_keys: dict[Role, Secret | None],
+    held_back: dict[Role, list[str]],
 ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     # Tasks that share a request run on one actor (its client sends the request once).
     groups = group_tasks(tasks, max_group=max(64, math.ceil(len(tasks) / (synth.actors * 8))))
@@ -96,6 +101,7 @@ def _execute(
             "recorded": [asdict(e) for e in recorded],
             "rate_share": synth.actors,
             "api_keys": api_keys,
+            "held_back": held_back,
         },
         # Several blocks at once per actor: they share its event loop and concurrency bound, so a
         # block's slowest request never leaves the actor idle.
@@ -106,7 +112,10 @@ def _execute(
     )
     ds = ds.map_batches(
         Verifier,
-        fn_constructor_kwargs={"min_language_share": synth.min_language_share},
+        fn_constructor_kwargs={
+            "min_language_share": synth.min_language_share,
+            "grades": any(task["kind"] == "whole" for task in tasks),
+        },
         compute=ray.data.ActorPoolStrategy(size=synth.verify_actors),
         batch_size=synth.batch_size,
         num_cpus=synth.verify_cpus,

@@ -28,11 +28,15 @@ from l2ray.synth.prompts import (
     translate_fragment_messages,
     translate_question_messages,
 )
-from l2ray.teacher.base import Message
+from l2ray.teacher.base import Message, estimate_tokens
 from l2ray.teacher.config import Role, TeacherConfig
 from l2ray.text import segment
 
 SOURCE_LANGUAGE = "en"
+TRANSLATION_GROWTH = 1.5
+"""A translation's tokens per source token (other scripts cost more tokens than English)."""
+MESSAGE_OVERHEAD = 4
+"""Tokens the chat format adds per message."""
 
 
 def recipe_fingerprint(roles: dict[Role, TeacherConfig], synth: SynthConfig, seed: int) -> str:
@@ -183,6 +187,15 @@ class PlannedRequest:
     messages: list[Message]
     source: str
     pending: bool = False
+
+    def estimated_tokens(self, max_tokens: int) -> tuple[int, int]:
+        """``(prompt, completion)`` tokens before the endpoint counts them: the prompt from its text;
+        a translation's completion ``TRANSLATION_GROWTH`` × its source, a solve's the seed's own CoT,
+        capped at ``max_tokens``."""
+        prompt = sum(estimate_tokens(m["content"]) + MESSAGE_OVERHEAD for m in self.messages)
+        source = estimate_tokens(self.source)
+        completion = source if self.role == "reasoner" else int(source * TRANSLATION_GROWTH) + 1
+        return prompt, min(completion, max_tokens)
 
 
 def task_requests(

@@ -41,6 +41,7 @@ class TeacherWorker:
         recorded: recorded responses (`CacheEntry` dicts) served from memory, never re-written.
         rate_share: how many actors share each role's RPM/TPM limits and budget.
         api_keys: role → the driver's API key (actors do not inherit the driver's environment).
+        held_back: role → requests its batch left unsent for ``max_cost_usd`` (rejected as budget).
     """
 
     def __init__(
@@ -51,10 +52,19 @@ class TeacherWorker:
         recorded: list[dict[str, Any]] | None = None,
         rate_share: int = 1,
         api_keys: dict[str, Secret | None] | None = None,
+        held_back: dict[str, list[str]] | None = None,
     ) -> None:
         roles = {role: TeacherConfig.model_validate_json(teachers[role]) for role in ROLES}
         entries = [CacheEntry(**e) for e in recorded or []]
-        self.clients = RoleClients(roles, cache_dirs, prompt_version, rate_share, api_keys, entries)  # type: ignore[arg-type]
+        self.clients = RoleClients(
+            roles,  # type: ignore[arg-type]
+            cache_dirs,  # type: ignore[arg-type]
+            prompt_version,
+            rate_share,
+            api_keys,  # type: ignore[arg-type]
+            entries,
+            held_back=held_back,  # type: ignore[arg-type]
+        )
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         tasks = [task for group in _rows(batch) for task in json.loads(group["tasks"])]

@@ -9,6 +9,12 @@ live ones (`l2ray.teacher.openai_http.parse_reply`: a cut-off reply is final) an
 cache, where the pipeline then finds them; failed lines are reported and stay cache misses (a rerun
 submits them again, in a new batch, and nothing else).
 
+``max_cost_usd`` holds here too: what this run collected is counted at the batch price, and a batch
+takes only the requests whose estimated cost (`BatchRequest.estimated_usd`) still fits under it. The
+rest are held back unsent (`BatchReport.held_back`); the pipeline rejects their traces as
+``teacher:budget``, and a rerun with a larger budget submits them. A batch that costs more than its
+estimate can pass the budget, as the requests in flight do in live mode.
+
 Example:
     >>> config = TeacherConfig(base_url="http://127.0.0.1:9/v1", model="gpt-4o", batch=True)
     >>> BatchAPI(config, None).url("/batches")
@@ -30,6 +36,7 @@ from l2ray.teacher.base import Message, SamplingParams, Secret, TeacherError
 from l2ray.teacher.cache import CacheEntry, ResponseCache
 from l2ray.teacher.config import TeacherConfig
 from l2ray.teacher.openai_http import parse_reply
+from l2ray.teacher.prices import price_of
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
@@ -38,15 +45,19 @@ TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 @dataclass(frozen=True)
 class BatchRequest:
+    """One request a role still needs; ``estimated_usd``: its cost estimate at the batch price."""
+
     fingerprint: str
     messages: list[Message]
     meta: dict[str, Any] = field(default_factory=dict)
+    estimated_usd: float = 0.0
 
 
 @dataclass
 class BatchReport:
     """What the batch API did for a role this run: batches submitted and collected, lines answered
-    (and their tokens), lines that failed (fingerprint → reason)."""
+    (and their tokens), lines that failed (fingerprint → reason), requests held back unsent because
+    they would pass ``max_cost_usd``."""
 
     submitted: list[str] = field(default_factory=list)
     collected: list[str] = field(default_factory=list)
@@ -54,6 +65,7 @@ class BatchReport:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    held_back: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +76,7 @@ class BatchReport:
             "completion_tokens": self.completion_tokens,
             "failed": len(self.failed),
             "failed_reasons": sorted(set(self.failed.values())),
+            "held_back_by_budget": len(self.held_back),
         }
 
 
@@ -73,8 +86,10 @@ async def run_batch(
     requests: list[BatchRequest],
     params: SamplingParams,
     api_key: Secret | None,
+    spent_usd: float = 0.0,
 ) -> BatchReport:
-    """Resume the role's unfinished batches, then submit and collect batches for what is still missing."""
+    """Resume the role's unfinished batches, then submit and collect batches for what is still missing
+    and fits the budget (``spent_usd``: what this run already spent from it)."""
     report = BatchReport()
     api = BatchAPI(config, api_key)
     states = BatchStates(Path(cache.directory) / "batches", config.model)
@@ -84,8 +99,14 @@ async def run_batch(
         retried_here = set(report.failed)  # lines that just failed are not resubmitted in this run
         todo = [r for r in dict((r.fingerprint, r) for r in requests).values() if r.fingerprint not in cache]
         todo = [r for r in todo if r.fingerprint not in retried_here]
-        for start in range(0, len(todo), config.batch_max_requests):
-            chunk = todo[start : start + config.batch_max_requests]
+        price = price_of(config)
+        while todo:
+            spent = spent_usd + price.cost(report.prompt_tokens, report.completion_tokens, batch=True)
+            chunk = _affordable(todo[: config.batch_max_requests], config.max_cost_usd, spent)
+            if not chunk:
+                report.held_back = [r.fingerprint for r in todo]
+                break
+            todo = todo[len(chunk) :]
             state = await _submit(api, states, config, chunk, params)
             report.submitted.append(state["batch_id"])
             await _finish(api, states, state, cache, report)
@@ -262,3 +283,15 @@ def _collect_line(
     report.prompt_tokens += usage.prompt_tokens
     report.completion_tokens += usage.completion_tokens
     return fingerprint
+
+
+def _affordable(requests: list[BatchRequest], budget: float | None, spent: float) -> list[BatchRequest]:
+    """The longest head of ``requests`` whose estimated cost fits in what ``budget`` leaves."""
+    if budget is None:
+        return requests
+    left = budget - spent
+    for count, request in enumerate(requests):
+        left -= request.estimated_usd
+        if left < 0:
+            return requests[:count]
+    return requests

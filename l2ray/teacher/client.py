@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -76,6 +76,8 @@ class TeacherClient:
         config: the teacher section (model name, sampling parameters, concurrency, prices, budget).
         prompt_version: part of every fingerprint; bump it when a prompt changes.
         budget_share: how many clients share ``config.max_cost_usd`` (each may spend an equal part).
+        held_back: fingerprints the batch API left unsent for ``max_cost_usd`` (a miss among them is
+            ``TeacherError("budget")``, not `CacheMissError`).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class TeacherClient:
         config: TeacherConfig,
         prompt_version: str,
         budget_share: int = 1,
+        held_back: Collection[str] = (),
     ) -> None:
         self.teacher, self.cache, self.config = teacher, cache, config
         self.prompt_version = prompt_version
@@ -92,6 +95,7 @@ class TeacherClient:
         self.price = price_of(config)
         self.budget_usd = config.max_cost_usd / budget_share if config.max_cost_usd else None
         self.spent_usd = 0.0
+        self.held_back = frozenset(held_back)
         self._semaphore: asyncio.Semaphore | None = None
         self._in_flight: dict[str, asyncio.Future[Answer]] = {}
 
@@ -111,6 +115,13 @@ class TeacherClient:
         if entry is not None:
             return _answer(entry, cached=True)
         if self.teacher is None:
+            if fingerprint in self.held_back:
+                raise TeacherError(
+                    BUDGET_REASON,
+                    f"{self.config.model}: request {fingerprint[:16]} was held back from the batch API, "
+                    f"where it would have passed max_cost_usd={self.config.max_cost_usd}; raise it and run "
+                    "again to resume (collected replies are cached)",
+                )
             raise CacheMissError(fingerprint, meta or {}, self.config.batch)
         pending = self._in_flight.get(fingerprint)
         if pending is not None:  # sent (and paid for) by the first caller, not by this one
@@ -208,6 +219,7 @@ class RoleClients:
         api_keys: role → key (default: read from each section's variable).
         recorded: entries served from memory by every role's cache, never written.
         build: build the teachers (``False``: cache-only clients, to look up what is cached).
+        held_back: role → fingerprints its batch left unsent for its budget (see `TeacherClient`).
     """
 
     def __init__(
@@ -219,6 +231,7 @@ class RoleClients:
         api_keys: dict[Role, Secret | None] | None = None,
         recorded: Sequence[CacheEntry] = (),
         build: bool = True,
+        held_back: dict[Role, list[str]] | None = None,
     ) -> None:
         self.by_role: dict[Role, TeacherClient] = {}
         for role in ROLES:
@@ -234,7 +247,9 @@ class RoleClients:
             # only read the cache, and a line that failed in the batch stays a miss.
             teacher = build_teacher(roles[role], share, key) if build and not roles[role].batch else None
             cache = ResponseCache(cache_dirs[role], preload=recorded)
-            self.by_role[role] = TeacherClient(teacher, cache, roles[role], prompt_version, share)
+            # One section serving both roles has one client, so one set of held-back requests.
+            held = [fp for r in ROLES if roles[r] == roles[role] for fp in (held_back or {}).get(r, [])]
+            self.by_role[role] = TeacherClient(teacher, cache, roles[role], prompt_version, share, held)
 
     @property
     def translator(self) -> TeacherClient:

@@ -38,7 +38,15 @@ from typing import Literal
 
 import aiohttp
 
-from l2ray.teacher.base import Message, SamplingParams, Secret, TeacherError, TeacherReply, Usage
+from l2ray.teacher.base import (
+    Message,
+    SamplingParams,
+    Secret,
+    TeacherError,
+    TeacherReply,
+    Usage,
+    estimate_tokens,
+)
 from l2ray.teacher.config import TeacherConfig
 from l2ray.teacher.ratelimit import AdaptiveWindow, RateLimiter
 from l2ray.thinking import assistant_turn
@@ -280,14 +288,6 @@ def _usage(raw: object) -> Usage:
         return int(value) if isinstance(value, int | float) and value >= 0 else 0
 
     return Usage(count("prompt_tokens"), count("completion_tokens"))
-
-
-def estimate_tokens(text: str) -> int:
-    """A prompt's tokens before the endpoint counts them: ~4 characters a token for alphabetic
-    scripts, ~1 a character for CJK and other wide scripts (``len // 4`` alone undercounts Chinese
-    about fourfold, and the TPM limit would let too much through)."""
-    wide = sum(1 for ch in text if ord(ch) >= 0x2E80)
-    return wide + (len(text) - wide) // 4
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 from collections.abc import Sequence
@@ -53,10 +54,11 @@ def reflection_boundaries(text: str, markers: Sequence[str] | None = None) -> li
     """Character offsets (> 0) where a new reflection fragment starts."""
     pattern = _marker_pattern(tuple(markers) if markers is not None else default_markers())
     spans = protected_spans(text)
+    starts = [a for a, _ in spans]
     cuts: list[int] = []
     for match in pattern.finditer(text):
         start, end = match.start(), match.end()
-        if start == 0 or _inside(spans, start):
+        if start == 0 or _inside(spans, starts, start):
             continue
         if _continues_word(text, end, match.group()) or not _opens_sentence(text, start):
             continue
@@ -72,8 +74,11 @@ def _marker_pattern(markers: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(re.escape(m) for m in ordered))
 
 
-def _inside(spans: list[tuple[int, int]], index: int) -> bool:
-    return any(a < index < b for a, b in spans)
+def _inside(spans: list[tuple[int, int]], starts: list[int], index: int) -> bool:
+    """Whether ``index`` falls strictly inside one of the sorted, disjoint ``spans`` (a bisection:
+    a long CoT has hundreds of math spans and as many marker matches)."""
+    at = bisect.bisect_left(starts, index) - 1  # the last span opening before index
+    return at >= 0 and index < spans[at][1]
 
 
 def _continues_word(text: str, end: int, marker: str) -> bool:

@@ -12,6 +12,7 @@ from synth_helpers import API_KEY, seed_record, teacher_section, write_seeds
 
 from l2ray.config import RecipeError, recipe_from_dict
 from l2ray.synth.api import synthesize
+from l2ray.synth.estimate import plan_cost
 from l2ray.teacher.base import MissingKeyError
 from l2ray.teacher.prices import PRICES
 
@@ -204,3 +205,32 @@ def test_batch_mode_resumes_a_killed_run_into_the_same_cache_and_resubmits_only_
     assert again["batch"]["translator"]["submitted"] == ["batch_2"]
     assert sorted(server.batch_lines.values()).count(2) == 2 and max(server.batch_lines.values()) == 2
     assert max(server.paid.values()) == 1
+
+
+@pytest.mark.slow
+def test_batch_mode_holds_back_what_would_pass_the_budget_and_a_rerun_submits_only_that(
+    ray_cluster, api_key, tmp_path
+):
+    with FakeTeacher(expected_key=API_KEY, batch_polls=1) as server:
+        raw = _roles_recipe(tmp_path, server, server)
+        for role in ("translator", "reasoner"):
+            raw["teachers"][role].update(batch=True, batch_poll_s=0.05)
+        estimate = plan_cost(recipe_from_dict(raw))["roles"]["translator"]
+        raw["teachers"]["translator"]["max_cost_usd"] = estimate["usd"] / 2
+        first = synthesize(recipe_from_dict(raw)).summary
+        del raw["teachers"]["translator"]["max_cost_usd"]
+        second = synthesize(recipe_from_dict(raw)).summary
+
+    assert server.requests == 0  # all through the batch API
+    # About half the translations fit the budget; the rest were never sent, and their traces wait.
+    translator = first["batch"]["translator"]
+    held = translator["held_back_by_budget"]
+    assert 0 < held < estimate["requests"] and translator["answered"] == estimate["requests"] - held
+    stopped = first["this_run"]["stopped_by_budget"]
+    assert stopped > 0 and first["rejected_by_reason"] == {"teacher:budget": stopped}
+    assert "max_cost_usd reached" in first["this_run"]["budget_note"]
+    # The rerun submits exactly what was held back; no line ever rode in two batches.
+    assert second["batch"]["translator"]["answered"] == held
+    assert second["batch"]["translator"]["held_back_by_budget"] == 0
+    assert second["rows"] == 8 and second["rejected"] == 0
+    assert max(server.batch_lines.values()) == 1

@@ -23,10 +23,10 @@ from l2ray.teacher import (
     build_teacher,
     ratelimit,
 )
+from l2ray.teacher.base import estimate_tokens
 from l2ray.teacher.client import RoleClients
 from l2ray.teacher.config import ROLES
 from l2ray.teacher.local import TransformersTeacher
-from l2ray.teacher.openai_http import estimate_tokens
 from l2ray.teacher.ratelimit import RateLimiter, TokenBucket
 from l2ray.text import segment
 
