@@ -9,7 +9,10 @@ the machine's load hits them alike; the report gives each figure's median over t
                             the replica), intervention off and on (boost zh + a thinking budget);
   (c) graph on transformers — the same graph with ``engine: transformers`` (static batches).
 Prompt and answer lengths are mixed (short and long questions; ``max_tokens`` cycles 8/32/96), so a
-static batch waits for its longest row while continuous batching does not.
+static batch waits for its longest row while continuous batching does not. Where the cores go is
+measured too (Linux ``/proc``): per target at the largest client count, the CPU of each process
+group (vLLM's worker and engine core, vLLM's API server, the Serve proxy and each replica, the
+client) while that target was loaded, in % of one core.
 
     .venv/bin/python bench/serve_engine.py                              # builtin tiny student, CPU
     .venv/bin/python bench/serve_engine.py --rounds 5 --requests 64 --clients 1 8 32
@@ -49,6 +52,19 @@ QUESTIONS = [
 ANSWER_LENGTHS = [8, 32, 96]
 INTERVENTION = {"boost": ["zh"], "beta": 5.0, "max_thinking_tokens": 48}
 BASELINE = "(a) bare vLLM"
+GROUPS = [
+    ("vllm.entrypoints.openai.api_server", "API server"),
+    ("VLLM::Worker", "vLLM worker"),
+    ("VLLM::EngineCore", "engine core"),
+    ("ray::ProxyActor", "Serve proxy"),
+    (":Ingress", "ingress"),
+    (":ReasoningController", "controller"),
+    (":Generator", "generator replica"),
+]
+"""Command-line markers of the process groups `CpuMeter` reports, first match wins."""
+SETTLE_S = 2.0
+"""Pause before each measurement: an idle vLLM worker busy-polls for 1 s after its last step (vLLM's
+``SpinCondition``), and the last target's engine would take cores from the next one."""
 
 
 def main() -> None:
@@ -88,7 +104,10 @@ def measure_rounds(
         for clients in args.clients:
             for name in order:
                 url, l2ray = targets[name]
-                row = asyncio.run(_load(url, clients, args.requests, l2ray))
+                time.sleep(SETTLE_S)
+                with CpuMeter() as cpu:
+                    row = asyncio.run(_load(url, clients, args.requests, l2ray))
+                row["cpu"] = cpu.shares
                 measured[name][clients] = row
                 print(f"  round {index + 1} {name} clients={clients}: {_row_text(row)}", flush=True)
         rounds.append(measured)
@@ -113,6 +132,13 @@ def report(rounds: list[dict[str, dict[int, dict[str, float]]]], client_counts: 
     for clients in client_counts:
         ratios = _ratios(rounds, "(b) graph/vLLM, on", "(c) graph/transformers, on", clients)
         print(f"(b, on) / (c) at {clients} clients: {_ratio_text(ratios)}")
+    most = max(client_counts)
+    print(f"\nwhere the cores go at {most} clients (% of one core, median over rounds)")
+    for name in rounds[0]:
+        groups = sorted({g for r in rounds for g in r[name][most]["cpu"]})
+        shares = {g: statistics.median(r[name][most]["cpu"].get(g, 0.0) for r in rounds) for g in groups}
+        ranked = sorted(shares.items(), key=lambda kv: -kv[1])
+        print(f"{name:28} " + ", ".join(f"{g} {v:.0f}" for g, v in ranked if v >= 1))
 
 
 async def _load(url: str, clients: int, requests: int, l2ray: dict | None) -> dict[str, float]:
@@ -151,6 +177,51 @@ async def _load(url: str, clients: int, requests: int, l2ray: dict | None) -> di
     p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))] if latencies else 0.0
     median = statistics.median(latencies) if latencies else 0.0
     return {"tok_s": tokens / wall, "p50": median, "p99": p99, "errors": errors}
+
+
+class CpuMeter:
+    """CPU time of each process group while the block runs, from ``/proc`` (Linux; empty elsewhere):
+    ``shares`` maps a group to its % of one core. The bare server's processes are told from the
+    graph's by ancestry (the bench starts the bare server; Ray starts the graph's)."""
+
+    def __enter__(self) -> CpuMeter:
+        self.shares: dict[str, float] = {}
+        self._start, self._t0 = _cpu_ticks(), time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end, seconds = _cpu_ticks(), time.monotonic() - self._t0
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        for pid, (ticks, group) in end.items():
+            used = ticks - self._start.get(pid, (0, group))[0]
+            if used > 0:
+                self.shares[group] = self.shares.get(group, 0.0) + 100 * used / tick / seconds
+
+
+def _cpu_ticks() -> dict[int, tuple[int, str]]:
+    """pid → (user + system clock ticks, process group) for every readable process."""
+    stats: dict[int, tuple[int, int, str]] = {}
+    for entry in Path("/proc").glob("[0-9]*") if Path("/proc/self/stat").exists() else []:
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), command)
+    bare = {pid for pid, (_, _, command) in stats.items() if "vllm.entrypoints.openai.api_server" in command}
+    return {pid: (ticks, _group(pid, command, stats, bare)) for pid, (_, ticks, command) in stats.items()}
+
+
+def _group(pid: int, command: str, stats: dict[int, tuple[int, int, str]], bare: set[int]) -> str:
+    ancestor, seen = pid, 0
+    while ancestor in stats and ancestor not in bare and seen < 32:
+        ancestor, seen = stats[ancestor][0], seen + 1
+    owner = "bare " if ancestor in bare else ""
+    for marker, name in GROUPS:
+        if marker in command:
+            return owner + name
+    return "client" if pid == os.getpid() else "other"
 
 
 class _bare_vllm:
