@@ -141,6 +141,27 @@ def report(rounds: list[dict[str, dict[int, dict[str, float]]]], client_counts: 
         print(f"{name:28} " + ", ".join(f"{g} {v:.0f}" for g, v in ranked if v >= 1))
 
 
+class CpuMeter:
+    """CPU time of each process group while the block runs, from ``/proc`` (Linux; empty elsewhere):
+    ``shares`` maps a group to its % of one core. Processes alive at the end are counted (the
+    engines, replicas and servers live through a measurement; a short-lived child's time is lost).
+    The bare server's processes are told from the graph's by ancestry (the bench starts the bare
+    server; Ray starts the graph's)."""
+
+    def __enter__(self) -> CpuMeter:
+        self.shares: dict[str, float] = {}
+        self._start, self._t0 = _cpu_ticks(), time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end, seconds = _cpu_ticks(), time.monotonic() - self._t0
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        for pid, (ticks, group) in end.items():
+            used = ticks - self._start.get(pid, (0, group))[0]
+            if used > 0:
+                self.shares[group] = self.shares.get(group, 0.0) + 100 * used / tick / seconds
+
+
 async def _load(url: str, clients: int, requests: int, l2ray: dict | None) -> dict[str, float]:
     """``requests`` chat requests from ``clients`` concurrent clients: completion tokens/s over the
     wall time, p50/p99 latency, errors."""
@@ -177,25 +198,6 @@ async def _load(url: str, clients: int, requests: int, l2ray: dict | None) -> di
     p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))] if latencies else 0.0
     median = statistics.median(latencies) if latencies else 0.0
     return {"tok_s": tokens / wall, "p50": median, "p99": p99, "errors": errors}
-
-
-class CpuMeter:
-    """CPU time of each process group while the block runs, from ``/proc`` (Linux; empty elsewhere):
-    ``shares`` maps a group to its % of one core. The bare server's processes are told from the
-    graph's by ancestry (the bench starts the bare server; Ray starts the graph's)."""
-
-    def __enter__(self) -> CpuMeter:
-        self.shares: dict[str, float] = {}
-        self._start, self._t0 = _cpu_ticks(), time.monotonic()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        end, seconds = _cpu_ticks(), time.monotonic() - self._t0
-        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        for pid, (ticks, group) in end.items():
-            used = ticks - self._start.get(pid, (0, group))[0]
-            if used > 0:
-                self.shares[group] = self.shares.get(group, 0.0) + 100 * used / tick / seconds
 
 
 def _cpu_ticks() -> dict[int, tuple[int, str]]:

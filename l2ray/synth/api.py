@@ -40,7 +40,7 @@ from l2ray.synth.recorded import RecordedLoad, load_recorded
 from l2ray.teacher.base import Message, Secret, require_key
 from l2ray.teacher.batch import BatchReport, BatchRequest, run_batch
 from l2ray.teacher.cache import ResponseCache
-from l2ray.teacher.client import BUDGET_REASON, RoleClients, TeacherClient, build_teacher
+from l2ray.teacher.client import BUDGET_REASON, BudgetSoFar, RoleClients, TeacherClient, build_teacher
 from l2ray.teacher.config import ROLES, Role, TeacherConfig
 from l2ray.teacher.prices import price_of
 
@@ -98,9 +98,12 @@ def synthesize(recipe: Recipe) -> SynthResult:
     if todo:
         ensure_ray()
         with _Progress(len(todo), recipe.synth.progress) as progress:
-            held_back = {role: report.held_back for role, report in batches.items()}
+            so_far = {
+                role: BudgetSoFar(_batch_cost(roles[role], report), frozenset(report.held_back))
+                for role, report in batches.items()
+            }
             for accepted, rejected in run_tasks(
-                todo, roles, recipe.synth, cache_dirs(recipe), recorded.entries, keys, held_back
+                todo, roles, recipe.synth, cache_dirs(recipe), recorded.entries, keys, so_far
             ):
                 out.write("traces", accepted)
                 out.write("rejected", rejected)
@@ -244,21 +247,33 @@ async def _run_batches(
             spent = sum(_batch_cost(config, reports[r]) for r in reports if clients.by_role[r] is client)
             reports[role] = await run_batch(config, client.cache, wanted, client.params, keys[role], spent)
         elif role == "translator" and roles["reasoner"].batch:
-            await _ask_live(config, clients.translator, wanted, keys[role])
+            reports[role] = await _ask_live(config, clients.translator, wanted, keys[role])
     await clients.aclose()
     return reports
 
 
 async def _ask_live(
     config: TeacherConfig, cached: TeacherClient, wanted: list[BatchRequest], key: Secret | None
-) -> None:
+) -> BatchReport:
+    """Translate live what batch solves need; what it paid counts in the run's cost and budget."""
     live = TeacherClient(build_teacher(config, api_key=key), cached.cache, config, cached.prompt_version)
     try:
-        await asyncio.gather(*(live.ask(r.messages, r.meta) for r in wanted), return_exceptions=True)
+        answers = await asyncio.gather(
+            *(live.ask(r.messages, r.meta) for r in wanted), return_exceptions=True
+        )
     finally:
         live.sync()
         if live.teacher is not None:
             await live.teacher.aclose()
+    report = BatchReport(live=True)
+    for request, answer in zip(wanted, answers, strict=True):
+        if isinstance(answer, BaseException):
+            report.failed[request.fingerprint] = getattr(answer, "reason", type(answer).__name__)
+        elif not answer.cached:
+            report.answered += 1
+            report.prompt_tokens += answer.usage.prompt_tokens
+            report.completion_tokens += answer.usage.completion_tokens
+    return report
 
 
 def translation_of(client: TeacherClient) -> Callable[[list[Message]], str | None]:
@@ -333,7 +348,8 @@ def _summary(
 
 
 def _add_batch_costs(recipe: Recipe, summary: dict[str, Any], batches: dict[Role, BatchReport]) -> None:
-    """The batch API's work this run, per role, with its cost (at the batch price) added to the run's."""
+    """The batch stage's work this run, per role, with its cost (at the batch price; live translations
+    at the live one) added to the run's."""
     lines = {}
     for role, report in batches.items():
         cost = round(_batch_cost(recipe.teacher_roles[role], report), 6)
@@ -343,7 +359,7 @@ def _add_batch_costs(recipe: Recipe, summary: dict[str, Any], batches: dict[Role
 
 
 def _batch_cost(config: TeacherConfig, report: BatchReport) -> float:
-    return price_of(config).cost(report.prompt_tokens, report.completion_tokens, batch=True)
+    return price_of(config).cost(report.prompt_tokens, report.completion_tokens, batch=not report.live)
 
 
 def _teacher_line(config: TeacherConfig) -> dict[str, Any]:

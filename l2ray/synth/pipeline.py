@@ -27,6 +27,7 @@ from l2ray.synth.plan import group_tasks
 from l2ray.synth.worker import TeacherWorker
 from l2ray.teacher.base import Secret
 from l2ray.teacher.cache import CacheEntry
+from l2ray.teacher.client import BudgetSoFar
 from l2ray.teacher.config import Role, TeacherConfig
 from l2ray.text import detect_segment_language
 
@@ -38,17 +39,17 @@ def run_tasks(
     cache_dirs: dict[Role, str],
     recorded: list[CacheEntry],
     api_keys: dict[Role, Secret | None],
-    held_back: dict[Role, list[str]] | None = None,
+    so_far: dict[Role, BudgetSoFar] | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Yield ``(accepted rows, rejected rows)`` per finished batch, in completion order
-    (``held_back``: role → requests its batch left unsent for ``max_cost_usd``)."""
+    (``so_far``: role → the batch stage's account of its budget)."""
     if not tasks:
         return
     context = ray.data.DataContext.get_current()
     bars = context.enable_progress_bars
     context.enable_progress_bars = not synth.progress  # the driver draws its own when asked to
     try:
-        yield from _execute(tasks, roles, synth, cache_dirs, recorded, api_keys, held_back or {})
+        yield from _execute(tasks, roles, synth, cache_dirs, recorded, api_keys, so_far or {})
     finally:
         context.enable_progress_bars = bars
 
@@ -85,7 +86,7 @@ def _execute(
     cache_dirs: dict[Role, str],
     recorded: list[CacheEntry],
     api_keys: dict[Role, Secret | None],
-    held_back: dict[Role, list[str]],
+    so_far: dict[Role, BudgetSoFar],
 ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     # Tasks that share a request run on one actor (its client sends the request once).
     groups = group_tasks(tasks, max_group=max(64, math.ceil(len(tasks) / (synth.actors * 8))))
@@ -101,7 +102,10 @@ def _execute(
             "recorded": [asdict(e) for e in recorded],
             "rate_share": synth.actors,
             "api_keys": api_keys,
-            "held_back": held_back,
+            "so_far": {
+                role: {"spent_usd": a.spent_usd, "held_back": sorted(a.held_back)}
+                for role, a in so_far.items()
+            },
         },
         # Several blocks at once per actor: they share its event loop and concurrency bound, so a
         # block's slowest request never leaves the actor idle.

@@ -25,7 +25,7 @@ from l2ray.synth.prompts import (
 )
 from l2ray.teacher.base import Secret, TeacherError
 from l2ray.teacher.cache import CacheEntry
-from l2ray.teacher.client import Answer, CacheMissError, RoleClients
+from l2ray.teacher.client import Answer, BudgetSoFar, CacheMissError, RoleClients
 from l2ray.teacher.config import ROLES, Role, TeacherConfig
 from l2ray.teacher.prices import ignored_params
 
@@ -41,7 +41,8 @@ class TeacherWorker:
         recorded: recorded responses (`CacheEntry` dicts) served from memory, never re-written.
         rate_share: how many actors share each role's RPM/TPM limits and budget.
         api_keys: role → the driver's API key (actors do not inherit the driver's environment).
-        held_back: role → requests its batch left unsent for ``max_cost_usd`` (rejected as budget).
+        so_far: role → the batch stage's account of its budget (`BudgetSoFar` fields: what it spent
+            counts here too; what it held back is rejected as ``teacher:budget``).
     """
 
     def __init__(
@@ -52,10 +53,13 @@ class TeacherWorker:
         recorded: list[dict[str, Any]] | None = None,
         rate_share: int = 1,
         api_keys: dict[str, Secret | None] | None = None,
-        held_back: dict[str, list[str]] | None = None,
+        so_far: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         roles = {role: TeacherConfig.model_validate_json(teachers[role]) for role in ROLES}
         entries = [CacheEntry(**e) for e in recorded or []]
+        accounts = {
+            role: BudgetSoFar(a["spent_usd"], frozenset(a["held_back"])) for role, a in (so_far or {}).items()
+        }
         self.clients = RoleClients(
             roles,  # type: ignore[arg-type]
             cache_dirs,  # type: ignore[arg-type]
@@ -63,7 +67,7 @@ class TeacherWorker:
             rate_share,
             api_keys,  # type: ignore[arg-type]
             entries,
-            held_back=held_back,  # type: ignore[arg-type]
+            so_far=accounts,  # type: ignore[arg-type]
         )
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:

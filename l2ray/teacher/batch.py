@@ -10,10 +10,12 @@ cache, where the pipeline then finds them; failed lines are reported and stay ca
 submits them again, in a new batch, and nothing else).
 
 ``max_cost_usd`` holds here too: what this run collected is counted at the batch price, and a batch
-takes only the requests whose estimated cost (`BatchRequest.estimated_usd`) still fits under it. The
-rest are held back unsent (`BatchReport.held_back`); the pipeline rejects their traces as
-``teacher:budget``, and a rerun with a larger budget submits them. A batch that costs more than its
-estimate can pass the budget, as the requests in flight do in live mode.
+takes the requests, in order, while their estimated cost (`BatchRequest.estimated_usd`) still fits
+under it. The first that does not fit and everything after it are held back unsent
+(`BatchReport.held_back`), with no further, smaller batches; the pipeline rejects their traces as
+``teacher:budget``, and the next run submits them. The estimate is not a bound: a batch is paid for
+whole once submitted, so replies longer than estimated (a reasoning model that writes more than the
+seed's chain of thought) pass the budget by more than live mode's requests in flight can.
 
 Example:
     >>> config = TeacherConfig(base_url="http://127.0.0.1:9/v1", model="gpt-4o", batch=True)
@@ -55,9 +57,10 @@ class BatchRequest:
 
 @dataclass
 class BatchReport:
-    """What the batch API did for a role this run: batches submitted and collected, lines answered
+    """What the batch stage did for a role this run: batches submitted and collected, lines answered
     (and their tokens), lines that failed (fingerprint → reason), requests held back unsent because
-    they would pass ``max_cost_usd``."""
+    they would pass ``max_cost_usd``. ``live``: the role answered live instead (a translator whose
+    questions a batch reasoner solves), at the live price."""
 
     submitted: list[str] = field(default_factory=list)
     collected: list[str] = field(default_factory=list)
@@ -66,6 +69,7 @@ class BatchReport:
     completion_tokens: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     held_back: list[str] = field(default_factory=list)
+    live: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +81,7 @@ class BatchReport:
             "failed": len(self.failed),
             "failed_reasons": sorted(set(self.failed.values())),
             "held_back_by_budget": len(self.held_back),
+            "live": self.live,
         }
 
 
@@ -92,7 +97,7 @@ async def run_batch(
     and fits the budget (``spent_usd``: what this run already spent from it)."""
     report = BatchReport()
     api = BatchAPI(config, api_key)
-    states = BatchStates(Path(cache.directory) / "batches", config.model)
+    states = BatchStates(Path(cache.directory) / "batches", config.model, params)
     try:
         for state in states.unfinished():
             await _finish(api, states, state, cache, report)
@@ -102,14 +107,16 @@ async def run_batch(
         price = price_of(config)
         while todo:
             spent = spent_usd + price.cost(report.prompt_tokens, report.completion_tokens, batch=True)
-            chunk = _affordable(todo[: config.batch_max_requests], config.max_cost_usd, spent)
-            if not chunk:
+            head = todo[: config.batch_max_requests]
+            chunk = _affordable(head, config.max_cost_usd, spent)
+            todo = todo[len(chunk) :]
+            if chunk:
+                state = await _submit(api, states, config, chunk, params)
+                report.submitted.append(state["batch_id"])
+                await _finish(api, states, state, cache, report)
+            if len(chunk) < len(head):  # the budget cut this batch: the rest waits for a rerun
                 report.held_back = [r.fingerprint for r in todo]
                 break
-            todo = todo[len(chunk) :]
-            state = await _submit(api, states, config, chunk, params)
-            report.submitted.append(state["batch_id"])
-            await _finish(api, states, state, cache, report)
     finally:
         await api.aclose()
     return report
@@ -179,13 +186,20 @@ class BatchAPI:
 class BatchStates:
     """One JSON file per submitted batch (id, input file, the fingerprints and metas it carries, status)."""
 
-    def __init__(self, folder: Path, model: str) -> None:
+    def __init__(self, folder: Path, model: str, params: SamplingParams) -> None:
         self.folder, self.model = folder, model
+        # Two roles may ask one model with different sampling into one cache folder: a batch belongs
+        # to the section whose requests it carries, and its cost to that section's budget.
+        self.owner = f"{model} {params.temperature} {params.top_p} {params.max_tokens}"
         folder.mkdir(parents=True, exist_ok=True)
 
     def unfinished(self) -> list[dict[str, Any]]:
+        """This section's batches not collected yet (a state written before owners: by its model)."""
         states = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(self.folder.glob("*.json"))]
-        return [s for s in states if s["model"] == self.model and s["status"] != "collected"]
+        return [s for s in states if self._owns(s) and s["status"] != "collected"]
+
+    def _owns(self, state: dict[str, Any]) -> bool:
+        return state["owner"] == self.owner if "owner" in state else state["model"] == self.model
 
     def save(self, state: dict[str, Any]) -> None:
         path = self.folder / f"{state['batch_id']}.json"
@@ -217,6 +231,7 @@ async def _submit(
     state = {
         "batch_id": batch["id"],
         "model": config.model,
+        "owner": states.owner,
         "input_file_id": file_id,
         "status": batch.get("status", "validating"),
         "metas": {r.fingerprint: r.meta for r in chunk},

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -54,6 +54,21 @@ class Answer:
 BUDGET_REASON = "budget"
 
 
+@dataclass(frozen=True)
+class BudgetSoFar:
+    """What a section's ``max_cost_usd`` went to this run before the pipeline (the batch stage):
+    dollars spent, and the requests left unsent because they would pass it."""
+
+    spent_usd: float = 0.0
+    held_back: frozenset[str] = frozenset()
+
+    @classmethod
+    def merged(cls, parts: Iterable[BudgetSoFar]) -> BudgetSoFar:
+        """One budget's account from its roles' (a section serving both roles has one budget)."""
+        parts = list(parts)
+        return cls(sum(p.spent_usd for p in parts), frozenset().union(*(p.held_back for p in parts)))
+
+
 class CacheMissError(L2rayError, LookupError):
     """A request that is not cached while no teacher endpoint is configured."""
 
@@ -76,8 +91,9 @@ class TeacherClient:
         config: the teacher section (model name, sampling parameters, concurrency, prices, budget).
         prompt_version: part of every fingerprint; bump it when a prompt changes.
         budget_share: how many clients share ``config.max_cost_usd`` (each may spend an equal part).
-        held_back: fingerprints the batch API left unsent for ``max_cost_usd`` (a miss among them is
-            ``TeacherError("budget")``, not `CacheMissError`).
+        so_far: the batch stage's account of the budget: its spend counts against this client's
+            share, and a miss among its held-back requests is ``TeacherError("budget")``, not
+            `CacheMissError`.
     """
 
     def __init__(
@@ -87,15 +103,15 @@ class TeacherClient:
         config: TeacherConfig,
         prompt_version: str,
         budget_share: int = 1,
-        held_back: Collection[str] = (),
+        so_far: BudgetSoFar = BudgetSoFar(),
     ) -> None:
         self.teacher, self.cache, self.config = teacher, cache, config
         self.prompt_version = prompt_version
         self.params = SamplingParams.from_config(config)
         self.price = price_of(config)
         self.budget_usd = config.max_cost_usd / budget_share if config.max_cost_usd else None
-        self.spent_usd = 0.0
-        self.held_back = frozenset(held_back)
+        self.spent_usd = so_far.spent_usd / budget_share
+        self.held_back = so_far.held_back
         self._semaphore: asyncio.Semaphore | None = None
         self._in_flight: dict[str, asyncio.Future[Answer]] = {}
 
@@ -219,7 +235,7 @@ class RoleClients:
         api_keys: role → key (default: read from each section's variable).
         recorded: entries served from memory by every role's cache, never written.
         build: build the teachers (``False``: cache-only clients, to look up what is cached).
-        held_back: role → fingerprints its batch left unsent for its budget (see `TeacherClient`).
+        so_far: role → the batch stage's account of its budget (see `TeacherClient`).
     """
 
     def __init__(
@@ -231,7 +247,7 @@ class RoleClients:
         api_keys: dict[Role, Secret | None] | None = None,
         recorded: Sequence[CacheEntry] = (),
         build: bool = True,
-        held_back: dict[Role, list[str]] | None = None,
+        so_far: dict[Role, BudgetSoFar] | None = None,
     ) -> None:
         self.by_role: dict[Role, TeacherClient] = {}
         for role in ROLES:
@@ -247,9 +263,11 @@ class RoleClients:
             # only read the cache, and a line that failed in the batch stays a miss.
             teacher = build_teacher(roles[role], share, key) if build and not roles[role].batch else None
             cache = ResponseCache(cache_dirs[role], preload=recorded)
-            # One section serving both roles has one client, so one set of held-back requests.
-            held = [fp for r in ROLES if roles[r] == roles[role] for fp in (held_back or {}).get(r, [])]
-            self.by_role[role] = TeacherClient(teacher, cache, roles[role], prompt_version, share, held)
+            # One section serving both roles has one client, so one budget and its account.
+            account = BudgetSoFar.merged(
+                (so_far or {}).get(r, BudgetSoFar()) for r in ROLES if roles[r] == roles[role]
+            )
+            self.by_role[role] = TeacherClient(teacher, cache, roles[role], prompt_version, share, account)
 
     @property
     def translator(self) -> TeacherClient:

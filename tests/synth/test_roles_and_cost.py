@@ -226,6 +226,7 @@ def test_batch_mode_holds_back_what_would_pass_the_budget_and_a_rerun_submits_on
     translator = first["batch"]["translator"]
     held = translator["held_back_by_budget"]
     assert 0 < held < estimate["requests"] and translator["answered"] == estimate["requests"] - held
+    assert len(translator["submitted"]) == 1  # the batch the budget cut is the last: no smaller ones
     stopped = first["this_run"]["stopped_by_budget"]
     assert stopped > 0 and first["rejected_by_reason"] == {"teacher:budget": stopped}
     assert "max_cost_usd reached" in first["this_run"]["budget_note"]
@@ -234,3 +235,22 @@ def test_batch_mode_holds_back_what_would_pass_the_budget_and_a_rerun_submits_on
     assert second["batch"]["translator"]["held_back_by_budget"] == 0
     assert second["rows"] == 8 and second["rejected"] == 0
     assert max(server.batch_lines.values()) == 1
+
+
+@pytest.mark.slow
+def test_a_live_translator_feeding_batch_solves_spends_one_budget_and_reports_it(
+    ray_cluster, api_key, tmp_path
+):
+    with FakeTeacher(expected_key=API_KEY) as translator, FakeTeacher(expected_key=API_KEY) as reasoner:
+        raw = _roles_recipe(tmp_path, translator, reasoner, batch=True, batch_poll_s=0.05)
+        # One request at a time: the budget stops the translator after its first reply.
+        raw["teachers"]["translator"].update(concurrency=1, max_cost_usd=1e-9)
+        summary = synthesize(recipe_from_dict(raw)).summary
+
+    # The live pass before the batch paid once; the pipeline's translator did not start a new budget.
+    assert sum(translator.paid.values()) == 1 and reasoner.requests == 0
+    line = summary["batch"]["translator"]
+    assert line["live"] and line["answered"] == 1 and line["cost_usd"] > 0
+    assert summary["this_run"]["cost"] >= line["cost_usd"]
+    stopped = summary["this_run"]["stopped_by_budget"]
+    assert stopped > 0 and summary["rejected_by_reason"] == {"teacher:budget": stopped}
