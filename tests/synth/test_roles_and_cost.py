@@ -13,7 +13,8 @@ from synth_helpers import API_KEY, seed_record, teacher_section, write_seeds
 from l2ray.config import RecipeError, recipe_from_dict
 from l2ray.synth.api import synthesize
 from l2ray.synth.estimate import plan_cost
-from l2ray.teacher.base import MissingKeyError
+from l2ray.teacher.base import MissingKeyError, SamplingParams
+from l2ray.teacher.batch import BatchStates
 from l2ray.teacher.prices import PRICES
 
 
@@ -254,3 +255,18 @@ def test_a_live_translator_feeding_batch_solves_spends_one_budget_and_reports_it
     assert summary["this_run"]["cost"] >= line["cost_usd"]
     stopped = summary["this_run"]["stopped_by_budget"]
     assert stopped > 0 and summary["rejected_by_reason"] == {"teacher:budget": stopped}
+
+
+def test_an_unfinished_batch_belongs_to_the_section_that_sent_it(tmp_path):
+    solver, translator = SamplingParams(0.6, 0.95, 16384), SamplingParams(0.0, 1.0, 4096)
+    mine = BatchStates(tmp_path, "gpt-4o", solver)
+    mine.save({"batch_id": "b1", "model": "gpt-4o", "owner": mine.owner, "status": "in_progress"})
+    mine.save({"batch_id": "b2", "model": "gpt-4o", "owner": mine.owner, "status": "collected"})
+    # A file written before batches named their section: matched by its model alone.
+    old = {"batch_id": "b0", "model": "gpt-4o", "status": "validating"}
+    (tmp_path / "b0.json").write_text(json.dumps(old))
+
+    assert [s["batch_id"] for s in mine.unfinished()] == ["b0", "b1"]
+    # The same model asked with other sampling (another role) does not collect, or pay for, b1.
+    assert [s["batch_id"] for s in BatchStates(tmp_path, "gpt-4o", translator).unfinished()] == ["b0"]
+    assert BatchStates(tmp_path, "deepseek-reasoner", solver).unfinished() == []
