@@ -52,8 +52,10 @@ QUESTIONS = [
 ANSWER_LENGTHS = [8, 32, 96]
 INTERVENTION = {"boost": ["zh"], "beta": 5.0, "max_thinking_tokens": 48}
 BASELINE = "(a) bare vLLM"
+BARE_SERVER = "vllm.entrypoints.openai.api_server"
+"""What the bare server's command line holds (its processes are told from the graph's by it)."""
 GROUPS = [
-    ("vllm.entrypoints.openai.api_server", "API server"),
+    (BARE_SERVER, "API server"),
     ("VLLM::Worker", "vLLM worker"),
     ("VLLM::EngineCore", "engine core"),
     ("ray::ProxyActor", "Serve proxy"),
@@ -211,7 +213,7 @@ def _cpu_ticks() -> dict[int, tuple[int, str]]:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
         stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), command)
-    bare = {pid for pid, (_, _, command) in stats.items() if "vllm.entrypoints.openai.api_server" in command}
+    bare = {pid for pid, (_, _, command) in stats.items() if BARE_SERVER in command}
     return {pid: (ticks, _group(pid, command, stats, bare)) for pid, (_, ticks, command) in stats.items()}
 
 

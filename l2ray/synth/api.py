@@ -359,7 +359,7 @@ def _add_batch_costs(recipe: Recipe, summary: dict[str, Any], batches: dict[Role
 
 
 def _batch_cost(config: TeacherConfig, report: BatchReport) -> float:
-    return price_of(config).cost(report.prompt_tokens, report.completion_tokens, batch=not report.live)
+    return report.cost(price_of(config))
 
 
 def _teacher_line(config: TeacherConfig) -> dict[str, Any]:

@@ -102,10 +102,7 @@ def _execute(
             "recorded": [asdict(e) for e in recorded],
             "rate_share": synth.actors,
             "api_keys": api_keys,
-            "so_far": {
-                role: {"spent_usd": a.spent_usd, "held_back": sorted(a.held_back)}
-                for role, a in so_far.items()
-            },
+            "so_far": so_far,
         },
         # Several blocks at once per actor: they share its event loop and concurrency bound, so a
         # block's slowest request never leaves the actor idle.

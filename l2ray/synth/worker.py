@@ -41,8 +41,8 @@ class TeacherWorker:
         recorded: recorded responses (`CacheEntry` dicts) served from memory, never re-written.
         rate_share: how many actors share each role's RPM/TPM limits and budget.
         api_keys: role → the driver's API key (actors do not inherit the driver's environment).
-        so_far: role → the batch stage's account of its budget (`BudgetSoFar` fields: what it spent
-            counts here too; what it held back is rejected as ``teacher:budget``).
+        so_far: role → the batch stage's account of its budget (what it spent counts here too; what
+            it held back is rejected as ``teacher:budget``).
     """
 
     def __init__(
@@ -53,13 +53,10 @@ class TeacherWorker:
         recorded: list[dict[str, Any]] | None = None,
         rate_share: int = 1,
         api_keys: dict[str, Secret | None] | None = None,
-        so_far: dict[str, dict[str, Any]] | None = None,
+        so_far: dict[str, BudgetSoFar] | None = None,
     ) -> None:
         roles = {role: TeacherConfig.model_validate_json(teachers[role]) for role in ROLES}
         entries = [CacheEntry(**e) for e in recorded or []]
-        accounts = {
-            role: BudgetSoFar(a["spent_usd"], frozenset(a["held_back"])) for role, a in (so_far or {}).items()
-        }
         self.clients = RoleClients(
             roles,  # type: ignore[arg-type]
             cache_dirs,  # type: ignore[arg-type]
@@ -67,7 +64,7 @@ class TeacherWorker:
             rate_share,
             api_keys,  # type: ignore[arg-type]
             entries,
-            so_far=accounts,  # type: ignore[arg-type]
+            so_far=so_far,  # type: ignore[arg-type]
         )
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:

@@ -38,7 +38,7 @@ from l2ray.teacher.base import Message, SamplingParams, Secret, TeacherError
 from l2ray.teacher.cache import CacheEntry, ResponseCache
 from l2ray.teacher.config import TeacherConfig
 from l2ray.teacher.openai_http import parse_reply
-from l2ray.teacher.prices import price_of
+from l2ray.teacher.prices import Price, price_of
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
@@ -84,6 +84,10 @@ class BatchReport:
             "live": self.live,
         }
 
+    def cost(self, price: Price) -> float:
+        """USD for what this report paid: at the batch price, or the live one for a live pass."""
+        return price.cost(self.prompt_tokens, self.completion_tokens, batch=not self.live)
+
 
 async def run_batch(
     config: TeacherConfig,
@@ -106,7 +110,7 @@ async def run_batch(
         todo = [r for r in todo if r.fingerprint not in retried_here]
         price = price_of(config)
         while todo:
-            spent = spent_usd + price.cost(report.prompt_tokens, report.completion_tokens, batch=True)
+            spent = spent_usd + report.cost(price)
             head = todo[: config.batch_max_requests]
             chunk = _affordable(head, config.max_cost_usd, spent)
             todo = todo[len(chunk) :]

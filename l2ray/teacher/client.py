@@ -251,22 +251,17 @@ class RoleClients:
     ) -> None:
         self.by_role: dict[Role, TeacherClient] = {}
         for role in ROLES:
-            same = next(
-                (r for r in self.by_role if (roles[r], cache_dirs[r]) == (roles[role], cache_dirs[role])),
-                None,
-            )
-            if same is not None:
-                self.by_role[role] = self.by_role[same]
+            # Roles with equal sections and caches share one client: one budget and its account.
+            section = [r for r in ROLES if (roles[r], cache_dirs[r]) == (roles[role], cache_dirs[role])]
+            if section[0] in self.by_role:
+                self.by_role[role] = self.by_role[section[0]]
                 continue
             key = (api_keys or {}).get(role)
             # A batch role's replies come from the batch API before the pipeline runs: its actors
             # only read the cache, and a line that failed in the batch stays a miss.
             teacher = build_teacher(roles[role], share, key) if build and not roles[role].batch else None
             cache = ResponseCache(cache_dirs[role], preload=recorded)
-            # One section serving both roles has one client, so one budget and its account.
-            account = BudgetSoFar.merged(
-                (so_far or {}).get(r, BudgetSoFar()) for r in ROLES if roles[r] == roles[role]
-            )
+            account = BudgetSoFar.merged((so_far or {}).get(r, BudgetSoFar()) for r in section)
             self.by_role[role] = TeacherClient(teacher, cache, roles[role], prompt_version, share, account)
 
     @property
