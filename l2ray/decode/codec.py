@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from l2ray.decode.policy import ReasoningVocab, RequestPolicy, opens_thinking
+from l2ray.decode.policy import RequestPolicy, opens_thinking
+from l2ray.decode.spec import PolicySpec, ReasoningVocab
 from l2ray.decode.types import DecodeRequest
 from l2ray.thinking import THINK_START
 
@@ -69,16 +70,25 @@ class Codec:
         """Text of token ids, special tokens (tags, ``</think>``) kept."""
         return self.tokenizer.decode(list(tokens), skip_special_tokens=False)
 
+    def spec(self, request: DecodeRequest) -> PolicySpec:
+        """The request's checked `PolicySpec`, built once and kept on the request (the engines, the
+        replica it travels to and the usage replay read it there); raises `PolicyError` when the
+        model cannot carry the intervention out."""
+        if request.spec is None:
+            config = request.intervention
+            spec = PolicySpec(
+                config,
+                seed=request.seed,
+                ignore_ids=tuple(self.encode(config.ignore_str)) if config.num_ignore else (),
+                thinking=opens_thinking(request.prompt_ids, self.vocab),
+            )
+            spec.check(self.vocab)
+            request.spec = spec
+        return request.spec
+
     def policy(self, request: DecodeRequest) -> RequestPolicy:
-        """The policy of one request; raises `PolicyError` when the model cannot carry it out."""
-        config = request.intervention
-        return RequestPolicy(
-            config,
-            self.vocab,
-            seed=request.seed,
-            ignore_ids=self.encode(config.ignore_str) if config.num_ignore else (),
-            thinking=opens_thinking(request.prompt_ids, self.vocab),
-        )
+        """A fresh reference policy of the request (the segment loop, the usage replay)."""
+        return RequestPolicy.from_spec(self.spec(request), self.vocab)
 
 
 def stop_ids(eos: int | Sequence[int] | None, tokenizer: Any) -> list[int]:

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 
 from l2ray.decode.codec import Codec
-from l2ray.decode.policy import RequestPolicy
+from l2ray.decode.policy import usage_counters
 from l2ray.decode.processors import PolicyBatch, default_processors
+from l2ray.decode.spec import PolicySpec
 from l2ray.decode.types import Completion, DecodeRequest, TokenStep
 
 
@@ -37,9 +38,7 @@ class DecodeEngine:
         self.vocab = self.codec.vocab
         self.pad_id = self.codec.pad_id
         self.device = next(model.parameters()).device
-        # transformers 5.20 renamed the KV cache's argument and output field past_key_values -> cache.
-        params = inspect.signature(model.forward).parameters
-        self._cache_field = "cache" if "cache" in params else "past_key_values"
+        self._cache_field = cache_field(model)
 
     @classmethod
     def load(cls, model_uri: str, tracking_uri: str | None = None, device: str | None = None) -> DecodeEngine:
@@ -49,13 +48,10 @@ class DecodeEngine:
         model, tokenizer = load_student(model_uri, tracking_uri=tracking_uri, device=device)
         return cls(model, tokenizer)
 
-    def stream(
-        self, requests: Sequence[DecodeRequest], policies: Sequence[RequestPolicy] | None = None
-    ) -> Iterator[list[TokenStep | None]]:
+    def stream(self, requests: Sequence[DecodeRequest]) -> Iterator[list[TokenStep | None]]:
         """Decode a batch; yield, per step, one `TokenStep` per row (``None`` once it finished or was
-        cancelled). ``policies`` (from ``codec.policy``) may be passed in to read their counters after."""
-        policies = list(policies) if policies is not None else [self.codec.policy(r) for r in requests]
-        batch = PolicyBatch(policies)
+        cancelled). A row's last step carries its usage counters (`PolicyCore.counters`)."""
+        batch = PolicyBatch([self.codec.spec(r) for r in requests], self.vocab, self.device)
         processors = default_processors(
             batch,
             [r.temperature for r in requests],
@@ -80,19 +76,18 @@ class DecodeEngine:
                 step = torch.tensor(tokens, device=self.device).unsqueeze(1)
                 ids = torch.cat([ids, step], dim=1)
                 mask = torch.cat([mask, torch.ones_like(step)], dim=1)
-                batch.sync(ids)  # policies count this step's tokens before anyone reads them
+                batch.sync(ids)  # the core counts this step's tokens before anyone reads them
+                _attach_usage(steps, batch)
             yield steps
             if rows.all_finished:
                 return
             with torch.inference_mode():
                 out = self._forward_one(step, mask, out)
 
-    def run(
-        self, requests: Sequence[DecodeRequest], policies: Sequence[RequestPolicy] | None = None
-    ) -> list[list[TokenStep]]:
+    def run(self, requests: Sequence[DecodeRequest]) -> list[list[TokenStep]]:
         """Run a batch to the end; every row's steps."""
         rows: list[list[TokenStep]] = [[] for _ in requests]
-        for steps in self.stream(requests, policies):
+        for steps in self.stream(requests):
             for row, step in enumerate(steps):
                 if step is not None:
                     rows[row].append(step)
@@ -100,11 +95,10 @@ class DecodeEngine:
 
     def complete(self, requests: Sequence[DecodeRequest]) -> list[Completion]:
         """Run a batch to the end and return one `Completion` per request."""
-        policies = [self.codec.policy(r) for r in requests]
-        rows = self.run(requests, policies)
+        rows = self.run(requests)
         return [
-            completion_from(self.codec, len(r.prompt_ids), row, policy)
-            for r, row, policy in zip(requests, rows, policies, strict=True)
+            completion_from(self.codec, self.codec.spec(r), len(r.prompt_ids), row)
+            for r, row in zip(requests, rows, strict=True)
         ]
 
     def _forward_one(self, step: torch.Tensor, mask: torch.Tensor, previous: Any) -> Any:
@@ -162,15 +156,29 @@ class _Rows:
 
 
 def completion_from(
-    codec: Codec, prompt_len: int, steps: Sequence[TokenStep], policy: RequestPolicy
+    codec: Codec, spec: PolicySpec, prompt_len: int, steps: Sequence[TokenStep]
 ) -> Completion:
-    """Assemble a `Completion` from a row's steps and its policy's counters."""
+    """Assemble a `Completion` from a row's steps (the last carries the usage counters)."""
     tokens = [s.token for s in steps if not s.is_stop]
-    counters = policy.counters()
-    counters.pop("language_tokens")
+    counters = dict(steps[-1].usage) if steps and steps[-1].usage else usage_counters(0, 0, 0, {})
+    counters.pop("language_tokens", None)
     usage = {"prompt_tokens": prompt_len, "completion_tokens": len(tokens), **counters}
     finish = (steps[-1].finish_reason if steps else None) or "length"
-    return Completion(codec.decode(tokens), finish, usage, starts_in_thinking=policy.started_thinking)
+    return Completion(codec.decode(tokens), finish, usage, starts_in_thinking=spec.thinking)
+
+
+def _attach_usage(steps: list[TokenStep | None], batch: PolicyBatch) -> None:
+    """Give the rows that finished this step their counters (one read of the core for all of them)."""
+    finished = [row for row, step in enumerate(steps) if step is not None and step.finish_reason is not None]
+    if finished:
+        for row, usage in zip(finished, batch.counters(finished), strict=True):
+            steps[row].usage = usage
+
+
+def cache_field(model: Any) -> str:
+    """The name of a model's KV-cache argument and output field: transformers 5.20 renamed
+    ``past_key_values`` to ``cache`` (the GPU image has 5.17, this project 5.19+)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _token_step(
@@ -195,4 +203,4 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-__all__ = ["DecodeEngine", "completion_from"]
+__all__ = ["DecodeEngine", "cache_field", "completion_from"]

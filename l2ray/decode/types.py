@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from l2ray.decode.config import InterventionConfig
+from l2ray.decode.spec import PolicySpec
 
 
 @dataclass
@@ -28,7 +29,8 @@ class DecodeRequest:
     processor (what the HTTP segment loop needs to find switch points). ``cancelled`` may be set
     while the row decodes (by whoever holds the same object, in the same process): the row ends at
     the next step without further steps, so a caller that stopped listening (a stop string, a
-    disconnect) does not keep a batch slot busy up to ``max_tokens``.
+    disconnect) does not keep a batch slot busy up to ``max_tokens``. ``spec`` is the intervention as
+    engines run it, set once by `Codec.spec` when the request is admitted.
     """
 
     prompt_ids: list[int]
@@ -41,6 +43,7 @@ class DecodeRequest:
     logprobs: int = 0
     ignore_eos: bool = False
     cancelled: bool = field(default=False, compare=False, repr=False)
+    spec: PolicySpec | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

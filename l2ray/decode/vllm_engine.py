@@ -2,7 +2,8 @@
 
 `engine_kwargs` is the one place vLLM is configured (the Serve Generator's `AsyncLLM`, evaluation's
 engines and `VllmEngine` below all start from it); `sampling_params` turns a `DecodeRequest` into
-vLLM's `SamplingParams`, the request's policy riding in ``extra_args`` for `L2rayLogitsProcessor`;
+vLLM's `SamplingParams`, the request's `PolicySpec` riding in ``extra_args`` for `L2rayLogitsProcessor`
+(the adapter of whichever model runner the engine picks);
 `completion_of` turns vLLM's output ids back into a `Completion` whose counters (thinking and answer
 tokens, switches, language mix) come from replaying the request's policy over them — the policy's
 counters depend only on the tokens it observes, so the replay equals the engine-side state.
@@ -25,16 +26,13 @@ from typing import Any
 from l2ray.decode.codec import Codec
 from l2ray.decode.config import VllmEngineConfig
 from l2ray.decode.engine import completion_from
-from l2ray.decode.policy import RequestPolicy, encode_policy
+from l2ray.decode.policy import RequestPolicy
 from l2ray.decode.types import Completion, DecodeRequest, TokenStep
 from l2ray.errors import L2rayError
 
 ENV_DEFAULTS = {
     # Keep a CPU machine's cores all working (vLLM reserves one by default).
     "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    # The V1 model runner: the logits-processor interface L2rayLogitsProcessor implements (GPU
-    # machines default to Model Runner V2, whose interface is another one).
-    "VLLM_USE_V2_MODEL_RUNNER": "0",
 }
 
 
@@ -93,9 +91,10 @@ def sampling_params(request: DecodeRequest, codec: Codec) -> Any:
     """vLLM `SamplingParams` of ``request``; raises `PolicyError` when the model cannot carry it out."""
     from vllm import SamplingParams
 
-    from l2ray.decode.vllm_processor import SPEC_KEY
+    from l2ray.decode.vllm_requests import request_args
 
-    extra = {SPEC_KEY: encode_policy(codec.policy(request))} if request.intervention.active else None
+    spec = codec.spec(request)
+    extra = request_args(spec) if request.intervention.active else None
     return SamplingParams(
         max_tokens=request.max_tokens,
         temperature=request.temperature,
@@ -125,7 +124,8 @@ def completion_of(
         policy.observe(step.token)
     if steps:
         steps[-1].finish_reason = finish_reason
-    done = completion_from(codec, len(request.prompt_ids), steps, policy)
+        steps[-1].usage = policy.counters()
+    done = completion_from(codec, policy.spec, len(request.prompt_ids), steps)
     done.latency_s = latency_s
     return done
 
@@ -193,8 +193,9 @@ def wake_on_engine_death(client: Any) -> None:
 
     vLLM's synchronous client (0.32) notices a killed engine process (SIGKILL, the kernel's OOM
     killer) and shuts down, but the thread waiting for outputs is never told: ``generate`` would
-    wait forever. A daemon thread waits on the engine processes and then hands that waiting thread
-    the error. A client without engine processes (in-process engine) is left as it is.
+    wait forever. A daemon thread waits on the engine processes, marks the client dead (so later
+    calls fail at once) and hands that waiting thread the error. A client without engine processes
+    (in-process engine) is left as it is.
     """
     import threading
     from multiprocessing import connection
@@ -209,6 +210,9 @@ def wake_on_engine_death(client: Any) -> None:
 
     def wait_then_wake() -> None:
         connection.wait(sentinels)
+        # Dead first (what vLLM's own monitor does, but later): a call made after this one fails
+        # at once instead of sending into the dead engine's socket and waiting forever.
+        client.resources.engine_dead = True
         outputs.put_nowait(EngineDeadError())
 
     threading.Thread(target=wait_then_wake, daemon=True, name="l2ray-engine-death").start()

@@ -172,7 +172,7 @@ class VllmLocalEngine:
         return self
 
     def generate(self, requests: list[SampleRequest]) -> list[Completion]:
-        from l2ray.decode.policy import PolicyError
+        from l2ray.decode.spec import PolicyError
 
         codec = self.engine.codec
         decode = [
@@ -187,7 +187,7 @@ class VllmLocalEngine:
         runnable = []
         for index, row in enumerate(decode):
             try:
-                codec.policy(row)
+                codec.spec(row)
                 runnable.append(index)
             except PolicyError as exc:
                 results[index] = Completion(None, error=f"PolicyError: {exc}")

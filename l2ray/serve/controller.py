@@ -21,8 +21,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from l2ray.decode.codec import Codec
-from l2ray.decode.policy import PolicyError, opens_thinking
+from l2ray.decode.policy import opens_thinking
 from l2ray.decode.segment import Sampling, SegmentLoop
+from l2ray.decode.spec import PolicyError
 from l2ray.decode.types import DecodeRequest, TokenStep
 from l2ray.serve.backends import OpenAICompletionsBackend
 from l2ray.serve.choices import ChoiceText, Plan, new_choice
@@ -120,7 +121,8 @@ class ReasoningController:
             for index in range(request.n)
         ]
         try:
-            codec.policy(requests[0])
+            for decode_request in requests:  # checked once here; the spec travels with the request
+                codec.spec(decode_request)
         except PolicyError as exc:
             raise RequestError(400, f"l2ray: {exc}", "l2ray") from None
         thinking = opens_thinking(prompt, codec.vocab)

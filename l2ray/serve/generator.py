@@ -70,14 +70,10 @@ class Generator:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01, max_concurrent_batches=2)
     async def _batched(self, requests: list[DecodeRequest]) -> AsyncIterator[list[Any]]:
-        policies = [self.engine.codec.policy(r) for r in requests]
-        steps = self.engine.stream(requests, policies)
+        steps = self.engine.stream(requests)  # a row's last step carries its usage counters
         while True:
             # The decode step is blocking torch work: run it off the event loop.
             events = await asyncio.to_thread(next, steps, None)
             if events is None:
                 return
-            for step, policy in zip(events, policies, strict=True):
-                if step is not None and step.finish_reason is not None:
-                    step.usage = policy.counters()
             yield [StopIteration if step is None else step for step in events]

@@ -69,6 +69,27 @@ def build_sharded(
     return wrapped, tokenizer, added
 
 
+def build_sharded_random(
+    config: Any, device: torch.device, settings: ShardSettings, seed: int = 0
+) -> LossModel:
+    """A randomly initialised sharded `LossModel` of ``config``'s shape: `build_sharded`'s meta init and
+    sharding, each rank initialising its own shards the way transformers initialises the model — for
+    throughput and memory checks, where shapes matter and weights do not (``bench/gpu_check.py``)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    wrapped = shard(model, settings)
+    wrapped.to_empty(device=device)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            model._init_weights(module)
+    reset_buffers(model, device)
+    model.train()
+    return wrapped
+
+
 def shard(model: Any, settings: ShardSettings) -> LossModel:
     """Wrap ``model`` in `LossModel` and apply ``fully_shard`` to each decoder layer, then the root.
 

@@ -1,4 +1,5 @@
-"""Every branch of the policies and their LogitsProcessors, on crafted logits (no model)."""
+"""Every branch of the policy (the reference) and the transformers processors over the tensor core, on
+crafted logits (no model)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from l2ray.decode.config import InterventionConfig
 from l2ray.decode.detok import ThinkingSplitter
-from l2ray.decode.policy import PolicyError, ReasoningVocab, RequestPolicy, opens_thinking
+from l2ray.decode.policy import RequestPolicy, opens_thinking
 from l2ray.decode.processors import (
     BudgetForcingLogitsProcessor,
     LanguageTagLogitsProcessor,
@@ -19,6 +20,8 @@ from l2ray.decode.processors import (
     SeededSamplingLogitsProcessor,
 )
 from l2ray.decode.segment import to_http_bias
+from l2ray.decode.slots import Col
+from l2ray.decode.spec import PolicyError, PolicySpec, ReasoningVocab
 
 # ids: 0 pad, 1 eos, 2 <think>, 3 </think>, 4 plain, 5 en, 6 zh, 7 fr, 8..11 plain ("Wait" = 9, 10)
 VOCAB = ReasoningVocab(tag_ids={"en": 5, "zh": 6, "fr": 7}, think_end_id=3, stop_ids=(1, 0), think_start_id=2)
@@ -39,35 +42,54 @@ def logits(top: int, second: int | None = None) -> torch.Tensor:
     return row
 
 
-def tag_step(pol: RequestPolicy, scores: torch.Tensor, prompt=(2,)) -> torch.Tensor:
-    batch = PolicyBatch([pol])
-    return LanguageTagLogitsProcessor(batch)(torch.tensor([list(prompt)]), scores.clone())
+class Driven:
+    """One request through the transformers processors, token by token (prompt: ``<think>``)."""
+
+    def __init__(self, seed: int = 0, **knobs) -> None:
+        self.batch = PolicyBatch([PolicySpec(InterventionConfig(**knobs), seed, WAIT)], VOCAB)
+        self.ids = torch.tensor([[2]])
+        self.batch.sync(self.ids)  # the prompt
+        self.tags = LanguageTagLogitsProcessor(self.batch)
+        self.budget = BudgetForcingLogitsProcessor(self.batch)
+
+    def tag_step(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.tags(self.ids, scores)
+
+    def budget_step(self, scores: torch.Tensor) -> int:
+        return int(self.budget(self.ids, scores)[0].argmax())
+
+    def emit(self, *tokens: int) -> None:
+        self.ids = torch.cat([self.ids, torch.tensor([list(tokens)])], dim=1)
+        self.batch.sync(self.ids)
+
+    def state(self, column: Col) -> int:
+        return int(self.batch.core.store.table[0, column])
 
 
 # -- language-tag control -------------------------------------------------------------------------
 
 
-def test_no_tag_in_top_k_leaves_logits_and_rng_alone():
-    pol = policy(boost=["zh"], top_k=2)
-    state = pol.rng.getstate()
+def test_no_tag_in_top_k_leaves_logits_and_draws_alone():
+    driven = Driven(boost=["zh"], top_k=2)
     scores = logits(4, 8)  # tags are far down: not among the top 2
-    out = tag_step(pol, scores)
+    out = driven.tag_step(scores)
     assert torch.equal(out, scores)
-    assert pol.rng.getstate() == state
+    assert driven.state(Col.DRAWS_SPENT) == 0
 
 
 def test_tag_in_top_k_boosts_and_suppresses_with_alpha_one():
-    pol = policy(boost=["zh"], suppress=["en"], beta=4.0, top_k=2)
-    out = tag_step(pol, logits(4, EN))
+    out = Driven(boost=["zh"], suppress=["en"], beta=4.0, top_k=2).tag_step(logits(4, EN))
     assert out[0, ZH] == pytest.approx(4.0)
     assert out[0, EN] == pytest.approx(9.0 - 4.0)
     assert out[0, FR] == 0.0 and out[0, 4] == 10.0
 
 
 def test_alpha_zero_never_biases():
-    pol = policy(boost=["zh"], alpha=0.0, top_k=3)
+    driven = Driven(boost=["zh"], alpha=0.0, top_k=3)
     scores = logits(4, EN)
-    assert torch.equal(tag_step(pol, scores), scores)
+    assert torch.equal(driven.tag_step(scores), scores)
+    pol = policy(boost=["zh"], alpha=0.0, top_k=3)
+    assert pol.tag_bias([EN, 4]) == {} and pol.draws_spent == 1  # a draw is spent whatever alpha is
 
 
 def test_alpha_is_a_seeded_probability():
@@ -82,37 +104,36 @@ def test_alpha_is_a_seeded_probability():
 
 
 def test_sign_mode_scales_the_bias_by_alpha_at_every_switch_point_without_drawing():
-    pol = policy(boost=["zh"], suppress=["en"], beta=4.0, alpha=0.5, alpha_mode="sign", top_k=2)
-    state = pol.rng.getstate()
+    driven = Driven(boost=["zh"], suppress=["en"], beta=4.0, alpha=0.5, alpha_mode="sign", top_k=2)
     for _ in range(3):
-        out = tag_step(pol, logits(4, EN))
+        out = driven.tag_step(logits(4, EN))
         assert out[0, ZH] == pytest.approx(2.0)
         assert out[0, EN] == pytest.approx(9.0 - 2.0)
-    assert pol.rng.getstate() == state
+        driven.emit(4)
+    assert driven.state(Col.DRAWS_SPENT) == 0
     scores = logits(4, 8)  # no tag in the top 2: no switch point, no bias
-    assert torch.equal(tag_step(pol, scores), scores)
+    assert torch.equal(driven.tag_step(scores), scores)
 
 
 def test_negative_alpha_in_sign_mode_reverses_the_direction():
-    pol = policy(boost=["zh"], suppress=["en"], beta=4.0, alpha=-1.0, alpha_mode="sign", top_k=2)
-    out = tag_step(pol, logits(4, EN))
+    driven = Driven(boost=["zh"], suppress=["en"], beta=4.0, alpha=-1.0, alpha_mode="sign", top_k=2)
+    out = driven.tag_step(logits(4, EN))
     assert out[0, ZH] == pytest.approx(-4.0)
     assert out[0, EN] == pytest.approx(9.0 + 4.0)
 
 
 def test_each_tag_rule_biases_only_the_tags_among_the_top_k():
     scores = logits(4, EN)  # en is in the top 2, zh is not
-    any_tag = tag_step(policy(boost=["zh"], suppress=["en"], beta=4.0, top_k=2), scores)
+    any_tag = Driven(boost=["zh"], suppress=["en"], beta=4.0, top_k=2).tag_step(scores)
     assert any_tag[0, ZH] == pytest.approx(4.0) and any_tag[0, EN] == pytest.approx(5.0)
-    each_tag = tag_step(
-        policy(boost=["zh"], suppress=["en"], beta=4.0, top_k=2, top_k_rule="each_tag"), scores
+    each_tag = Driven(boost=["zh"], suppress=["en"], beta=4.0, top_k=2, top_k_rule="each_tag").tag_step(
+        scores
     )
     assert each_tag[0, ZH] == 0.0  # zh was not a candidate here, so it is left alone
     assert each_tag[0, EN] == pytest.approx(5.0)
-    pol = policy(boost=["zh"], alpha=0.3, top_k=2, top_k_rule="each_tag")
-    state = pol.rng.getstate()
-    pol.tag_bias([EN, 4])
-    assert pol.rng.getstate() != state  # the draw is spent at every switch point under both rules
+    driven = Driven(boost=["zh"], alpha=0.3, top_k=2, top_k_rule="each_tag")
+    driven.tag_step(scores)
+    assert driven.state(Col.DRAWS_SPENT) == 1  # the draw is spent at every switch point under both rules
 
 
 def test_alpha_outside_zero_one_needs_sign_mode():
@@ -126,11 +147,11 @@ def test_alpha_outside_zero_one_needs_sign_mode():
 
 
 def test_force_opens_with_the_tag_then_bans_other_tags():
-    pol = policy(force="fr")
-    first = tag_step(pol, logits(EN))
+    driven = Driven(force="fr")
+    first = driven.tag_step(logits(EN))
     assert first[0].argmax() == FR and torch.isinf(first[0, EN])
-    pol.observe(FR)
-    later = tag_step(pol, logits(ZH, EN))
+    driven.emit(FR)
+    later = driven.tag_step(logits(ZH, EN))
     assert torch.isinf(later[0, ZH]) and torch.isinf(later[0, EN]) and later[0, FR] == 0.0
     assert later[0].argmax() not in (EN, ZH)
 
@@ -149,6 +170,10 @@ def test_max_switches_zero_keeps_the_first_language():
     assert pol.tag_bias([EN]) == {}  # no language yet: the opening tag is free
     pol.observe(EN)
     assert set(pol.tag_bias([ZH])) == {ZH, FR}
+    driven = Driven(max_switches=0)
+    driven.emit(EN, 4)
+    out = driven.tag_step(logits(ZH, EN))
+    assert torch.isinf(out[0, ZH]) and torch.isinf(out[0, FR]) and out[0, EN] == 9.0
 
 
 def test_no_intervention_after_thinking_ends():
@@ -157,8 +182,10 @@ def test_no_intervention_after_thinking_ends():
     pol.observe(END)
     assert not pol.thinking
     assert pol.tag_bias([EN, ZH]) == {} and pol.forced_token() is None
+    driven = Driven(boost=["zh"], force="zh", top_k=5)
+    driven.emit(ZH, END)
     scores = logits(EN)
-    assert torch.equal(tag_step(pol, scores), scores)
+    assert torch.equal(driven.tag_step(scores), scores)
 
 
 def test_switch_and_language_counters():
@@ -174,37 +201,34 @@ def test_switch_and_language_counters():
 # -- budget forcing (s1) --------------------------------------------------------------------------
 
 
-def budget_step(pol: RequestPolicy, scores: torch.Tensor) -> int:
-    batch = PolicyBatch([pol])
-    batch.sync(torch.tensor([[2]]))
-    return int(BudgetForcingLogitsProcessor(batch)(torch.tensor([[2]]), scores.clone())[0].argmax())
-
-
 def test_spent_budget_forces_the_end_of_thinking():
-    pol = policy(max_thinking_tokens=2)
-    assert budget_step(pol, logits(4)) == 4
-    pol.observe(4)
-    pol.observe(4)
-    assert budget_step(pol, logits(4)) == END
+    driven = Driven(max_thinking_tokens=2)
+    assert driven.budget_step(logits(4)) == 4
+    driven.emit(4, 4)
+    assert driven.budget_step(logits(4)) == END
 
 
 def test_zero_budget_ends_thinking_at_once_and_beats_force():
     pol = policy(max_thinking_tokens=0, force="zh")
     assert pol.forced_token() == END
+    driven = Driven(max_thinking_tokens=0, force="zh")
     scores = logits(4)
-    assert torch.equal(tag_step(pol, scores), scores)  # the tag processor leaves the position to budget
-    assert budget_step(pol, scores) == END
+    assert torch.equal(driven.tag_step(scores), scores)  # the tag processor leaves the position to budget
+    assert driven.budget_step(scores) == END
 
 
 def test_ignore_replaces_the_end_with_wait_then_lets_it_through():
+    driven = Driven(num_ignore=1)
+    assert driven.budget_step(logits(END)) == WAIT[0]
+    driven.emit(WAIT[0])
+    assert driven.budget_step(logits(END)) == WAIT[1]  # the rest of ignore_str is forced
+    driven.emit(WAIT[1])
+    assert driven.state(Col.IGNORES_LEFT) == 0
+    assert driven.budget_step(logits(END)) == END
     pol = policy(num_ignore=1)
-    assert budget_step(pol, logits(END)) == WAIT[0]
+    assert pol.replace(END) == WAIT[0]
     pol.observe(WAIT[0])
-    assert pol.forced_token() == WAIT[1]  # the rest of ignore_str is forced
-    assert budget_step(pol, logits(END)) == WAIT[1]
-    pol.observe(WAIT[1])
-    assert pol.ignores_left == 0
-    assert budget_step(pol, logits(END)) == END
+    assert pol.forced_token() == WAIT[1]
 
 
 def test_ignore_never_overdraws_the_budget():
@@ -276,12 +300,19 @@ def test_logit_bias_and_seeded_sampling_are_per_row():
 
 
 def test_policy_batch_feeds_each_token_once():
-    pol = policy()
-    batch = PolicyBatch([pol])
-    batch.sync(torch.tensor([[2]]))
-    batch.sync(torch.tensor([[2, EN, 4]]))
-    batch.sync(torch.tensor([[2, EN, 4]]))
-    assert pol.thinking_tokens == 2
+    driven = Driven()
+    driven.emit(EN, 4)
+    driven.batch.sync(driven.ids)
+    assert driven.state(Col.THINKING_TOKENS) == 2
+    assert driven.batch.counters([0]) == [
+        {
+            "thinking_tokens": 2,
+            "answer_tokens": 0,
+            "switches": 0,
+            "language_tokens": {"en": 2},
+            "language_mix": {"en": 1.0},
+        }
+    ]
 
 
 def test_prompt_opens_thinking_and_http_bias():
@@ -306,8 +337,8 @@ def test_thinking_splitter_holds_a_partial_marker():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda pol: LanguageTagLogitsProcessor(PolicyBatch([pol])),
-        lambda pol: BudgetForcingLogitsProcessor(PolicyBatch([pol])),
+        lambda pol: LanguageTagLogitsProcessor(PolicyBatch([pol.spec], VOCAB)),
+        lambda pol: BudgetForcingLogitsProcessor(PolicyBatch([pol.spec], VOCAB)),
         lambda pol: LogitBiasLogitsProcessor([{4: 2.0, 6: -math.inf}]),
         lambda pol: SeededSamplingLogitsProcessor([1.0], [0.9], [3]),
     ],

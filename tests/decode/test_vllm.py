@@ -1,27 +1,40 @@
-"""The policy behind vLLM: the V1 logits-processor adapter against the transformers one, on crafted
-logits (every batch change vLLM makes: add, remove, swap) and on a real engine (greedy parity)."""
+"""The intervention behind vLLM: both model runners' adapters against the transformers one on crafted
+logits (every batch change each runner makes: add, remove, swap, preempt, refill, reorder), the class
+vLLM loads becoming the right adapter, and a real engine (greedy parity)."""
 
 from __future__ import annotations
 
+import copy
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 
 from l2ray.decode.config import InterventionConfig
-from l2ray.decode.policy import PolicyError, ReasoningVocab, RequestPolicy, encode_policy
 from l2ray.decode.processors import BudgetForcingLogitsProcessor, LanguageTagLogitsProcessor, PolicyBatch
+from l2ray.decode.slots import Col
+from l2ray.decode.spec import PolicyError, PolicySpec, ReasoningVocab
 from l2ray.decode.types import DecodeRequest
 
 vllm = pytest.importorskip("vllm")
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
+from vllm.v1.worker.gpu.sample.logits_processor.interface import (  # noqa: E402
+    LogitsContext,
+    LogitsProcRequestState,
+)
 
-from l2ray.decode.vllm_processor import SPEC_KEY, L2rayLogitsProcessor  # noqa: E402
+from l2ray.decode.vllm_processor import L2rayLogitsProcessor  # noqa: E402
+from l2ray.decode.vllm_requests import SPEC_KEY, request_args  # noqa: E402
+from l2ray.decode.vllm_v1 import V1Processor  # noqa: E402
+from l2ray.decode.vllm_v2 import ModelRunnerV2Processor  # noqa: E402
 
 # ids: 0 pad, 1 eos, 2 <think>, 3 </think>, 4 plain, 5 en, 6 zh, 7 fr, 8..11 plain ("Wait" = 9, 10)
 VOCAB = ReasoningVocab(tag_ids={"en": 5, "zh": 6, "fr": 7}, think_end_id=3, stop_ids=(1, 0), think_start_id=2)
 V = 12
 CONFIGS = [
-    InterventionConfig(),
+    InterventionConfig(max_thinking_tokens=1000),
     InterventionConfig(boost=["zh"], suppress=["en"], beta=3.0, top_k=4, alpha=0.5),
     InterventionConfig(boost=["fr"], beta=2.0, top_k=3, alpha=-0.7, alpha_mode="sign"),
     InterventionConfig(force="fr"),
@@ -29,10 +42,11 @@ CONFIGS = [
     InterventionConfig(num_ignore=2, max_thinking_tokens=30),
     InterventionConfig(max_thinking_tokens=6, boost=["en"], top_k=6),
 ]
+PROMPT = [4, 2]
 
 
-def fresh_policies() -> list[RequestPolicy]:
-    return [RequestPolicy(c, VOCAB, seed=row, ignore_ids=(9, 10)) for row, c in enumerate(CONFIGS)]
+def specs() -> list[PolicySpec]:
+    return [PolicySpec(c, seed=row, ignore_ids=(9, 10)) for row, c in enumerate(CONFIGS)]
 
 
 def crafted_logits(steps: int) -> list[torch.Tensor]:
@@ -45,7 +59,7 @@ def crafted_logits(steps: int) -> list[torch.Tensor]:
 
 
 def transformers_tokens(steps: list[torch.Tensor]) -> list[list[int]]:
-    batch = PolicyBatch(fresh_policies())
+    batch = PolicyBatch(specs(), VOCAB)
     tags, budget = LanguageTagLogitsProcessor(batch), BudgetForcingLogitsProcessor(batch)
     ids = torch.full((len(CONFIGS), 1), 2)
     for scores in steps:
@@ -54,16 +68,16 @@ def transformers_tokens(steps: list[torch.Tensor]) -> list[list[int]]:
     return ids[:, 1:].tolist()
 
 
-def vllm_tokens(
+def v1_tokens(
     steps: list[torch.Tensor], swap_at: int, pause: tuple[int, int] | None = None
 ) -> list[list[int]]:
-    """The same decode through the vLLM adapter; at ``swap_at`` vLLM swaps rows 0 and 1 and moves row
+    """The same decode through the V1 adapter; at ``swap_at`` vLLM swaps rows 0 and 1 and moves row
     2 to a free slot, as its persistent batch does when it condenses. ``pause = (at, until)``: vLLM
     preempts requests 1 (alpha draws) and 5 (ignores) at step ``at`` — removes them from the batch —
     and adds them back, at other rows, at step ``until``; meanwhile they generate nothing."""
-    processor = L2rayLogitsProcessor(None, torch.device("cpu"), False)
+    processor = V1Processor(VOCAB, "cpu", slots=4)
     outputs: list[list[int]] = [[] for _ in CONFIGS]
-    params = [SamplingParams(extra_args={SPEC_KEY: encode_policy(p)}) for p in fresh_policies()]
+    params = [SamplingParams(extra_args=request_args(spec)) for spec in specs()]
     added = [(row, params[row], [2], outputs[row]) for row in range(len(CONFIGS))]
     processor.update_state(BatchUpdate(len(CONFIGS), removed=[], added=added, moved=[]))
     slot_of: dict[int, int] = dict(enumerate(range(len(CONFIGS))))  # running request -> batch row
@@ -91,40 +105,158 @@ def vllm_tokens(
     return outputs
 
 
-def test_both_adapters_choose_the_same_tokens_on_crafted_logits():
+class V2Runner:
+    """Model Runner V2's side of the interface on CPU: slots from a free list, committed tokens in
+    ``all_token_ids``, rows reordered every step, preemption as removal + re-admission elsewhere."""
+
+    def __init__(self, slots: int, seed: int = 0) -> None:
+        buffer = lambda *shape: SimpleNamespace(gpu=torch.zeros(shape, dtype=torch.int32))  # noqa: E731
+        self.states = LogitsProcRequestState(
+            device=torch.device("cpu"),
+            max_num_reqs=slots,
+            vocab_size=V,
+            all_token_ids=buffer(slots, 256),
+            prompt_len=SimpleNamespace(np=np.zeros(slots, dtype=np.int32)),
+            prefill_len=SimpleNamespace(
+                np=np.zeros(slots, dtype=np.int32), gpu=torch.zeros(slots, dtype=torch.int32)
+            ),
+            total_len=buffer(slots),
+        )
+        self.processor = ModelRunnerV2Processor(VOCAB, self.states)
+        self.free = list(range(slots))
+        self.slot_of: dict[int, int] = {}
+        self.order = torch.Generator().manual_seed(seed)
+
+    def admit(self, request: int, params: SamplingParams, tokens: list[int], prompt: int) -> None:
+        slot = self.free.pop()
+        self.slot_of[request] = slot
+        self.states.all_token_ids.gpu[slot, : len(tokens)] = torch.tensor(tokens)
+        self.states.prompt_len.np[slot] = prompt
+        self.states.prefill_len.np[slot] = len(tokens)
+        self.states.prefill_len.gpu[slot] = len(tokens)
+        self.states.total_len.gpu[slot] = len(tokens)
+        self.processor.add_request(slot, copy.deepcopy(params))  # V2 gets a fresh copy each time
+
+    def remove(self, request: int) -> None:
+        self.free.append(self.slot_of.pop(request))
+
+    def step(self, logits_of: dict[int, torch.Tensor]) -> dict[int, int]:
+        """One step for the requests in ``logits_of`` (in a random row order): their sampled tokens."""
+        self.processor.apply_staged_writes()
+        requests = [list(logits_of)[i] for i in torch.randperm(len(logits_of), generator=self.order)]
+        slots = torch.tensor([self.slot_of[r] for r in requests])
+        ctx = LogitsContext(
+            expanded_idx_mapping=slots,
+            idx_mapping=slots,
+            idx_mapping_np=slots.numpy(),
+            expanded_local_pos=torch.zeros_like(slots),
+            input_ids=torch.zeros_like(slots),
+            pos=self.states.total_len.gpu[slots].long() - 1,
+            seq_lens_upper_bound_np=np.zeros(len(slots), dtype=np.int32),
+        )
+        chosen = self.processor.apply(torch.stack([logits_of[r] for r in requests]), ctx).argmax(-1)
+        for slot, token in zip(slots.tolist(), chosen.tolist(), strict=True):  # commit, as post_update does
+            self.states.all_token_ids.gpu[slot, self.states.total_len.gpu[slot]] = token
+            self.states.total_len.gpu[slot] += 1
+        return dict(zip(requests, chosen.tolist(), strict=True))
+
+
+def v2_tokens(
+    steps: list[torch.Tensor], pause: tuple[int, int] | None = None, slots: int = 16
+) -> list[list[int]]:
+    """The same decode through the Model Runner V2 adapter; ``pause = (at, until)`` preempts requests 1
+    and 5 at step ``at`` and re-admits them at ``until`` in other slots, their output in the prefill."""
+    runner = V2Runner(slots)
+    params = [SamplingParams(extra_args=request_args(spec)) for spec in specs()]
+    outputs: list[list[int]] = [[] for _ in CONFIGS]
+    for request, param in enumerate(params):
+        runner.admit(request, param, PROMPT, len(PROMPT))
+    for step in range(len(steps) + (pause[1] - pause[0] if pause else 0)):
+        if pause and step == pause[0]:
+            for request in (1, 5):
+                runner.remove(request)
+                runner.admit(99 + request, SamplingParams(), [4, 4], 2)  # a stranger takes the slot
+        if pause and step == pause[1]:
+            for request in (1, 5):
+                runner.remove(99 + request)
+                runner.admit(request, params[request], PROMPT + outputs[request], len(PROMPT))
+        waiting = {1, 5} if pause and pause[0] <= step < pause[1] else set()
+        running = [r for r in runner.slot_of if r < 99 and r not in waiting and len(outputs[r]) < len(steps)]
+        live = {r: steps[len(outputs[r])][r] for r in running}
+        for request, token in runner.step(live).items():
+            outputs[request].append(token)
+    return outputs
+
+
+def test_every_adapter_chooses_the_same_tokens_on_crafted_logits():
     steps = crafted_logits(40)
     reference = transformers_tokens(steps)
-    assert vllm_tokens(steps, swap_at=17) == reference
+    assert v1_tokens(steps, swap_at=17) == reference
+    assert v2_tokens(steps) == reference
     assert reference[3][0] == 7  # force opens with its tag
     assert reference[6][6] == 3  # the 6-token budget ends the thinking
     assert reference[0] != reference[1]  # the intervention did change something
 
 
-def test_a_preempted_request_resumes_with_its_policy_not_a_fresh_one():
+def test_a_preempted_request_resumes_with_its_state_not_a_fresh_one():
     steps = crafted_logits(40)
     reference = transformers_tokens(steps)
     # where request 5 wanted to end its thinking and got "Wait" (9, 10) instead
     ignores = [i for i, token in enumerate(reference[5]) if token == 9 and steps[i][5].argmax() == 3]
     assert ignores, reference[5]
     at = ignores[0] + 1  # preempted between the ignore's two tokens: one ignore spent, 10 still due
-    assert vllm_tokens(steps, swap_at=17, pause=(at, at + 3)) == reference
+    assert v1_tokens(steps, swap_at=17, pause=(at, at + 3)) == reference
+    assert v2_tokens(steps, pause=(at, at + 3)) == reference
 
 
-def test_a_request_whose_slot_is_refilled_in_the_same_step_keeps_its_policy_when_it_returns():
-    processor = L2rayLogitsProcessor(None, torch.device("cpu"), False)
-    first, second = (SamplingParams(extra_args={SPEC_KEY: encode_policy(p)}) for p in fresh_policies()[4:6])
+def test_a_v2_request_whose_state_was_not_kept_replays_its_output():
+    """Past the parking lot's capacity a returning request is rebuilt from its tokens: its counters
+    (thinking tokens, language, switches) are right again before its next step."""
+    runner = V2Runner(4)
+    params = SamplingParams(extra_args=request_args(PolicySpec(InterventionConfig(max_switches=0))))
+    runner.admit(0, params, PROMPT, len(PROMPT))
+    runner.remove(0)
+    runner.admit(1, SamplingParams(), PROMPT, len(PROMPT))  # takes the slot: request 0's row is parked
+    assert runner.processor.parking.take(params.extra_args["l2ray_request"]) is not None  # then evicted
+    runner.admit(0, params, [*PROMPT, 5, 4, 4, 6], len(PROMPT))  # it had thought "en . . zh"
+    runner.processor.apply_staged_writes()
+    row = runner.processor.core.store.table[runner.slot_of[0]].tolist()
+    assert row[Col.THINKING_TOKENS] == 4 and row[Col.SWITCHES] == 1 and row[Col.LANGUAGE] == 1
+    logits = torch.zeros(V)
+    logits[5] = 10.0  # en is most likely, but max_switches=0 keeps zh now
+    assert runner.step({0: logits})[0] != 5
+
+
+def test_v2_rows_still_in_chunked_prefill_are_left_alone():
+    runner = V2Runner(4)
+    runner.admit(
+        0, SamplingParams(extra_args=request_args(PolicySpec(InterventionConfig(force="fr")))), PROMPT, 2
+    )
+    runner.states.prefill_len.gpu[runner.slot_of[0]] = 40  # 38 prompt tokens still to prefill
+    logits = torch.zeros(V)
+    logits[4] = 1.0
+    assert runner.step({0: logits})[0] == 4  # the token is dropped by V2: no forced tag spent on it
+    assert runner.processor.core.store.table[runner.slot_of[0], Col.THINKING_TOKENS] == 0
+
+
+def test_a_v1_request_whose_slot_is_refilled_in_the_same_step_keeps_its_state_when_it_returns():
+    processor = V1Processor(VOCAB, "cpu")
+    first, second = (SamplingParams(extra_args=request_args(s)) for s in specs()[4:6])
     processor.update_state(BatchUpdate(1, removed=[], added=[(0, first, [2], [5, 6])], moved=[]))
-    row = processor.rows[0]
+    processor.apply(torch.zeros(1, V))
+    state = processor.core.store.table[0].clone()
     # first is preempted and second takes its slot in one step: vLLM then reports no removal
     processor.update_state(BatchUpdate(1, removed=[], added=[(0, second, [2], [])], moved=[]))
-    assert processor.rows[0].params is second
+    processor.core.store.flush()
+    assert processor.core.store.table[0, Col.SWITCHES] == 0
     processor.update_state(BatchUpdate(2, removed=[], added=[(1, first, [2], [5, 6])], moved=[]))
-    assert processor.rows[1] is row
+    assert torch.equal(processor.core.store.table[1], state) and state[Col.SWITCHES] == 1
+    assert processor.rows[1].seen == 2
 
 
-def test_removed_rows_and_rows_without_a_policy_are_left_alone():
-    processor = L2rayLogitsProcessor(None, torch.device("cpu"), False)
-    forced = SamplingParams(extra_args={SPEC_KEY: encode_policy(fresh_policies()[3])})
+def test_removed_rows_and_rows_without_a_spec_are_left_alone():
+    processor = V1Processor(VOCAB, "cpu")
+    forced = SamplingParams(extra_args=request_args(specs()[3]))
     added = [(0, forced, [2], []), (1, SamplingParams(), [2], [])]
     processor.update_state(BatchUpdate(2, removed=[], added=added, moved=[]))
     logits = torch.zeros(2, V)
@@ -135,11 +267,45 @@ def test_removed_rows_and_rows_without_a_policy_are_left_alone():
 
 
 def test_a_malformed_spec_is_refused_when_the_request_arrives():
-    with pytest.raises(PolicyError, match="malformed l2ray policy spec"):
-        L2rayLogitsProcessor.validate_params(SamplingParams(extra_args={SPEC_KEY: '{"config": {}}'}))
-    L2rayLogitsProcessor.validate_params(
-        SamplingParams(extra_args={SPEC_KEY: encode_policy(fresh_policies()[1])})
+    for validate in (L2rayLogitsProcessor.validate_params, ModelRunnerV2Processor.validate_params):
+        with pytest.raises(PolicyError, match="malformed l2ray policy spec"):
+            validate(SamplingParams(extra_args={SPEC_KEY: '{"config": {}}'}))
+        with pytest.raises(PolicyError, match="malformed l2ray policy spec"):
+            validate(SamplingParams(extra_args={SPEC_KEY: '{"config": {"boost": ["xx"]}, "seed": 1}'}))
+        validate(SamplingParams(extra_args=request_args(specs()[1])))
+
+
+def test_a_spec_the_model_cannot_carry_is_declined_not_a_crash(caplog):
+    """A client that bypassed l2ray's codec names a language the model has no tag for: the engine
+    decodes that request without the intervention and says so; it does not die."""
+    runner = V2Runner(2)
+    params = SamplingParams(extra_args=request_args(PolicySpec(InterventionConfig(force="ja"))))
+    runner.admit(0, params, PROMPT, 2)
+    assert "lacks" in caplog.text
+    assert runner.processor.core.needs(np.array([runner.slot_of[0]])).any is False
+
+
+def test_vllm_loads_the_one_class_as_the_adapter_of_either_model_runner(student_path):
+    """Both runners' loaders accept `L2rayLogitsProcessor`; built with a runner's arguments it is that
+    runner's adapter, reading the model's tags once; speculative decoding is refused."""
+    from vllm.v1.sample.logits_processor import _load_custom_logitsprocs
+    from vllm.v1.worker.gpu.sample.logits_processor.loader import _load_v2_logitsprocs_by_fqcns
+
+    name = "l2ray.decode.vllm_processor:L2rayLogitsProcessor"
+    assert _load_custom_logitsprocs([name]) == [L2rayLogitsProcessor]
+    assert _load_v2_logitsprocs_by_fqcns([name]) == [L2rayLogitsProcessor]
+    config = SimpleNamespace(
+        model_config=SimpleNamespace(tokenizer=str(student_path)),
+        scheduler_config=SimpleNamespace(max_num_seqs=8),
+        speculative_config=None,
     )
+    v1 = L2rayLogitsProcessor(config, torch.device("cpu"), False)
+    assert isinstance(v1, V1Processor) and v1.core.store.size == 8 and "zh" in v1.core.codes
+    v2 = L2rayLogitsProcessor(config, V2Runner(3).states)
+    assert isinstance(v2, ModelRunnerV2Processor) and v2.core.store.size == 3
+    config.speculative_config = object()
+    with pytest.raises(ValueError, match="speculative decoding"):
+        L2rayLogitsProcessor(config, torch.device("cpu"), False)
 
 
 def test_a_model_whose_head_size_the_cpu_backend_lacks_is_refused_before_an_engine_starts(student_path):

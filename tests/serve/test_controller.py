@@ -25,8 +25,7 @@ class GeneratorCall:
 
     def __init__(self, engine: DecodeEngine, request: DecodeRequest) -> None:
         self.request = request
-        self.policy = engine.codec.policy(request)
-        self.events = engine.stream([request], [self.policy])
+        self.events = engine.stream([request])  # the last step carries the usage counters
         self.steps = 0
         self.cancelled = False
 
@@ -37,11 +36,8 @@ class GeneratorCall:
         steps = next(self.events, None)
         if steps is None or steps[0] is None:
             raise StopAsyncIteration
-        step = steps[0]
         self.steps += 1
-        if step.finish_reason is not None:
-            step.usage = self.policy.counters()  # what the Generator replica attaches
-        return [step]
+        return [steps[0]]
 
     def cancel(self) -> None:
         self.cancelled = True

@@ -1,18 +1,20 @@
-"""One decoding step of a batch of policies on a logits tensor: the core both engine adapters call.
+"""The intervention one row at a time: `RequestPolicy`'s decisions turned into edits of a logits batch.
 
-`RequestPolicy` decides per row (Python); this module turns the decisions into one vectorised edit
-of the batch's logits. The transformers processors (`processors.py`) and the vLLM logits processor
-(`vllm_processor.py`) are thin adapters over these functions, which is why both engines make the
-same tag choices and budget cuts for the same seed:
+This is the readable reference the tensor core (`l2ray.decode.core.PolicyCore`) must equal
+(tests/decode/test_core.py drives both with the same logits and tokens) and the per-row baseline
+`bench/intervention_step.py` measures it against — l2ray's engines ran it until the core replaced
+it: a Python call per row per step and a host sync for the top-``k`` ids and the argmax.
 
 - `tag_edits` — before sampling: the forced opening tag, the boost/suppress bias at switch points,
   the bans under ``force``/``max_switches``;
 - `budget_edits` — on the chosen token: the end of thinking on a spent budget, the rest of
-  ``ignore_str``, and s1's ignore (a chosen end of thinking becomes ``ignore_str``).
+  ``ignore_str``, and s1's ignore (a chosen end of thinking becomes ``ignore_str``);
+- `vllm_step` — both as vLLM's processors must apply them (before sampling, on the most likely
+  token, then banning an end of thinking that would be ignored).
 
 Example:
     >>> from l2ray.decode.config import InterventionConfig
-    >>> from l2ray.decode.policy import ReasoningVocab, RequestPolicy
+    >>> from l2ray.decode.spec import ReasoningVocab
     >>> vocab = ReasoningVocab(tag_ids={"en": 1, "zh": 2}, think_end_id=3, stop_ids=(0,))
     >>> tag_edits([RequestPolicy(InterventionConfig(force="zh"), vocab)], torch.zeros(1, 4)).argmax().item()
     2
@@ -49,14 +51,29 @@ def budget_edits(
 ) -> torch.Tensor:
     """``scores`` with budget forcing applied given each row's ``chosen`` token, as a new tensor.
 
-    A row whose token budget forcing changes becomes one-hot on the token it must be.
+    A row whose position budget forcing owns, or whose chosen end of thinking s1's ignore replaces,
+    becomes one-hot on the token it must be.
     """
     forced: list[int | None] = []
     for row, policy in enumerate(policies):
         token = policy.budget_forced()
-        token = policy.replace(chosen[row]) if token is None else token
-        forced.append(token if token != chosen[row] else None)
+        if token is None:
+            token = policy.replace(chosen[row])
+            token = token if token != chosen[row] else None
+        forced.append(token)
     return force_tokens(scores, forced)
+
+
+def vllm_step(policies: Sequence[RequestPolicy], scores: torch.Tensor) -> torch.Tensor:
+    """One vLLM step: tag edits, budget forcing on the most likely token, then an end of thinking that
+    would be ignored banned (vLLM samples after its processors and cannot replace a sampled token)."""
+    edited = tag_edits(policies, scores)
+    edited = budget_edits(policies, edited.argmax(dim=-1).tolist(), edited)
+    bans = [
+        {p.vocab.think_end_id: float("-inf")} if p.ignores_end() and p.vocab.think_end_id is not None else {}
+        for p in policies
+    ]
+    return add_biases(edited, bans)
 
 
 def add_biases(scores: torch.Tensor, biases: Sequence[dict[int, float]]) -> torch.Tensor:
@@ -95,4 +112,4 @@ def force_tokens(scores: torch.Tensor, tokens: Sequence[int | None]) -> torch.Te
     return out
 
 
-__all__ = ["add_biases", "budget_edits", "force_tokens", "tag_edits"]
+__all__ = ["add_biases", "budget_edits", "force_tokens", "tag_edits", "vllm_step"]
