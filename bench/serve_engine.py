@@ -16,6 +16,7 @@ client) while that target was loaded, in % of one core.
 
     .venv/bin/python bench/serve_engine.py                              # builtin tiny student, CPU
     .venv/bin/python bench/serve_engine.py --rounds 5 --requests 64 --clients 1 8 32
+    .venv/bin/python bench/serve_engine.py --student-size smollm2           # real weights, 49k vocabulary
     python bench/serve_engine.py --student-size qwen2.5-0.5b --device cuda   # on a GPU machine
 """
 

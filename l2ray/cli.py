@@ -345,6 +345,7 @@ def _print_train_plan(recipe: Recipe) -> None:
     for row in plan_rows(plan):
         table.add_row(*row)
     console.print(table)
+    console.print(f"shape: {plan.shape_source}")
     console.print(
         "fits" if plan.fits else "[bold red]does not fit[/]: `l2ray train` refuses it (see docs/training.md)"
     )

@@ -16,12 +16,20 @@ THINK_START = "<think>"
 THINK_END = "</think>"
 
 
-def split_thinking(text: str) -> tuple[str, str, bool]:
+def split_thinking(text: str, opened: bool = True) -> tuple[str, str, bool]:
     """``(thinking, answer, closed)``: the text before and after ``</think>`` (a leading ``<think>`` is
-    dropped). Without ``</think>`` everything is thinking and ``closed`` is False."""
+    dropped). Without ``</think>`` everything is thinking and ``closed`` is False — unless the
+    generation did not begin inside a thinking block (``opened=False``: a model whose prompt opened
+    none) and the text neither opens nor closes one: then it is all answer.
+
+    >>> split_thinking("Paris.", opened=False)
+    ('', 'Paris.', True)
+    """
     body = text.lstrip()
     if body.startswith(THINK_START):
         body = body[len(THINK_START) :]
+    elif not opened and THINK_END not in body:
+        return "", body.strip(), True
     thinking, sep, answer = body.partition(THINK_END)
     if not sep:
         return body.strip(), "", False

@@ -42,6 +42,14 @@ def student_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_path(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct (`builtin:smollm2`) converted from its wheel's GGUF once per session."""
+    from l2ray.student.resolve import resolve_student
+
+    return Path(resolve_student("builtin:smollm2", cache_dir=tmp_path_factory.mktemp("smollm2-cache")))
+
+
+@pytest.fixture(scope="session")
 def trained_student(student_path, tmp_path_factory) -> Path:
     """The offline student briefly trained on tagged traces (`trained_student.train_briefly`)."""
     from trained_student import train_briefly

@@ -209,8 +209,27 @@ def _read_hf(source: str, config: SeedsConfig) -> Iterator[dict[str, Any]]:
                 )
             loaded = loaded[config.split]
     else:
-        loaded = datasets.load_dataset(source, split=config.split, revision=config.revision)
+        loaded = _load_hub_dataset(source, config)
     yield from loaded
+
+
+def _load_hub_dataset(source: str, config: SeedsConfig) -> Any:
+    """``datasets.load_dataset`` of a hub id, from the local cache at once when the hub is out of reach."""
+    import datasets
+
+    from l2ray.hub import unreachable, use_cache_only
+
+    offline = use_cache_only()
+    try:
+        return datasets.load_dataset(source, split=config.split, revision=config.revision)
+    except ConnectionError as exc:  # what datasets raises when neither the hub nor the cache has it
+        if not offline and "Couldn't reach" not in str(exc):
+            raise
+        raise unreachable(
+            f"seeds.source {source!r}",
+            "download it where the hub can be reached (datasets.load_dataset(...).save_to_disk(FOLDER)) "
+            "and point seeds.source at that folder, or at a JSONL/Parquet copy",
+        ) from None
 
 
 # --- field maps ----------------------------------------------------------------------------------

@@ -52,13 +52,15 @@ class Codec:
         return cls(tokenizer, stop_ids(eos, tokenizer), context_length(model.config))
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of a conversation's generation prompt, always ending inside ``<think>``.
+        """Token ids of a conversation's generation prompt; a reasoning student's ends inside ``<think>``.
 
-        The student's template opens ``<think>\\n`` itself; for a template that does not, it is
-        appended so every model starts generation thinking.
+        A student's template opens ``<think>\n`` itself (`l2ray.student.tokens.open_thinking`); for one
+        whose template does not, it is appended, so every reasoning model starts generation thinking.
+        A model without a ``<think>`` token (a base model before training) gets its plain prompt: all
+        it writes is the answer.
         """
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if not text.rstrip().endswith(THINK_START):
+        if self.vocab.think_start_id is not None and not text.rstrip().endswith(THINK_START):
             text += f"{THINK_START}\n"
         return self.encode(text)
 

@@ -7,7 +7,8 @@ report counts failures instead of dropping them. Only an endpoint that cannot be
 does not say which model to ask for, is an error for the whole run (`check_endpoint`, `served_model_id`).
 
 Both engines mark a generation that began inside ``<think>`` (``Completion.starts_in_thinking``): the
-in-process prompt always opens the block, and a server that returns the reasoning apart has opened it.
+in-process prompt of a reasoning student opens the block (`Codec.chat_prompt`), and a server that
+returns the reasoning apart has opened it.
 Grading then gives such a generation no answer unless its thinking closed, the same on either engine.
 
 Over HTTP the intervention travels as ``{"l2ray": {<InterventionConfig fields>, "show_thinking": true}}``
@@ -97,8 +98,7 @@ class LocalEngine:
                 continue
             latency = (time.perf_counter() - start) / max(len(indices), 1)
             for i, completion in zip(indices, completions, strict=True):
-                # The in-process prompt always ends inside <think> (`Codec.chat_prompt`).
-                results[i] = replace(completion, latency_s=latency, starts_in_thinking=True)
+                results[i] = replace(completion, latency_s=latency)
         return [r if r is not None else Completion(None, error="no result") for r in results]
 
     def _complete(self, requests: list[SampleRequest]) -> list[Completion]:
@@ -193,7 +193,7 @@ class VllmLocalEngine:
                 results[index] = Completion(None, error=f"PolicyError: {exc}")
         done = self._complete([decode[i] for i in runnable]) if runnable else []
         for index, completion in zip(runnable, done, strict=True):
-            results[index] = replace(completion, starts_in_thinking=True)  # `Codec.chat_prompt` opens it
+            results[index] = completion
         return [r if r is not None else Completion(None, error="no result") for r in results]
 
     def _complete(self, decode: list[DecodeRequest]) -> list[Completion]:

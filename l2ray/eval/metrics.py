@@ -59,7 +59,7 @@ def score_sample(row: dict[str, Any], generation: Completion, encode: Encode) ->
             dominant_language=None,
         )
         return record
-    thinking, answer, closed = split_thinking(generation.text)
+    thinking, answer, closed = split_thinking(generation.text, opened=generation.starts_in_thinking)
     grade = grade_answer(
         generation.text, row["gold"], row["answer_type"], starts_in_thinking=generation.starts_in_thinking
     )

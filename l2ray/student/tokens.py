@@ -1,7 +1,16 @@
 """The special tokens a reasoning student needs: ``<think>``, ``</think>`` and one tag per language.
 
-`ensure_reasoning_tokens` adds whichever a tokenizer lacks and initialises the new embedding rows
-from the mean of the existing ones (random rows would make the first steps of training noisy).
+`ensure_reasoning_tokens` adds whichever a tokenizer lacks, initialises the new embedding rows from
+the mean of the existing ones (random rows would make the first steps of training noisy) and makes
+the chat template's generation prompt open the thinking (`open_thinking`), as it does for a real
+checkpoint (SmolLM2, Qwen2.5) whose tokenizer and template know nothing of thinking. Added as
+special tokens, they leave the tokenization of every other string as it was.
+
+Example:
+    >>> from transformers import AutoTokenizer  # doctest: +SKIP
+    >>> tokenizer = AutoTokenizer.from_pretrained(resolve_student("builtin:smollm2"))  # doctest: +SKIP
+    >>> ensure_reasoning_tokens(tokenizer)[:3]  # doctest: +SKIP
+    ['<think>', '</think>', '<|lang:en|>']
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ def ensure_reasoning_tokens(
     Returns the tokens that were added (empty when the tokenizer already had them all).
     """
     added = missing_reasoning_tokens(tokenizer, codes)
+    open_thinking(tokenizer)
     if not added:
         return []
     known = len(tokenizer)
@@ -50,6 +60,21 @@ def ensure_reasoning_tokens(
             for embedding in _embedding_matrices(model):
                 embedding[new_ids] = embedding[:known].mean(dim=0, keepdim=True)
     return added
+
+
+def open_thinking(tokenizer: Any) -> bool:
+    """Make the chat template's generation prompt end inside ``<think>`` (``True`` when it was changed).
+
+    The student's thinking block then opens in the prompt, wherever the template is applied (l2ray's
+    codec, a vLLM server, a client's own rendering), and training's loss starts after it. Templates
+    emit the generation prompt last, so ``<think>`` followed by a newline goes after it; a template that
+    already mentions ``<think>`` is left alone.
+    """
+    template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(template, str) or THINK_START in template:
+        return False
+    tokenizer.chat_template = template + "{% if add_generation_prompt %}" + THINK_START + "\n{% endif %}"
+    return True
 
 
 def tag_token_ids(tokenizer: Any, codes: list[str] | None = None) -> dict[str, int]:

@@ -47,8 +47,12 @@ class _RoleTally:
 
 
 def plan_cost(recipe: Recipe) -> dict[str, Any]:
-    """Per role: requests to send, cache hits (free), estimated tokens and dollars (see the module)."""
-    seeds = load_seeds(recipe.seeds.model_copy(update={"on_error": "skip"})).rows
+    """Per role: requests to send, cache hits (free), estimated tokens and dollars (see the module).
+
+    Seeds load as the run would load them: a bad row stops the plan as it would stop the run (``on_error:
+    raise``, naming the row and field), or is counted and named in the plan (``skip``)."""
+    loaded = load_seeds(recipe.seeds)
+    seeds = loaded.rows
     tasks = plan_tasks(recipe, seeds)
     done = SynthOutput(recipe.run_dir).finished_ids() if (recipe.run_dir / "synth").exists() else set()
     todo = [task for task in tasks if task["id"] not in done]
@@ -67,6 +71,7 @@ def plan_cost(recipe: Recipe) -> dict[str, Any]:
     return {
         "tasks": {"planned": len(tasks), "to_run": len(todo), "finished": len(tasks) - len(todo)},
         "roles": {role: _role_line(recipe, role, tally) for role, tally in tallies.items()},
+        "seeds": {"rows": len(seeds), "failed": [f.describe() for f in loaded.failures]},
     }
 
 
@@ -95,6 +100,9 @@ def plan_table(recipe: Recipe) -> Table:
             notes.append(
                 f"{role}: the estimate is over max_cost_usd={line['max_cost_usd']}; the run will stop there"
             )
+    failed = plan["seeds"]["failed"]
+    if failed:
+        notes.append(f"{len(failed)} seed row(s) skipped (seeds.on_error: skip), first: {failed[0]}")
     notes.append("USD per Mtok in/out: " + "; ".join(dict.fromkeys(prices)))
     table.caption = "\n".join([*notes, "tokens and dollars are estimates (see l2ray.synth.estimate)"])
     return table

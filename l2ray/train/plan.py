@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ class ModelShape:
     vocab: int
     tied: bool
     qkv_bias: bool = True
+    source: str = "l2ray's Qwen2.5 table"
+    """Where the shape was read (a config.json, or l2ray's table of Qwen2.5 sizes)."""
 
     @property
     def kv_width(self) -> int:
@@ -94,6 +97,8 @@ class MemoryPlan:
     host_limit: int
     activations_without_checkpointing: int
     activations_with_checkpointing: int
+    shape_source: str = "l2ray's Qwen2.5 table"
+    """Where the student's shape came from (`ModelShape.source`)."""
 
     @property
     def gpu_total(self) -> int:
@@ -141,6 +146,7 @@ def memory_plan(shape: ModelShape, config: TrainConfig) -> MemoryPlan:
         host_limit=int(config.host_memory_gib * GIB),
         activations_without_checkpointing=without,
         activations_with_checkpointing=with_checkpointing,
+        shape_source=shape.source,
     )
 
 
@@ -159,11 +165,14 @@ def refuse_unless_fits(shape: ModelShape, config: TrainConfig) -> MemoryPlan:
 
 
 def shape_of(model: str) -> ModelShape:
-    """The shape of a student: its ``config.json`` (a folder or a cached HF id), or a Qwen2.5 size."""
+    """The shape of a student: its ``config.json`` (a folder, a cached HF id, or the hub when it can be
+    reached: `l2ray.hub`), else l2ray's table of Qwen2.5 sizes — a shape whose ``source`` says so."""
     from transformers import AutoConfig
 
+    from l2ray.hub import use_cache_only
+
     try:
-        config = AutoConfig.from_pretrained(model)
+        config = AutoConfig.from_pretrained(model, local_files_only=use_cache_only())
     except OSError:
         size = next((s for s in QWEN25_SHAPES if f"Qwen2.5-{s}".lower() in Path(model).name.lower()), None)
         if size is None:
@@ -171,7 +180,8 @@ def shape_of(model: str) -> ModelShape:
                 f"student.model {model!r}: no config.json found offline and not a known Qwen2.5 size; "
                 "download the model (its config.json suffices) or point student.model at a folder"
             ) from None
-        return QWEN25_SHAPES[size]
+        source = f"l2ray's Qwen2.5-{size} table (no config.json of {model} reachable from here)"
+        return dataclasses.replace(QWEN25_SHAPES[size], source=source)
     return ModelShape(
         hidden=config.hidden_size,
         layers=config.num_hidden_layers,
@@ -181,6 +191,7 @@ def shape_of(model: str) -> ModelShape:
         vocab=config.vocab_size,
         tied=bool(getattr(config, "tie_word_embeddings", False)),
         qkv_bias=bool(getattr(config, "attention_bias", config.model_type == "qwen2")),
+        source=f"{model}'s config.json",
     )
 
 

@@ -127,11 +127,11 @@ def test_summary_counts_failures_as_wrong_and_keeps_them_out_of_token_stats() ->
         }
         for i in range(4)
     ]
-    generations = [
-        Completion("a b c</think>so \\boxed{4}", "stop"),
-        Completion("a b c d e f g h i j", "length"),
+    generations = [  # a reasoning student's: each began inside the <think> its prompt opened
+        Completion("a b c</think>so \\boxed{4}", "stop", starts_in_thinking=True),
+        Completion("a b c d e f g h i j", "length", starts_in_thinking=True),
         Completion(None, error="HTTP 500: boom"),
-        Completion("<|lang:zh|>等等，我再想一想这个问题。</think>答案是 4", "stop"),
+        Completion("<|lang:zh|>等等，我再想一想这个问题。</think>答案是 4", "stop", starts_in_thinking=True),
     ]
     records = [score_sample(r, g, encode) for r, g in zip(rows, generations, strict=True)]
     assert [r["correct"] for r in records] == [True, False, False, True]
@@ -159,3 +159,13 @@ def test_gold_answers_that_do_not_fit_the_answer_type_are_rejected_at_load(tmp_p
     path.write_text(json.dumps({"question": "Q", "answer": "1", "answer_type": "essay"}) + "\n")
     with pytest.raises(BenchmarkError, match="unknown answer_type 'essay'"):
         load_benchmark(spec)
+
+
+def test_a_plain_models_reply_is_all_answer_and_no_thinking() -> None:
+    """A model whose prompt opened no thinking (a base model before training): its text is the answer."""
+    row = {"benchmark": "b", "problem_id": "p", "sample": 0, "configuration": "off", "question": "q"}
+    record = score_sample(
+        {**row, "gold": "4", "answer_type": "math"}, Completion("The answer is 4.", "stop"), str.split
+    )
+    assert (record["thinking_tokens"], record["answer_tokens"], record["closed_thinking"]) == (0, 4, True)
+    assert record["correct"]
