@@ -365,12 +365,19 @@ def serve_command(
     import ray
 
     from l2ray.cluster import ensure_ray
-    from l2ray.serve.api import run_server
+    from l2ray.serve.api import run_server, wait_ready
 
     recipe = recipe_option(config, sets)
     ensure_ray(include_dashboard=False)
+    shown = model or recipe.serve.model or f"models:/{recipe.registered_model_name}@champion"
+    console.print(
+        f"loading {shown} on {recipe.serve.engine} (the replicas start, then the engine's first token) …"
+    )
+    started = time.monotonic()
     url = run_server(recipe, model_uri=model, port=port)
-    console.print(f"serving [bold]{url}[/] (Ctrl-C or SIGTERM to stop)")
+    ready = wait_ready(url)
+    console.print(f"ready in {time.monotonic() - started:.0f} s: {ready.get('model', shown)}")
+    console.print(f"serving [bold]{url}[/] (GET /readyz: 200; Ctrl-C or SIGTERM to stop)")
     # SIGTERM (kubectl, systemd, a background job) stops as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -90,8 +90,7 @@ class UnknownLanguageError(L2rayError, ValueError):
         close = difflib.get_close_matches(code, list(LANGUAGES), n=3, cutoff=0.3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         super().__init__(
-            f"unknown language code {code!r}; registered: {', '.join(LANGUAGES)}.{hint} "
-            "Add it to l2ray/languages.py to use it."
+            f"unknown language code {code!r}; use one of the registered codes: {', '.join(LANGUAGES)}.{hint}"
         )
         self.code = code
 

@@ -22,15 +22,28 @@ from l2ray.thinking import THINK_START
 
 UNBOUNDED_CONTEXT = 1 << 30
 """The context length of a model whose config states none."""
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
+"""OpenAI's defaults, for a request and a model that set none."""
 
 
 class Codec:
-    """Tokenizer-side knowledge of a model (see the module docstring)."""
+    """Tokenizer-side knowledge of a model (see the module docstring).
 
-    def __init__(self, tokenizer: Any, stop_ids: Sequence[int], context_length: int) -> None:
+    ``sampling`` holds the model's own sampling defaults (``temperature``, ``top_p``: what its
+    generation config sets explicitly, else OpenAI's 1.0), for requests that leave them out.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        stop_ids: Sequence[int],
+        context_length: int,
+        sampling: dict[str, float] | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.vocab = ReasoningVocab.from_tokenizer(tokenizer, list(stop_ids))
         self.context_length = context_length
+        self.sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.vocab.stop_ids[0]
 
     @classmethod
@@ -40,16 +53,37 @@ class Codec:
 
         tokenizer = AutoTokenizer.from_pretrained(path)
         try:
-            eos = GenerationConfig.from_pretrained(path).eos_token_id
+            generation = GenerationConfig.from_pretrained(path)
         except OSError:  # a model saved without a generation config
-            eos = None
-        return cls(tokenizer, stop_ids(eos, tokenizer), context_length(AutoConfig.from_pretrained(path)))
+            generation = None
+        eos = generation.eos_token_id if generation is not None else None
+        config = AutoConfig.from_pretrained(path)
+        return cls(tokenizer, stop_ids(eos, tokenizer), context_length(config), sampling_defaults(generation))
 
     @classmethod
     def for_model(cls, model: Any, tokenizer: Any) -> Codec:
         """The codec of a model already in memory."""
-        eos = model.generation_config.eos_token_id
-        return cls(tokenizer, stop_ids(eos, tokenizer), context_length(model.config))
+        generation = model.generation_config
+        return cls(
+            tokenizer,
+            stop_ids(generation.eos_token_id, tokenizer),
+            context_length(model.config),
+            sampling_defaults(generation),
+        )
+
+    def info(self) -> dict[str, Any]:
+        """What another process rebuilds this codec from (`Codec.from_info`): no weights."""
+        return {
+            "tokenizer": self.tokenizer,
+            "stop_ids": list(self.vocab.stop_ids),
+            "context_length": self.context_length,
+            "sampling": dict(self.sampling),
+        }
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> Codec:
+        """The codec `info` described (the serve controller's, from its Generator replica)."""
+        return cls(info["tokenizer"], info["stop_ids"], info["context_length"], info.get("sampling"))
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a conversation's generation prompt; a reasoning student's ends inside ``<think>``.
@@ -99,9 +133,16 @@ def stop_ids(eos: int | Sequence[int] | None, tokenizer: Any) -> list[int]:
     return [i for i in (*eos, tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None]
 
 
+def sampling_defaults(generation: Any) -> dict[str, float]:
+    """The ``temperature`` and ``top_p`` a model's generation config sets explicitly (as vLLM's server
+    reads them); what it leaves unset falls back to OpenAI's defaults (`SAMPLING_DEFAULTS`)."""
+    diff = generation.to_diff_dict() if generation is not None else {}
+    return {k: float(diff[k]) for k in SAMPLING_DEFAULTS if isinstance(diff.get(k), int | float)}
+
+
 def context_length(config: Any) -> int:
     """``max_position_embeddings`` of a model config (unbounded when it has none)."""
     return int(getattr(config, "max_position_embeddings", 0) or UNBOUNDED_CONTEXT)
 
 
-__all__ = ["Codec", "context_length", "stop_ids"]
+__all__ = ["SAMPLING_DEFAULTS", "Codec", "context_length", "sampling_defaults", "stop_ids"]

@@ -427,7 +427,7 @@ def _transition_table(device: torch.device) -> torch.Tensor:
     table = torch.zeros((len(Status), TAG + 1, 3), dtype=torch.long)
     table[Status.THINKING, PLAIN] = table[Status.THINKING, TAG] = torch.tensor([0, 1, 0])
     table[Status.THINKING, STOP] = torch.tensor([Status.DONE - Status.THINKING, 0, 0])
-    table[Status.THINKING, END] = torch.tensor([Status.ANSWERING - Status.THINKING, 0, 0])
+    table[Status.THINKING, END] = torch.tensor([Status.ANSWERING - Status.THINKING, 0, 1])  # answer's 1st
     for kind in (PLAIN, END, TAG):
         table[Status.ANSWERING, kind] = torch.tensor([0, 0, 1])
     table[Status.ANSWERING, STOP] = torch.tensor([Status.DONE - Status.ANSWERING, 0, 0])

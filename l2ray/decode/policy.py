@@ -162,9 +162,10 @@ class RequestPolicy:
         if not self.thinking:
             self.answer_tokens += 1
             return
-        if token == self.vocab.think_end_id:
+        if token == self.vocab.think_end_id:  # the answer's first token: thinking + answer = every token
             self.thinking = False
             self._queue.clear()
+            self.answer_tokens += 1
             return
         self.thinking_tokens += 1
         code = self.vocab.code_of.get(token)
@@ -175,7 +176,7 @@ class RequestPolicy:
         if self.language is not None:
             self.language_tokens[self.language] = self.language_tokens.get(self.language, 0) + 1
 
-    def language_mix(self) -> dict[str, float]:
+    def tag_mix(self) -> dict[str, float]:
         """Share of tagged thinking tokens per language, largest first (empty before any tag)."""
         return shares(self.language_tokens)
 
@@ -204,13 +205,18 @@ class RequestPolicy:
 def usage_counters(
     thinking_tokens: int, answer_tokens: int, switches: int, language_tokens: dict[str, int]
 ) -> dict[str, Any]:
-    """A request's counters as ``usage`` reports them (`RequestPolicy.counters`, `PolicyCore.counters`)."""
+    """A request's counters as ``usage`` reports them (`RequestPolicy.counters`, `PolicyCore.counters`).
+
+    ``thinking_tokens`` are the tokens inside the thinking block, ``answer_tokens`` everything after it
+    — its closing ``</think>`` included — so the two add up to the completion (a stop token is in
+    neither, as it is not in the completion); ``tag_mix`` is the share of thinking tokens written under
+    each language's tag (what the tags say, not what the text is: see ``language_mix`` in serving)."""
     return {
         "thinking_tokens": thinking_tokens,
         "answer_tokens": answer_tokens,
         "switches": switches,
         "language_tokens": dict(language_tokens),
-        "language_mix": shares(language_tokens),
+        "tag_mix": shares(language_tokens),
     }
 
 

@@ -75,7 +75,8 @@ class Completion:
         text: the generated text (special tokens kept), ``None`` when the request failed.
         finish_reason: ``"stop"``, ``"length"``… (``None`` when it failed).
         usage: the engine's counters: ``prompt_tokens``, ``completion_tokens`` and, where the engine
-            knows them, ``thinking_tokens``, ``answer_tokens``, ``switches``, ``language_mix``.
+            knows them, ``thinking_tokens``, ``answer_tokens`` (the closing ``</think>`` included, so
+            the two add up to ``completion_tokens``), ``switches``, ``tag_mix``.
         error: why the request failed (``None`` when it did not).
         latency_s: seconds the request took (a batch's time shared by its rows in-process).
         starts_in_thinking: the text began inside a ``<think>`` block opened before it (by the prompt,
@@ -115,8 +116,9 @@ class Completion:
         return int(self.usage.get("switches", 0))
 
     @property
-    def language_mix(self) -> dict[str, float]:
-        return dict(self.usage.get("language_mix", {}))
+    def tag_mix(self) -> dict[str, float]:
+        """Share of thinking tokens under each language's tag."""
+        return dict(self.usage.get("tag_mix", {}))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,6 +15,10 @@ class PortInUseError(L2rayError, OSError):
     """The HTTP port Serve was asked to listen on is taken by another process."""
 
 
+class ServerNotReadyError(L2rayError, TimeoutError):
+    """The graph started but no model replica became ready in time (see its replicas' logs)."""
+
+
 def run_server(
     recipe: Recipe, model_uri: str | None = None, port: int | None = None, **overrides: Any
 ) -> str:
@@ -38,6 +42,29 @@ def run_server(
     serve.start(http_options={"host": settings["host"], "port": settings["port"]})
     serve.run(app, name=APP_NAME, route_prefix="/")
     return f"http://{settings['host']}:{settings['port']}/v1"
+
+
+def wait_ready(url: str, timeout_s: float = 600.0, every_s: float = 1.0) -> dict[str, Any]:
+    """Poll ``GET /readyz`` of a server at ``url`` (``…/v1``) until a model replica answers; its body.
+
+    Raises `ServerNotReadyError` after ``timeout_s`` with the last answer.
+    """
+    import time
+
+    import httpx
+
+    ready_url = url.removesuffix("/v1") + "/readyz"
+    deadline, last = time.monotonic() + timeout_s, "no answer"
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.get(ready_url, timeout=10.0)
+            if answer.status_code == 200:
+                return answer.json()
+            last = f"{answer.status_code}: {answer.json().get('error', {}).get('message', answer.text)}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(every_s)
+    raise ServerNotReadyError(f"{ready_url} did not answer 200 within {timeout_s:.0f} s (last: {last})")
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -38,6 +38,7 @@ def build_app(args: dict[str, Any]) -> Application:
         options: dict[str, Any] = {
             "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
             "max_ongoing_requests": config.max_ongoing_requests,
+            "max_queued_requests": config.max_queued_requests,
         }
         if config.autoscaling is not None:
             options["autoscaling_config"] = config.autoscaling

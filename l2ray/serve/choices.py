@@ -16,6 +16,7 @@ from l2ray.decode.codec import Codec
 from l2ray.decode.detok import IncrementalDecoder, StopStrings, ThinkingSplitter
 from l2ray.decode.policy import RequestPolicy
 from l2ray.decode.types import DecodeRequest, TokenStep
+from l2ray.thinking import split_thinking
 
 
 @dataclass
@@ -35,7 +36,10 @@ class ChoiceText:
     ``stops`` cut the content (the answer, or the whole text of a raw completion) before the first
     stop string; thinking is never cut, so a stop string cannot end a response before its answer.
     Once one is found the choice is finished (``finish_reason`` ``"stop"``) and ``replay``, a fresh
-    policy that has observed every token, supplies the counters the generator never got to send.
+    policy that has observed every token, supplies the counters the generator never got to send. A
+    choice that began inside ``<think>`` (``opened``) and ended without closing it has no answer: its
+    ``finish_reason`` is ``"length"``, whatever ended it, so a client can tell "answered nothing" from
+    "never finished thinking".
     """
 
     index: int
@@ -43,6 +47,7 @@ class ChoiceText:
     splitter: ThinkingSplitter | None
     stops: StopStrings | None = None
     replay: RequestPolicy | None = None
+    opened: bool = True
     reasoning: str = ""
     content: str = ""
     tokens: list[int] = field(default_factory=list)
@@ -67,11 +72,18 @@ class ChoiceText:
             self.finish_reason = "stop"
             self.counters = self.replay.counters() if self.replay is not None else step.usage
         elif last:
-            self.finish_reason = step.finish_reason
             self.counters = step.usage
+            never_closed = self.opened and not self.counters.get("answer_tokens", 1)
+            self.finish_reason = "length" if never_closed else step.finish_reason
         self.reasoning += reasoning
         self.content += content
         return reasoning, content
+
+    def thinking_text(self) -> str:
+        """The thinking written: apart in a chat; before ``</think>`` in a raw completion's text."""
+        if self.splitter is not None:
+            return self.reasoning
+        return split_thinking(self.content, opened=self.opened)[0]
 
     def _push(self, step: TokenStep) -> str:
         self.tokens.append(step.token)
@@ -86,7 +98,7 @@ def new_choice(kind: str, plan: Plan, codec: Codec) -> ChoiceText:
     splitter = ThinkingSplitter(plan.thinking) if kind == "chat" else None
     stops = StopStrings(plan.stop) if plan.stop else None
     replay = codec.policy(plan.request) if plan.stop else None
-    return ChoiceText(plan.index, IncrementalDecoder(codec.tokenizer), splitter, stops, replay)
+    return ChoiceText(plan.index, IncrementalDecoder(codec.tokenizer), splitter, stops, replay, plan.thinking)
 
 
 __all__ = ["ChoiceText", "Plan", "new_choice"]

@@ -46,6 +46,12 @@ class ServeConfig(Section):
     max_batch_size: int = Field(default=8, ge=1)
     batch_wait_timeout_s: float = Field(default=0.01, ge=0.0)
     max_ongoing_requests: int = Field(default=64, ge=1)
+    max_queued_requests: int = Field(
+        default=64,
+        ge=1,
+        description="requests waiting for a Generator replica beyond what its replicas take; past it a "
+        "request gets 503 with Retry-After at once (Serve's max_queued_requests)",
+    )
     max_tokens_limit: int = Field(default=32768, ge=1)
     max_n: int = Field(default=8, ge=1)
     api_keys_env: str | None = Field(

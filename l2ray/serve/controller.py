@@ -1,5 +1,10 @@
 """The reasoning controller: a validated request → policies → tokens → an OpenAI response.
 
+It also answers for the Generator's health as a client sees it: a request that finds no replica
+ready (the model loading, a replica being replaced) gets a 503 with ``Retry-After`` at once, after a
+short probe (`READY_PROBE_S`), instead of waiting in a queue for minutes; a replica lost mid-request
+is a 503 too (a stream ends with that error event), never a 500 naming Ray's exceptions.
+
 With a ``Generator`` handle the policy runs inside the replica's logits processors; with
 ``generator_url`` the controller drives an HTTP-only generator through the segment loop. Either way
 it tokenizes, checks the context, splits thinking from answer and applies ``stop`` strings to the
@@ -11,6 +16,7 @@ answer (`l2ray.serve.choices`, stopping the generator early), and builds the bod
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -18,6 +24,8 @@ from contextlib import aclosing
 from typing import Any
 
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from l2ray.decode.codec import Codec
@@ -28,8 +36,14 @@ from l2ray.decode.types import DecodeRequest, TokenStep
 from l2ray.serve.backends import OpenAICompletionsBackend
 from l2ray.serve.choices import ChoiceText, Plan, new_choice
 from l2ray.serve.config import ServeConfig
-from l2ray.serve.protocol import OpenAIRequest, RequestError
+from l2ray.serve.protocol import OpenAIRequest, RequestError, unavailable
 from l2ray.serve.responses import choice_body, delta_body, envelope, usage_body
+
+READY_PROBE_S = 2.0
+"""How long a request (or ``/readyz``) waits for a Generator replica to answer before it is told 503."""
+REPLICA_LOST = (RayActorError, ActorUnavailableError, BackPressureError, DeploymentUnavailableError)
+"""What a handle call raises when its replica died, is being replaced, or its queue is full."""
+logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(name="ReasoningController", max_ongoing_requests=64)
@@ -49,55 +63,78 @@ class ReasoningController:
             )
         self._codec: Codec | None = None
         self._lock = asyncio.Lock()
+        self._ready = False
+
+    async def readiness(self) -> tuple[int, dict[str, Any]]:
+        """What ``/readyz`` answers: 200 when a Generator replica answers now (its engine has produced
+        a token), else a 503 body."""
+        try:
+            found = await self._probe()
+        except RequestError as exc:
+            return exc.status, exc.body()
+        return 200, {"status": "ready", **found}
 
     async def respond(self, request: OpenAIRequest) -> tuple[int, dict[str, Any]]:
         """A whole (non-streamed) response: ``(status, body)``."""
         try:
             plans = await self._plan(request)
+            choices = await asyncio.gather(*(self._collect(request.kind, plan) for plan in plans))
         except RequestError as exc:
             return exc.status, exc.body()
-        choices = await asyncio.gather(*(self._collect(request.kind, plan) for plan in plans))
+        except REPLICA_LOST as exc:
+            error = self._lost(exc)
+            return error.status, error.body()
         body = envelope(request.kind, self.config.served_model_name, streamed=False)
         body["choices"] = [choice_body(c, request, self._codec) for c in choices]
         body["usage"] = usage_body(len(plans[0].request.prompt_ids), choices)
         return 200, body
 
     async def stream(self, request: OpenAIRequest) -> AsyncIterator[dict[str, Any]]:
-        """Stream a response: first ``{"status": …}`` (with ``body`` on error), then SSE chunk bodies."""
+        """Stream a response: first ``{"status": …}`` (with ``body`` on error), then SSE chunk bodies —
+        every choice's deltas as they come, each chunk naming its choice by ``index``; a replica lost
+        mid-stream ends it with a 503 error body (the ingress sends ``[DONE]`` after it)."""
         try:
-            [plan] = await self._plan(request)
+            plans = await self._plan(request)
         except RequestError as exc:
             yield {"status": exc.status, "body": exc.body()}
             return
+        except REPLICA_LOST as exc:
+            yield {"status": 503, "body": self._lost(exc).body()}
+            return
         yield {"status": 200}
-        kind, show = request.kind, request.l2ray.show_thinking
-        usage_chunk = request.stream_options is not None and request.stream_options.include_usage
-        head = envelope(kind, self.config.served_model_name, streamed=True)
-        choice = new_choice(kind, plan, self._codec)
-        if kind == "chat":
-            yield {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-        async with aclosing(self._groups(plan)) as groups:
-            async for group in groups:  # one chunk a group: the replica's stream interval carries over
-                reasoning, content = _add_group(choice, group)
-                final = choice.finish_reason is not None
-                if not (reasoning and show) and not content and not final:
-                    continue
-                chunk = {
-                    **head,
-                    "choices": [delta_body(kind, reasoning if show else "", content, choice.finish_reason)],
-                }
-                usage = usage_body(len(plan.request.prompt_ids), [choice]) if final else None
-                if final and not usage_chunk:
-                    chunk["usage"] = usage
+        try:
+            async for chunk in self._chunks(request, plans):
                 yield chunk
-                if final:  # a stop string ends the choice before the generator does
-                    if usage_chunk:
-                        yield {**head, "choices": [], "usage": usage}
-                    return
+        except REPLICA_LOST as exc:
+            yield self._lost(exc).body()
+
+    async def _chunks(self, request: OpenAIRequest, plans: list[Plan]) -> AsyncIterator[dict[str, Any]]:
+        """The chunk bodies of a stream: the role deltas, each group's delta, then the usage chunk."""
+        kind = request.kind
+        head = envelope(kind, self.config.served_model_name, streamed=True)
+        choices = [new_choice(kind, plan, self._codec) for plan in plans]
+        if kind == "chat":
+            for choice in choices:
+                yield {
+                    **head,
+                    "choices": [{"index": choice.index, "delta": {"role": "assistant", "content": ""}}],
+                }
+        async with aclosing(_merged([self._groups(plan) for plan in plans])) as groups:
+            async for index, group in groups:  # one chunk a group: the replica's stream interval carries over
+                chunk = _chunk(head, request, choices, index, group, len(plans[0].request.prompt_ids))
+                if chunk is not None:
+                    yield chunk
+                if all(c.finish_reason is not None for c in choices):
+                    break
+        usage = usage_body(len(plans[0].request.prompt_ids), choices)
+        if request.stream_options is not None and request.stream_options.include_usage:
+            yield {**head, "choices": [], "usage": usage}
 
     # -- planning ----------------------------------------------------------------------------------
 
     async def _plan(self, request: OpenAIRequest) -> list[Plan]:
+        if not self._ready:
+            await self._probe()
         codec = await self._codec_ready()
         prompt = _prompt_ids(request, codec)
         limit = _token_limit(request, len(prompt), codec.context_length, self.config.max_tokens_limit)
@@ -106,13 +143,14 @@ class ReasoningController:
         # Without a seed every request samples differently (and draws its own intervention choices);
         # with one it is reproducible. Choice i uses seed + i either way.
         seed = request.seed if request.seed is not None else secrets.randbits(63)
+        sampling = {k: v if v is not None else codec.sampling[k] for k, v in request.sampling().items()}
         requests = [
             DecodeRequest(
                 prompt,
                 limit,
                 request.l2ray.intervention(),
-                temperature=request.temperature,
-                top_p=request.top_p,
+                temperature=sampling["temperature"],
+                top_p=sampling["top_p"],
                 seed=seed + index,
                 logit_bias=bias,
                 logprobs=request.top_logprobs_wanted() or 0,
@@ -126,7 +164,36 @@ class ReasoningController:
         except PolicyError as exc:
             raise RequestError(400, f"l2ray: {exc}", "l2ray") from None
         thinking = opens_thinking(prompt, codec.vocab)
+        if not thinking and request.l2ray.intervention().active:
+            raise RequestError(
+                400,
+                "l2ray: the intervention acts on the thinking, and this prompt does not end inside "
+                "<think> (its last <think> is closed, or there is none); end the prompt with <think>, "
+                "ask through /v1/chat/completions, or leave the l2ray options out",
+                "l2ray",
+            )
         return [Plan(i, r, thinking, request.stop or []) for i, r in enumerate(requests)]
+
+    async def _probe(self) -> dict[str, Any]:
+        """Ask a Generator replica whether it is ready (at most `READY_PROBE_S`); 503 when none answers."""
+        if self.generator is None:
+            self._ready = True  # an HTTP generator: its own failures are the segment loop's to report
+            return {"model": self.config.model or "", "generator_url": self.config.generator_url}
+        response = self.generator.ready.remote()
+        try:
+            found = await asyncio.wait_for(asyncio.ensure_future(response), READY_PROBE_S)
+        except (TimeoutError, *REPLICA_LOST):
+            response.cancel()
+            self._ready = False
+            raise unavailable("the model is not ready: its replica is loading or being replaced") from None
+        self._ready = True
+        return found
+
+    def _lost(self, exc: Exception) -> RequestError:
+        """A replica lost mid-request: logged here, a 503 for the client, and the next request probes."""
+        self._ready = False
+        logger.warning("a Generator replica was lost mid-request (%s); answering 503", type(exc).__name__)
+        return unavailable("the model replica was lost while answering")
 
     def _check_generator_url(self, request: OpenAIRequest) -> None:
         """Refuse what the segment loop cannot do over HTTP (it passes sampling and logit_bias on)."""
@@ -154,8 +221,7 @@ class ReasoningController:
     async def _load_codec(self) -> Codec:
         """The replica's tokenizer side (its `info`), or the model's files for ``generator_url``."""
         if self.generator is not None:
-            info = await self.generator.info.remote()
-            return Codec(info["tokenizer"], info["stop_ids"], info["context_length"])
+            return Codec.from_info(await self.generator.info.remote())
         return await asyncio.to_thread(_codec_of, self.config.model, self.config.tracking_uri)
 
     # -- decoding ----------------------------------------------------------------------------------
@@ -200,6 +266,64 @@ class ReasoningController:
         async with aclosing(loop.stream()) as groups:
             async for group in groups:
                 yield group
+
+
+def _chunk(
+    head: dict[str, Any],
+    request: OpenAIRequest,
+    choices: list[ChoiceText],
+    index: int,
+    group: list[TokenStep],
+    prompt_tokens: int,
+) -> dict[str, Any] | None:
+    """The SSE chunk of one group of choice ``index``'s tokens (``None`` when it shows nothing); the
+    chunk that ends the last open choice carries ``usage`` unless a usage chunk follows."""
+    choice = choices[index]
+    show = request.l2ray.show_thinking
+    reasoning, content = _add_group(choice, group)
+    final = choice.finish_reason is not None
+    if not (reasoning and show) and not content and not final:
+        return None
+    delta = delta_body(request.kind, index, reasoning if show else "", content, choice.finish_reason)
+    chunk = {**head, "choices": [delta]}
+    usage_chunk = request.stream_options is not None and request.stream_options.include_usage
+    if final and not usage_chunk and all(c.finish_reason is not None for c in choices):
+        chunk["usage"] = usage_body(prompt_tokens, choices)
+    return chunk
+
+
+async def _merged(
+    streams: list[AsyncIterator[list[TokenStep]]],
+) -> AsyncIterator[tuple[int, list[TokenStep]]]:
+    """``(index, group)`` from every stream as groups arrive; closing this closes every stream (their
+    generators stop, as one stream's would)."""
+    if len(streams) == 1:  # the common case: no tasks, no queue
+        async with aclosing(streams[0]) as only:
+            async for group in only:
+                yield 0, group
+        return
+    queue: asyncio.Queue[tuple[int, list[TokenStep] | None]] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[list[TokenStep]]) -> None:
+        async with aclosing(stream) as groups:
+            async for group in groups:
+                await queue.put((index, group))
+        await queue.put((index, None))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        open_streams = len(tasks)
+        while open_streams:
+            index, group = await queue.get()
+            if group is None:
+                open_streams -= 1
+            else:
+                yield index, group
+        await asyncio.gather(*tasks)  # a stream's error surfaces here, not as an unretrieved future
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _add_group(choice: ChoiceText, group: list[TokenStep]) -> tuple[str, str]:

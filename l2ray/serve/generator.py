@@ -32,18 +32,24 @@ class Generator:
         max_batch_size: int = 8,
         batch_wait_timeout_s: float = 0.01,
     ) -> None:
+        self.model = model
         self.engine = DecodeEngine.load(model, tracking_uri=tracking_uri, device=device)
+        self._warm = False
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
+    async def ready(self) -> dict[str, Any]:
+        """What this replica serves, once its engine has produced a token (a one-token warm-up the
+        first time): the controller's readiness probe."""
+        if not self._warm:
+            prompt = self.engine.codec.encode("Hello")
+            await asyncio.to_thread(self.engine.complete, [DecodeRequest(prompt, 1)])
+            self._warm = True
+        return {"model": self.model}
+
     def info(self) -> dict[str, Any]:
-        """What a controller needs to tokenize for this replica: tokenizer, stop ids, context length."""
-        codec = self.engine.codec
-        return {
-            "tokenizer": codec.tokenizer,
-            "stop_ids": list(codec.vocab.stop_ids),
-            "context_length": codec.context_length,
-        }
+        """What a controller needs to tokenize for this replica (`Codec.info`: no weights)."""
+        return self.engine.codec.info()
 
     async def generate(self, request: DecodeRequest) -> AsyncIterator[list[TokenStep]]:
         """Stream one request's tokens (batched with whatever else is in flight), in small groups.

@@ -1,7 +1,9 @@
 """The HTTP front door: OpenAI-compatible routes, API keys, body limit, per-key concurrency.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming SSE or not),
-``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /healthz`` (always open). Bodies must be
+``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /healthz`` (liveness: this process answers) and
+``GET /readyz`` (readiness: 200 only while a Generator replica can take a request — its engine has
+produced a token — else 503), both open without a key. A 503 carries ``Retry-After``. Bodies must be
 ``application/json`` (415) and at most `MAX_JSON_DEPTH` levels deep (400). Every refusal is an
 OpenAI-style error body; a failure after a stream has started arrives as an SSE
 ``data: {"error": …}`` event before ``[DONE]`` (the status line has already gone out). Configured
@@ -18,11 +20,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
+from ray.exceptions import TaskCancelledError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from l2ray.serve.config import ServeConfig
-from l2ray.serve.protocol import SCHEMAS, RequestError, check_limits, parse_request
+from l2ray.serve.controller import REPLICA_LOST
+from l2ray.serve.protocol import SCHEMAS, RequestError, check_limits, parse_request, unavailable
 from l2ray.serve.security import ConcurrencyLimiter, KeyGuard, load_keys, read_body
 
 logger = logging.getLogger("ray.serve")
@@ -70,7 +74,13 @@ def _depth(value: Any) -> int:
 
 
 def _error(exc: RequestError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+
+def _answer(status: int, body: dict[str, Any]) -> JSONResponse:
+    """The controller's ``(status, body)`` as a response (a 503 says when to retry)."""
+    headers = RequestError(status, "").headers()
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -81,7 +91,18 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 @api.exception_handler(Exception)
 async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s", request.url.path)
-    return _error(RequestError(500, f"internal error: {type(exc).__name__}"))
+    return _error(RequestError(500, "internal server error (logged on the server)"))
+
+
+def _downstream_failure(exc: Exception, path: str) -> JSONResponse:
+    """A downstream call that did not complete: the client hung up (Serve cancelled the call: INFO),
+    or a replica was lost (a 503 to retry). Handled here, not by the catch-all above, which Starlette
+    re-raises after answering (an ERROR line and a traceback for what is not an error)."""
+    if isinstance(exc, TaskCancelledError):
+        logger.info("a client left %s before its response was complete", path)
+        return _error(RequestError(499, "the client closed the request"))
+    logger.warning("a replica was lost while answering %s (%s)", path, type(exc).__name__)
+    return _error(unavailable("the server lost a replica while answering"))
 
 
 def _sse_data(body: Any) -> str:
@@ -100,9 +121,15 @@ async def sse_events(
     try:
         async for chunk in chunks:
             yield _sse_data(chunk)
+    except TaskCancelledError:  # the client hung up mid-stream: nobody to tell
+        logger.info("a client left a stream before it ended")
     except Exception as exc:
-        logger.exception("error while streaming a response")
-        yield _sse_data(RequestError(500, f"internal error while streaming: {type(exc).__name__}").body())
+        if isinstance(exc, REPLICA_LOST):
+            logger.warning("a replica was lost while streaming a response (%s)", type(exc).__name__)
+            yield _sse_data(unavailable("the server lost a replica while answering").body())
+        else:
+            logger.exception("error while streaming a response")
+            yield _sse_data(RequestError(500, "internal server error while streaming (logged)").body())
     finally:
         release()
     yield "data: [DONE]\n\n"
@@ -130,7 +157,16 @@ class Ingress:
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
+        """Liveness: this process answers (it says nothing of the model: see ``/readyz``)."""
         return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        """Readiness: 200 only while a Generator replica can take a request now."""
+        try:
+            return _answer(*await self.controller.readiness.remote())
+        except (TaskCancelledError, *REPLICA_LOST) as exc:
+            return _downstream_failure(exc, "/readyz")
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> JSONResponse:
@@ -186,15 +222,16 @@ class Ingress:
         streaming = False
         try:
             if not parsed.stream:
-                status, body = await self.controller.respond.remote(parsed)
-                return JSONResponse(body, status_code=status)
+                return _answer(*await self.controller.respond.remote(parsed))
             chunks = self.controller.options(stream=True).stream.remote(parsed)
             head = await chunks.__anext__()
             if head["status"] != 200:
-                return JSONResponse(head["body"], status_code=head["status"])
+                return _answer(head["status"], head["body"])
             streaming = True
             events = sse_events(chunks, lambda: self.limiter.release(who))
             return StreamingResponse(events, media_type="text/event-stream")
+        except (TaskCancelledError, *REPLICA_LOST) as exc:
+            return _downstream_failure(exc, request.url.path)
         finally:
             if not streaming:
                 self.limiter.release(who)

@@ -7,7 +7,8 @@ with a 400 naming the field when they carry anything but their neutral value, so
 an answer that silently ignored what it asked for. The ``l2ray`` options object is strict, so a
 misspelt knob is an error instead of a silent no-op. Types are strict: ``"true"`` is not a boolean
 and ``"8"`` not a number (400). Chat messages take text or ``{"type": "text"}`` content parts.
-``n > 1`` with ``stream`` is refused with a 400 (a stream carries one choice here).
+``temperature`` and ``top_p`` left out take the model's own defaults (its generation config, else
+OpenAI's 1.0); ``n > 1`` streams every choice by its ``index``.
 
 Example:
     >>> body = {"model": "l2ray", "messages": [{"role": "user", "content": "1+1?"}],
@@ -95,8 +96,8 @@ class _Common(BaseModel):
     kind: ClassVar[Literal["chat", "completion"]]
 
     model: str = Field(min_length=1)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, description="default: the model's")
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, description="default: the model's")
     n: int = Field(default=1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -108,6 +109,10 @@ class _Common(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[Annotated[int, Strict(False)], float] | None = None  # JSON keys are strings
     l2ray: L2rayOptions = Field(default_factory=L2rayOptions)
+
+    def sampling(self) -> dict[str, float | None]:
+        """``temperature`` and ``top_p`` as asked (``None``: the model's default)."""
+        return {"temperature": self.temperature, "top_p": self.top_p}
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -232,8 +237,6 @@ def check_limits(request: OpenAIRequest, config: ServeConfig) -> None:
     """Refuse (400) what the server's limits (`ServeConfig`) do not allow, before any work."""
     if request.n > config.max_n:
         raise RequestError(400, f"n: at most {config.max_n} choices per request", "n")
-    if request.stream and request.n > 1:
-        raise RequestError(400, "n: streaming supports n=1 only", "n")
     limit = request.token_limit()
     if limit is not None and limit > config.max_tokens_limit:
         raise RequestError(400, f"max_tokens: at most {config.max_tokens_limit}", "max_tokens")
@@ -254,6 +257,19 @@ class RequestError(L2rayError):
     def body(self) -> dict[str, Any]:
         """``{"error": {"message", "type", "param", "code"}}``."""
         return {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}}
+
+    def headers(self) -> dict[str, str]:
+        """A 503 says when to retry (`RETRY_AFTER_S`); other refusals need no header."""
+        return {"Retry-After": str(RETRY_AFTER_S)} if self.status == 503 else {}
+
+
+def unavailable(message: str) -> RequestError:
+    """A 503 a client can act on: the model is loading, or a replica was lost and is being replaced."""
+    return RequestError(503, f"{message}; retry in {RETRY_AFTER_S} s", code="model_unavailable")
+
+
+RETRY_AFTER_S = 5
+"""What a 503 asks a client to wait (seconds) before it retries."""
 
 
 def parse_request(model: type[BaseModel], payload: Any) -> Any:

@@ -1,12 +1,15 @@
 """OpenAI response bodies: the envelope, a choice, a streamed delta, ``usage`` and completion logprobs.
 
-``usage`` carries l2ray's counters beside OpenAI's: ``thinking_tokens``, ``answer_tokens``,
-``language_mix`` (share of tagged thinking tokens per language) and ``switches``.
+``usage`` carries l2ray's counters beside OpenAI's: ``thinking_tokens`` and ``answer_tokens`` (the
+closing ``</think>`` counted in the answer, so the two add up to ``completion_tokens``),
+``language_mix`` (each language's share of the thinking's letters, measured on the text by
+`l2ray.text.langmix`), ``tag_mix`` (each language's share of thinking tokens written under its tag:
+what the tags say) and ``switches`` (between tags).
 
 Example:
     >>> envelope("chat", "l2ray", streamed=True)["object"]
     'chat.completion.chunk'
-    >>> delta_body("chat", "", "4", "stop")
+    >>> delta_body("chat", 0, "", "4", "stop")
     {'index': 0, 'delta': {'content': '4'}, 'finish_reason': 'stop'}
 """
 
@@ -19,7 +22,7 @@ from typing import Any
 from l2ray.decode.codec import Codec
 from l2ray.serve.choices import ChoiceText
 from l2ray.serve.protocol import OpenAIRequest
-from l2ray.text.langmix import shares
+from l2ray.text.langmix import measure_language_mix, shares
 
 
 def envelope(kind: str, model: str, streamed: bool) -> dict[str, Any]:
@@ -75,16 +78,16 @@ def completion_logprobs(choice: ChoiceText, codec: Codec, as_ids: bool) -> dict[
     }
 
 
-def delta_body(kind: str, reasoning: str, content: str, finish: str | None) -> dict[str, Any]:
-    """The choice of one streamed chunk."""
+def delta_body(kind: str, index: int, reasoning: str, content: str, finish: str | None) -> dict[str, Any]:
+    """Choice ``index`` of one streamed chunk."""
     if kind != "chat":
-        return {"index": 0, "text": content, "finish_reason": finish, "logprobs": None}
+        return {"index": index, "text": content, "finish_reason": finish, "logprobs": None}
     delta: dict[str, Any] = {}
     if reasoning:
         delta["reasoning_content"] = reasoning
     if content:
         delta["content"] = content
-    return {"index": 0, "delta": delta, "finish_reason": finish}
+    return {"index": index, "delta": delta, "finish_reason": finish}
 
 
 def usage_body(prompt_tokens: int, choices: list[ChoiceText]) -> dict[str, Any]:
@@ -94,13 +97,15 @@ def usage_body(prompt_tokens: int, choices: list[ChoiceText]) -> dict[str, Any]:
         for code, count in choice.counters.get("language_tokens", {}).items():
             languages[code] = languages.get(code, 0) + count
     completion = sum(len(c.tokens) for c in choices)
+    thinking = "\n".join(c.thinking_text() for c in choices)
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": prompt_tokens + completion,
         "thinking_tokens": sum(c.counters.get("thinking_tokens", 0) for c in choices),
         "answer_tokens": sum(c.counters.get("answer_tokens", 0) for c in choices),
-        "language_mix": shares(languages),
+        "language_mix": measure_language_mix(thinking).char_share if thinking.strip() else {},
+        "tag_mix": shares(languages),
         "switches": sum(c.counters.get("switches", 0) for c in choices),
     }
 

@@ -33,18 +33,30 @@ class VllmGenerator:
 
         from l2ray.student.resolve import resolve_student
 
+        self.model = model
+        self._warm = False
         path = str(resolve_student(model, tracking_uri=tracking_uri))
         self.codec = Codec.from_pretrained(path)
         args = AsyncEngineArgs(**engine_kwargs(path, VllmEngineConfig.model_validate(engine)))
         self.engine = AsyncLLM.from_engine_args(args)
 
+    async def ready(self) -> dict[str, Any]:
+        """What this replica serves, once its engine has produced a token (a one-token warm-up the
+        first time): the controller's readiness probe."""
+        if not self._warm:
+            request = DecodeRequest(self.codec.encode("Hello"), 1)
+            async for _ in self.generate(request):
+                pass
+            self._warm = True
+        return {"model": self.model}
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check: a dead engine fails it, and Serve replaces the replica."""
+        await self.engine.check_health()
+
     def info(self) -> dict[str, Any]:
-        """What a controller needs to tokenize for this replica: tokenizer, stop ids, context length."""
-        return {
-            "tokenizer": self.codec.tokenizer,
-            "stop_ids": list(self.codec.vocab.stop_ids),
-            "context_length": self.codec.context_length,
-        }
+        """What a controller needs to tokenize for this replica (`Codec.info`: no weights)."""
+        return self.codec.info()
 
     async def generate(self, request: DecodeRequest) -> AsyncIterator[list[TokenStep]]:
         """Stream one request's tokens in groups of ``vllm.stream_interval`` (the first token alone).

@@ -193,8 +193,8 @@ def test_switch_and_language_counters():
     for token in (EN, 4, 4, ZH, 4, EN, END, 4, 4, 1):
         pol.observe(token)
     assert pol.switches == 2
-    assert pol.thinking_tokens == 6 and pol.answer_tokens == 2
-    assert pol.language_mix() == {"en": 0.6667, "zh": 0.3333}
+    assert pol.thinking_tokens == 6 and pol.answer_tokens == 3  # the </think> and two answer tokens
+    assert pol.tag_mix() == {"en": 0.6667, "zh": 0.3333}
     assert pol.done
 
 
@@ -310,7 +310,7 @@ def test_policy_batch_feeds_each_token_once():
             "answer_tokens": 0,
             "switches": 0,
             "language_tokens": {"en": 2},
-            "language_mix": {"en": 1.0},
+            "tag_mix": {"en": 1.0},
         }
     ]
 

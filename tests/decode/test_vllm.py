@@ -351,10 +351,10 @@ def test_vllm_and_transformers_make_the_same_tag_choices_and_budget_cuts(vllm_en
     assert expected[1].text.startswith("<|lang:zh|>")
     assert expected[0].switches > 0 and expected[5].switches == 1
     assert expected[6].thinking_tokens == 7
-    assert "ru" in expected[0].language_mix and "ru" not in expected[3].language_mix
+    assert "ru" in expected[0].tag_mix and "ru" not in expected[3].tag_mix
     assert expected[2].text != expected[0].text
     # Through vLLM the intervention shifts the language mix of the thinking the way it says.
-    share = [done.language_mix for done in got]
+    share = [done.tag_mix for done in got]
     assert share[2].get("zh", 0.0) > share[0].get("zh", 0.0)  # boost zh
     assert share[4].get("en", 0.0) > share[0].get("en", 0.0)  # boost en
     assert share[0].get("ru", 0.0) + share[0].get("ja", 0.0) > 0.0

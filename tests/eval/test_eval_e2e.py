@@ -236,4 +236,4 @@ def test_in_process_eval_on_vllm_recounts(ray_cluster, student_path, tmp_path: P
         assert m["samples"] == len(rows) == 4 and m["failures"] == 0
         assert m["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows), abs=1e-6)
     forced = [r for r in records if r["configuration"] == "force_zh"]
-    assert all(r["engine_usage"]["language_mix"] == {"zh": 1.0} for r in forced)  # the processor ran
+    assert all(r["engine_usage"]["tag_mix"] == {"zh": 1.0} for r in forced)  # the processor ran

@@ -145,7 +145,7 @@ def test_the_vllm_engine_generates_in_order_and_refuses_what_cannot_fit_up_front
     done = engine.generate(requests)
     assert [d.completion_tokens for d in done] == [12, 12, 5]
     assert all(d.starts_in_thinking and not d.failed for d in done)
-    assert done[1].language_mix == {"zh": 1.0}
+    assert done[1].tag_mix == {"zh": 1.0}
     context = vllm_engine.codec.context_length
     too_long = [_request(3, 4), _request(4, context)]
     with pytest.raises(ContextError, match=r"sample .*exceeds the model's context.*lower eval.max_tokens"):

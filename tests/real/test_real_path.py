@@ -162,7 +162,7 @@ def ask(client: openai.OpenAI, l2ray: dict, **options):
 def test_force_opens_the_real_students_thinking_in_the_forced_language(graph, code):
     reply = ask(graph, {"force": code}, max_tokens=12)
     thinking = reply.choices[0].message.model_dump()["reasoning_content"]
-    assert thinking.startswith(tag_token(code)) and reply.usage.model_dump()["language_mix"] == {code: 1.0}
+    assert thinking.startswith(tag_token(code)) and reply.usage.model_dump()["tag_mix"] == {code: 1.0}
 
 
 def test_a_thinking_budget_cuts_the_real_students_thinking(graph):

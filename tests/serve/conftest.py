@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from local_servers import free_port
-from serve_support import API_KEY, MODEL_NAME
+from serve_support import API_KEY, MODEL_NAME, InProcessGenerator
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +62,21 @@ def server(ray_cluster, registry, key_file):
     serve.run(build_app(args), name="l2ray", route_prefix="/")
     yield f"http://127.0.0.1:{port}/v1"
     serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def engine(student_path):
+    """The offline student's decode engine, in this process."""
+    from l2ray.decode.engine import DecodeEngine
+
+    return DecodeEngine.load(str(student_path), device="cpu")
+
+
+@pytest.fixture
+def fast(engine):
+    """The controller over the stand-in Generator handle: the in-replica fast path, no cluster."""
+    from l2ray.serve.controller import ReasoningController
+
+    controller = ReasoningController.func_or_class(InProcessGenerator(engine), {})
+    controller._codec = engine.codec  # what the handle's info() would give it
+    return controller

@@ -44,19 +44,20 @@ def client(vllm_server) -> openai.OpenAI:
 
 
 def test_plain_chat_and_extra_body_intervention(client):
-    plain = client.chat.completions.create(model="l2ray", messages=QUESTION, max_tokens=24)
+    plain = client.chat.completions.create(model="l2ray", temperature=0, messages=QUESTION, max_tokens=24)
     assert plain.choices[0].finish_reason == "length"
     assert plain.usage.completion_tokens == 24
     forced = client.chat.completions.create(
-        model="l2ray", messages=QUESTION, max_tokens=24, extra_body={"l2ray": {"force": "zh"}}
+        model="l2ray", temperature=0, messages=QUESTION, max_tokens=24, extra_body={"l2ray": {"force": "zh"}}
     )
-    assert forced.usage.model_dump()["language_mix"] == {"zh": 1.0}
-    assert plain.usage.model_dump()["language_mix"] != {"zh": 1.0}
+    assert forced.usage.model_dump()["tag_mix"] == {"zh": 1.0}
+    assert plain.usage.model_dump()["tag_mix"] != {"zh": 1.0}
 
 
 def test_streaming_ends_with_a_usage_chunk_without_choices(client):
     stream = client.chat.completions.create(
         model="l2ray",
+        temperature=0,
         messages=QUESTION,
         max_tokens=16,
         stream=True,
@@ -76,10 +77,10 @@ def test_a_stream_carries_the_engine_interval_of_tokens_per_message_and_the_same
     with text (one a token would be 24), and the text of the same request unstreamed."""
     options = {"l2ray": {"show_thinking": True}}
     whole = client.chat.completions.create(
-        model="l2ray", messages=QUESTION, max_tokens=24, extra_body=options
+        model="l2ray", temperature=0, messages=QUESTION, max_tokens=24, extra_body=options
     )
     stream = client.chat.completions.create(
-        model="l2ray", messages=QUESTION, max_tokens=24, stream=True, extra_body=options
+        model="l2ray", temperature=0, messages=QUESTION, max_tokens=24, stream=True, extra_body=options
     )
     deltas = [c.choices[0].delta.model_dump() for c in stream if c.choices]
     texts = [(d.get("reasoning_content") or "") + (d.get("content") or "") for d in deltas]
@@ -94,6 +95,7 @@ def test_budgets_hold_under_eight_concurrent_requests(vllm_server):
         calls = [
             client.chat.completions.create(
                 model="l2ray",
+                temperature=0,
                 messages=QUESTION,
                 max_tokens=30,
                 extra_body={"l2ray": {"max_thinking_tokens": budget}},
