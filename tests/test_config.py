@@ -39,7 +39,7 @@ def test_dotted_overrides_are_parsed_as_yaml():
         (["train.lr=fast"], ["train.lr", "'fast'", "valid number"]),
         (["train.lr=-1"], ["train.lr", "-1", "greater than 0"]),
         (["train.mode=qlora"], ["train.mode", "'qlora'", "'full' or 'lora'"]),
-        (["languages=[zh, xx]"], ["languages", "unknown language code 'xx'", "registered:"]),
+        (["languages=[zh, xx]"], ["languages", "unknown language code 'xx'", "registered codes:"]),
         (["train.epoch=3"], ["train.epoch", "unknown field", "Did you mean 'epochs'"]),
         (["train.learning_rate=1e-5"], ["train.learning_rate", "unknown field", "Allowed: mode"]),
         (["synth.p_switch=1.5"], ["synth.p_switch", "1.5", "less than or equal to 1"]),

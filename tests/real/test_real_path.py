@@ -153,6 +153,8 @@ def graph(trained, serve_port):
 
 
 def ask(client: openai.OpenAI, l2ray: dict, **options):
+    """Greedy unless a test asks otherwise: the model's own generation config samples."""
+    options.setdefault("temperature", 0.0)
     messages = [{"role": "user", "content": QUESTION}]
     body = {"l2ray": {"show_thinking": True, **l2ray}}
     return client.chat.completions.create(model="l2ray", messages=messages, extra_body=body, **options)
