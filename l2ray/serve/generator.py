@@ -6,6 +6,7 @@ Per-token logic (the intervention) runs inside the replica; callers get one smal
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,8 @@ from ray import serve
 
 from l2ray.decode.engine import DecodeEngine
 from l2ray.decode.types import DecodeRequest, TokenStep
+
+logger = logging.getLogger("ray.serve")
 
 FLUSH_S = 0.02
 """Tokens produced within this many seconds travel to the controller as one message: a message per
@@ -33,6 +36,8 @@ class Generator:
         batch_wait_timeout_s: float = 0.01,
     ) -> None:
         self.engine = DecodeEngine.load(model, tracking_uri=tracking_uri, device=device)
+        self.model = model
+        logger.info("Generator replica serves %s", model)
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
@@ -40,6 +45,7 @@ class Generator:
         """What a controller needs to tokenize for this replica: tokenizer, stop ids, context length."""
         codec = self.engine.codec
         return {
+            "model": self.model,
             "tokenizer": codec.tokenizer,
             "stop_ids": list(codec.vocab.stop_ids),
             "context_length": codec.context_length,

@@ -11,6 +11,7 @@ streams `TokenStep`s. Wrapping vLLM's own async engine in a Serve deployment giv
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,8 @@ from l2ray.decode.codec import Codec
 from l2ray.decode.config import VllmEngineConfig
 from l2ray.decode.types import DecodeRequest, TokenStep
 from l2ray.decode.vllm_engine import engine_kwargs, sampling_params, token_steps
+
+logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(name="Generator", max_ongoing_requests=256)
@@ -37,10 +40,13 @@ class VllmGenerator:
         self.codec = Codec.from_pretrained(path)
         args = AsyncEngineArgs(**engine_kwargs(path, VllmEngineConfig.model_validate(engine)))
         self.engine = AsyncLLM.from_engine_args(args)
+        self.model = model
+        logger.info("Generator replica (vLLM) serves %s", model)
 
     def info(self) -> dict[str, Any]:
         """What a controller needs to tokenize for this replica: tokenizer, stop ids, context length."""
         return {
+            "model": self.model,
             "tokenizer": self.codec.tokenizer,
             "stop_ids": list(self.codec.vocab.stop_ids),
             "context_length": self.codec.context_length,
