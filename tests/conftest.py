@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,11 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The MLflow account of the whole session on the authenticated server (`auth_mlflow` creates it): set
+# before Ray starts, so Ray workers inherit it as pods get theirs from a Secret. Stores without the
+# auth app ignore it; tests that need another identity use `local_servers.acting_as`.
+os.environ.setdefault("MLFLOW_TRACKING_USERNAME", "l2ray-tests")
+os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", secrets.token_urlsafe(16))
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -45,7 +51,7 @@ def postgres(tmp_path_factory):
 @pytest.fixture(scope="session")
 def auth_mlflow(postgres, tmp_path_factory):
     """``mlflow server --app-name basic-auth`` on the session's PostgreSQL, started once (it boots
-    while other fixtures work: ``auth_mlflow.server.ready()`` before use); users come from its admin."""
+    while other fixtures work: ``auth_mlflow.ready()`` before use); users come from its admin."""
     from local_servers import auth_server_in
 
     with auth_server_in(tmp_path_factory.mktemp("auth-mlflow"), postgres, "mlflow") as server:

@@ -178,11 +178,27 @@ class Account:
 
 
 class AuthServer:
-    """A running ``mlflow server --app-name basic-auth`` and its admin, who makes users and grants."""
+    """A running ``mlflow server --app-name basic-auth`` and its admin, who makes users and grants.
+
+    ``ready()`` waits for it and creates the user the environment names (``MLFLOW_TRACKING_USERNAME``
+    and ``_PASSWORD``, set for the whole test session), so every process authenticates by default."""
 
     def __init__(self, server: MlflowServer, auth: AuthApp) -> None:
         self.server, self.url = server, server.url
         self.admin = Account(auth.admin, auth.admin_password)
+        self._default_user_made = False
+
+    def ready(self) -> str:
+        self.server.ready()
+        name, password = (
+            os.environ.get("MLFLOW_TRACKING_USERNAME"),
+            os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+        )
+        if not self._default_user_made and name and password:
+            with acting_as(self.admin):
+                self._client().create_user(name, password)
+            self._default_user_made = True
+        return self.url
 
     def create_user(self, username: str) -> Account:
         account = Account(username, secrets.token_urlsafe(12))

@@ -52,7 +52,7 @@ def _recipe(
 def accounts(auth_mlflow) -> dict[str, Account]:
     """``promoter`` (trains, evaluates, promotes: it manages what it creates) and ``server`` (granted
     READ per model by the admin), on the session's authenticated server."""
-    auth_mlflow.server.ready()
+    auth_mlflow.ready()
     return {name: auth_mlflow.create_user(f"{name}-{time.time_ns()}") for name in ("promoter", "server")}
 
 
@@ -126,7 +126,7 @@ def test_a_read_only_user_serves_the_champion_but_cannot_move_it(
 def _store(kind: str, auth_mlflow, accounts, tmp_path: Path) -> tuple[str, Account | None]:
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'mlflow.db'}", None
-    return auth_mlflow.server.ready(), accounts["promoter"]
+    return auth_mlflow.ready(), accounts["promoter"]
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres-auth"])
