@@ -12,7 +12,9 @@ configurations, engine kind, prompt and grader). Otherwise promotion refuses. Th
   same problems: those neither evaluation failed on.
 
 With no champion yet, an evaluated candidate whose failure rate is within ``max_failure_rate`` (default
-0: no failures) becomes champion. The decision and its reasons are tags on the candidate version.
+0: no failures) becomes champion. The decision, its reasons, the champion it was decided against and
+its evidence (each compared evaluation's run id and ``summary.json`` digest) are tags on the candidate
+version; `l2ray.eval.api.promote` applies it as a compare-and-set under the model's alias lock.
 
 The candidate is also compared with the model it was trained from (the recipe's ``student.model``),
 when that base has an evaluation of the same kind (`load_base_evaluation`; `l2ray run` always makes

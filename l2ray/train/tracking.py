@@ -27,7 +27,6 @@ from l2ray.tracking import ensure_experiment, mlflow_client
 CANDIDATE_ALIAS = "candidate"
 REGISTERED_FOR_TAG = "checkpoint"
 """The version tag naming the checkpoint a version was registered from: a rerun finds its version."""
-_UNAVAILABLE = {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED"}
 _PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 _METRIC_BATCH = 1000  # ... and at most 1000 metrics
 _PARAM_VALUE_LIMIT = 6000
@@ -117,14 +116,18 @@ class Tracker:
         with _registration_step(self.tracking_uri, registered_model, run_id):
             version = self._registered_before(registered_model, run_id, tags)
             if version is None:
-                with _global_store(self.tracking_uri), mlflow.start_run(run_id=run_id):
-                    info = mlflow.transformers.log_model(
-                        transformers_model={"model": model, "tokenizer": tokenizer},
-                        name="model",
-                        task="text-generation",
-                        pip_requirements=pip_requirements(),
+                # Global store for both: a local registry looks the logged model up through it.
+                with _global_store(self.tracking_uri):
+                    with mlflow.start_run(run_id=run_id):
+                        info = mlflow.transformers.log_model(
+                            transformers_model={"model": model, "tokenizer": tokenizer},
+                            name="model",
+                            task="text-generation",
+                            pip_requirements=pip_requirements(),
+                        )
+                    version = self._create_version(
+                        registered_model, info.model_uri, run_id, tags, info.model_id
                     )
-                version = self._create_version(registered_model, info.model_uri, run_id, tags, info.model_id)
             return self._alias(registered_model, version)
 
     def register_reference(
@@ -181,7 +184,7 @@ def _registration_step(tracking_uri: str, registered_model: str, run_id: str) ->
     try:
         yield
     except (MlflowException, RequestException) as exc:
-        if isinstance(exc, MlflowException) and exc.error_code not in _UNAVAILABLE:
+        if not _unavailable(exc):
             raise
         reason = str(exc).strip().splitlines()[0][:300]
         raise RegistrationError(
@@ -226,6 +229,15 @@ class StepMetricWriter:
             self.tracker.log_metric_history(self.run_id, self._pending)
             self._pending = []
         self._last_write = time.monotonic()
+
+
+def _unavailable(exc: Exception) -> bool:
+    """A server that did not answer (MLflow's client wraps a transport failure that outlasted its
+    retries as "API request to … failed with exception …") or answered that it is unavailable."""
+    if not hasattr(exc, "error_code"):
+        return True  # requests' own error, from an artifact upload
+    transport = str(exc).startswith("API request to ") and " failed with " in str(exc)
+    return transport or exc.error_code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
 
 
 def pip_requirements() -> list[str]:
