@@ -167,6 +167,10 @@ def promote(recipe: Recipe, candidate: str = "candidate", tracking_uri: str | No
     champion = alias_version(client, name, CHAMPION)
     moves: list[str] = []
     for _ in range(PROMOTION_ATTEMPTS):
+        if champion == version:  # nothing to decide; its tags keep the decision that made it champion
+            return Decision(
+                name, version, champion, "refused", [*moves, f"version {version} is already the champion"]
+            )
         decision = _decide(client, uri, recipe, version, champion)
         decision.reasons = moves + decision.reasons
         log.info("%s version %s vs champion %s: %s", name, version, champion, decision.outcome)
@@ -221,9 +225,6 @@ def _decide(client: Any, uri: str, recipe: Recipe, version: str, champion: str |
     name = recipe.registered_model_name
     decision = Decision(name, version, champion, "refused")
     evaluation = load_version_evaluation(client, uri, name, version)
-    if champion == version:
-        decision.reasons = [f"version {version} is already the champion"]
-        return decision
     if evaluation is None:
         decision.reasons = [not_evaluated(name, version)]
         return decision

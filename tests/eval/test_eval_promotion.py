@@ -80,6 +80,7 @@ def _check_promotion_flow(recipe, client: MlflowClient) -> None:
 
     again = promote(recipe, "2")
     assert again.outcome == "refused" and "already the champion" in again.reasons[0]
+    assert client.get_model_version(MODEL, "2").tags[DECISION_TAG] == "promoted"  # its record stays
     with pytest.raises(PromotionError, match="'nope'"):
         promote(recipe, "nope")
 

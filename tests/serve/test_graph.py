@@ -413,7 +413,8 @@ def test_replicas_serve_the_version_pinned_at_deploy_after_the_alias_moves(serve
         "run_id": first.run_id,
     }
 
-    moved = client.create_model_version(MODEL_NAME, first.source, run_id=first.run_id)
+    files = client.get_model_version_download_uri(MODEL_NAME, first.version)
+    moved = client.create_model_version(MODEL_NAME, files, run_id=first.run_id)
     client.set_registered_model_alias(MODEL_NAME, "champion", moved.version)
     try:
         generator = serve.get_deployment_handle("Generator", app_name="l2ray")
