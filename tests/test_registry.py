@@ -81,12 +81,12 @@ def test_every_stage_refuses_missing_or_wrong_credentials_before_any_work(auth_m
     assert password not in str(err.value)
 
 
-def test_a_read_only_user_serves_the_champion_but_cannot_move_it(
+def test_a_read_only_user_serves_a_version_but_cannot_promote_it(
     auth_mlflow, accounts, student_path, tmp_path, caplog
 ):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from l2ray.train.tracking import Tracker
+    from l2ray.train.tracking import CANDIDATE_ALIAS, Tracker
 
     url, name = auth_mlflow.url, f"served-{time.time_ns()}"
     promoter, server = accounts["promoter"], accounts["server"]
@@ -95,30 +95,32 @@ def test_a_read_only_user_serves_the_champion_but_cannot_move_it(
         tracker = Tracker(url)
         run_id = tracker.start_run(name, {}, None)
         model = AutoModelForCausalLM.from_pretrained(student_path)
-        tags = {"checkpoint": "final"}
-        first, _ = tracker.log_and_register(
-            run_id, model, AutoTokenizer.from_pretrained(student_path), name, tags
-        )
-        tracker.client.set_registered_model_alias(name, CHAMPION, first)
+        tokenizer = AutoTokenizer.from_pretrained(student_path)
+        tracker.log_and_register(run_id, model, tokenizer, name, {"checkpoint": "final"})
         experiment = tracker.client.get_run(run_id).info.experiment_id
+    served = f"models:/{name}@{CANDIDATE_ALIAS}"
 
     recipe = _recipe(tmp_path, url, name)
     no_grant = pytest.raises(RegistryPermissionError, match=f"{server.username}.*may not read")
     with acting_as(server), no_grant:  # no grant yet: it may not even read the model
-        resolve_student(f"models:/{name}@champion", url, cache_dir=tmp_path / "cache")
+        resolve_student(served, url, cache_dir=tmp_path / "cache")
     # Reading a version's files goes through its run's artifacts: READ on the experiment too.
     auth_mlflow.grant(server, "registered_model", name, "READ")
     auth_mlflow.grant(server, "experiment", experiment, "READ")
     with acting_as(server):
-        folder = resolve_student(f"models:/{name}@champion", url, cache_dir=tmp_path / "cache")
+        folder = resolve_student(served, url, cache_dir=tmp_path / "cache")
         assert (Path(folder) / "config.json").is_file() and (Path(folder) / "tokenizer.json").is_file()
-        assert build_app({"model": f"models:/{name}@champion", "tracking_uri": url}) is not None
+        assert build_app({"model": served, "tracking_uri": url}) is not None
+        # The gate refuses (no evaluation), and even recording that on the version is not its to do.
         with pytest.raises(RegistryPermissionError, match=f"{server.username}.*may not move @champion"):
             promote(recipe, "1")
     with acting_as(promoter):
         client = mlflow_client(url)
-        assert str(client.get_model_version_by_alias(name, CHAMPION).version) == first
+        assert CHAMPION not in client.get_registered_model(name).aliases
+        assert DECISION_TAG not in client.get_model_version(name, "1").tags
         assert not client.search_registered_models(f"name = '{lock_name(name)}'")  # lock released
+        assert promote(recipe, "1").outcome == "refused"  # the promotion account may record it
+        assert client.get_model_version(name, "1").tags[DECISION_TAG] == "refused"
     for account in accounts.values():
         assert account.password not in caplog.text
 

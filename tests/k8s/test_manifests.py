@@ -85,6 +85,7 @@ def test_the_registry_runs_the_auth_app_on_postgres_behind_network_policies(over
     assert 'DB="postgresql+psycopg2://mlflow:${DB_PASSWORD}@mlflow-postgres:5432"' in script
     assert "default_permission = NO_PERMISSIONS" in script and "database_uri = %s/mlflow_auth" in script
     env = {e["name"]: e for e in mlflow["env"]}
+    assert len(env) == len(mlflow["env"]) and {"MLFLOW_AUTH_CONFIG_PATH", "ARTIFACTS_DESTINATION"} <= set(env)
     for name in ("DB_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
         assert "secretKeyRef" in env[name]["valueFrom"], name
 
