@@ -123,7 +123,10 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
             result = _fit(mix, config, settings, train_dir / "ray", ray_run_name)
         return _publish(recipe, tracker, mix, result, run_id, ray_run_name, train_dir, started)
     except BaseException:
-        tracker.finish(run_id, "FAILED")
+        try:
+            tracker.finish(run_id, "FAILED")
+        except Exception as exc:  # the server that failed the stage may be the one gone: keep its error
+            log.warning("could not mark MLflow run %s FAILED: %s", run_id, str(exc).splitlines()[0][:200])
         raise
 
 
