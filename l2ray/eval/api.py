@@ -1,5 +1,5 @@
 """Evaluation's entry points: `run_eval` (``l2ray eval``), `run_pilot` (``l2ray pilot``) and
-`promote` (``l2ray promote``).
+`promote` / `rollback` (``l2ray promote [--rollback]``).
 
 An evaluation generates problems × samples × configurations on a Ray Data actor pool (`runner`),
 scores them (`metrics`), writes ``<run_dir>/eval/<label>/`` (`report`) and logs it to MLflow against
@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,11 @@ from l2ray.clock import utc_iso
 from l2ray.config import Recipe
 from l2ray.decode.config import InterventionConfig
 from l2ray.eval.benchmarks import load_benchmark
-from l2ray.eval.model_ref import resolve_model
 from l2ray.eval.pilot import pilot_dataset, pilot_problems, write_pilot_report
 from l2ray.eval.promotion import (
     CHAMPION,
+    CHAMPION_BEFORE_TAG,
+    ROLLED_BACK_TAG,
     Decision,
     PromotionError,
     decide,
@@ -47,8 +49,12 @@ from l2ray.eval.runner import (
     served_model_for,
     task_row,
 )
-from l2ray.eval.tracking import load_version_evaluation, log_evaluation
-from l2ray.tracking import mlflow_client
+from l2ray.eval.tracking import Evaluation, load_version_evaluation, log_evaluation
+from l2ray.registry import alias_lock, alias_version, denied_to_move
+from l2ray.student.model_ref import resolve_model
+from l2ray.tracking import check_store, mlflow_client, permission_denied
+
+log = logging.getLogger(__name__)
 
 Translate = Callable[[list[str], str], list[str]]
 """``(questions, language) -> the questions in that language`` (synthesis's translator, for one)."""
@@ -76,6 +82,7 @@ def run_eval(
         EndpointError: the endpoint cannot be reached at all, does not say which model it serves, or
             refused every request (HTTP 4xx) — nothing is logged or tagged then.
     """
+    check_store(recipe.tracking_uri)  # the run is logged at the end: refused credentials fail now
     cfg = recipe.eval
     seed = eval_seed(recipe)
     ref = resolve_model(model or cfg.model or recipe.student.model, recipe.tracking_uri)
@@ -107,6 +114,7 @@ def run_pilot(
     ``translate`` turns the English questions into each pilot language; the CLI and the pipeline pass
     synthesis's translator (same prompt, same response cache), so evaluation never imports synthesis.
     """
+    check_store(recipe.tracking_uri)
     cfg = recipe.eval
     seed = eval_seed(recipe)
     languages = ["en", *[c for c in (cfg.pilot_languages or recipe.languages) if c != "en"]]
@@ -135,43 +143,128 @@ def run_pilot(
     return EvalResult(label, out_dir, summary, run_id, ref.name, ref.version)
 
 
+PROMOTION_ATTEMPTS = 3
+"""Decisions one promotion makes before it gives up on a champion that keeps moving."""
+
+
 def promote(recipe: Recipe, candidate: str = "candidate", tracking_uri: str | None = None) -> Decision:
     """Compare ``candidate`` (a version number or an alias) with the champion and record the decision:
     the ``champion`` alias moves when the gate passes, and the decision is tagged on the candidate.
 
+    One guarded step: the gate decides against the champion it read, then, holding the model's alias
+    lock (`l2ray.registry.alias_lock`), the champion is read again and the decision applied only if it
+    is still that version (compare-and-set). When another promotion moved it meanwhile, the gate
+    decides again against the new champion (`PROMOTION_ATTEMPTS` times at most, then ``refused``).
+
     Raises:
         PromotionError: the model or version does not exist.
+        RegistryPermissionError: the MLflow user may not move the alias or tag the version.
     """
     uri = tracking_uri or recipe.tracking_uri
     client = mlflow_client(uri)
     name = recipe.registered_model_name
     version = _version_of(client, name, candidate, uri)
-    champion = _champion_version(client, name)
-    decision = Decision(name, version, champion, "refused")
-    evaluation = load_version_evaluation(client, uri, name, version)
-    if champion == version:
-        decision.reasons = [f"version {version} is already the champion"]
-    elif evaluation is None:
-        decision.reasons = [not_evaluated(name, version)]
-    else:
-        champion_eval = load_version_evaluation(client, uri, name, champion) if champion else None
-        if champion and champion_eval is None:
-            decision.reasons = [f"the champion has no evaluation: {not_evaluated(name, champion)}"]
-        else:
-            base = _base_evaluation(client, uri, recipe, evaluation["comparable_hash"])
-            decision.outcome, decision.reasons = decide(evaluation, champion_eval, recipe.eval.gate, base)
-            if base is None:
-                decision.reasons.append(
-                    f"the base {recipe.student.model} has no comparable evaluation: not compared"
-                )
-    if decision.promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
-    for key, value in decision_tags(decision, utc_iso()).items():
-        client.set_model_version_tag(name, version, key, value)
+    champion = alias_version(client, name, CHAMPION)
+    moves: list[str] = []
+    for _ in range(PROMOTION_ATTEMPTS):
+        if champion == version:  # nothing to decide; its tags keep the decision that made it champion
+            return Decision(
+                name, version, champion, "refused", [*moves, f"version {version} is already the champion"]
+            )
+        decision = _decide(client, uri, recipe, version, champion)
+        decision.reasons = moves + decision.reasons
+        log.info("%s version %s vs champion %s: %s", name, version, champion, decision.outcome)
+        with alias_lock(client, name):
+            now = alias_version(client, name, CHAMPION)
+            if now == champion:
+                _record(client, decision)
+                return decision
+        moves.append(f"the champion moved from {champion or 'none'} to {now or 'none'}: decided again")
+        champion = now
+    gave_up = [*moves, "the champion kept moving; promote again"]
+    decision = Decision(name, version, champion, "refused", gave_up)
+    with alias_lock(client, name):
+        _record(client, decision)
     return decision
 
 
-def _base_evaluation(client: Any, uri: str, recipe: Recipe, comparable_hash: str) -> dict[str, Any] | None:
+def rollback(recipe: Recipe, tracking_uri: str | None = None) -> Decision:
+    """Move ``champion`` back to the version the current champion replaced (its
+    `CHAMPION_BEFORE_TAG`), under the alias lock; the demoted version gets `ROLLED_BACK_TAG`.
+
+    Raises:
+        PromotionError: there is no champion, or it replaced none (it was the first).
+    """
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri or recipe.tracking_uri
+    client = mlflow_client(uri)
+    name = recipe.registered_model_name
+    with alias_lock(client, name):
+        current = alias_version(client, name, CHAMPION)
+        if current is None:
+            raise PromotionError(f"model {name!r} at {uri} has no champion to roll back")
+        previous = client.get_model_version(name, current).tags.get(CHAMPION_BEFORE_TAG, "none")
+        if previous == "none":
+            raise PromotionError(
+                f"champion version {current} of {name!r} replaced no champion (it was the first): nothing "
+                f"to roll back to; promote another version instead (l2ray promote --candidate N)"
+            )
+        note = f"champion moved back from version {current} to version {previous}, the version it replaced"
+        try:
+            client.set_registered_model_alias(name, CHAMPION, previous)
+            client.set_model_version_tag(name, current, ROLLED_BACK_TAG, f"{utc_iso()}: {note}")
+        except MlflowException as exc:
+            raise (denied_to_move(name, CHAMPION) if permission_denied(exc) else exc) from None
+    log.info("%s: %s", name, note)
+    return Decision(name, previous, current, "rolled_back", [note])
+
+
+def _decide(client: Any, uri: str, recipe: Recipe, version: str, champion: str | None) -> Decision:
+    """The gate's decision on ``version`` against ``champion`` (read-only), with its evidence."""
+    name = recipe.registered_model_name
+    decision = Decision(name, version, champion, "refused")
+    evaluation = load_version_evaluation(client, uri, name, version)
+    if evaluation is None:
+        decision.reasons = [not_evaluated(name, version)]
+        return decision
+    decision.evidence["candidate"] = evaluation.evidence()
+    champion_eval = load_version_evaluation(client, uri, name, champion) if champion else None
+    if champion and champion_eval is None:
+        decision.reasons = [f"the champion has no evaluation: {not_evaluated(name, champion)}"]
+        return decision
+    if champion_eval is not None:
+        decision.evidence["champion"] = champion_eval.evidence()
+    base = _base_evaluation(client, uri, recipe, evaluation.summary["comparable_hash"])
+    if base is not None:
+        decision.evidence["base"] = base.evidence()
+    decision.outcome, decision.reasons = decide(
+        evaluation.summary,
+        champion_eval.summary if champion_eval else None,
+        recipe.eval.gate,
+        base.summary if base else None,
+    )
+    if base is None:
+        decision.reasons.append(f"the base {recipe.student.model} has no comparable evaluation: not compared")
+    return decision
+
+
+def _record(client: Any, decision: Decision) -> None:
+    """Apply a decision (the caller holds the alias lock and checked the champion): move the alias
+    when promoted, then tag the candidate with the decision."""
+    from mlflow.exceptions import MlflowException
+
+    name, version = decision.model_name, decision.candidate
+    try:
+        if decision.promoted:
+            client.set_registered_model_alias(name, CHAMPION, version)
+        for key, value in decision_tags(decision, utc_iso()).items():
+            client.set_model_version_tag(name, version, key, value)
+    except MlflowException as exc:
+        raise (denied_to_move(name, CHAMPION) if permission_denied(exc) else exc) from None
+
+
+def _base_evaluation(client: Any, uri: str, recipe: Recipe, comparable_hash: str) -> Evaluation | None:
     """The evaluation of the model the candidate was trained from (the recipe's student), if any."""
     base = resolve_model(recipe.student.model, uri).uri
     return load_base_evaluation(client, uri, recipe.experiment_name, base, comparable_hash)
@@ -189,13 +282,4 @@ def _version_of(client: Any, name: str, candidate: str, uri: str) -> str:
         raise PromotionError(f"candidate {candidate!r} of model {name!r} at {uri}: {exc.message}") from None
 
 
-def _champion_version(client: Any, name: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        return None
-
-
-__all__ = ["EvalResult", "Translate", "promote", "run_eval", "run_pilot"]
+__all__ = ["EvalResult", "Translate", "promote", "rollback", "run_eval", "run_pilot"]

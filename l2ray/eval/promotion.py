@@ -12,7 +12,9 @@ configurations, engine kind, prompt and grader). Otherwise promotion refuses. Th
   same problems: those neither evaluation failed on.
 
 With no champion yet, an evaluated candidate whose failure rate is within ``max_failure_rate`` (default
-0: no failures) becomes champion. The decision and its reasons are tags on the candidate version.
+0: no failures) becomes champion. The decision, its reasons, the champion it was decided against and
+its evidence (each compared evaluation's run id and ``summary.json`` digest) are tags on the candidate
+version; `l2ray.eval.api.promote` applies it as a compare-and-set under the model's alias lock.
 
 The candidate is also compared with the model it was trained from (the recipe's ``student.model``),
 when that base has an evaluation of the same kind (`load_base_evaluation`; `l2ray run` always makes
@@ -27,20 +29,24 @@ Example:
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from l2ray.errors import L2rayError
 from l2ray.eval.config import PromotionGate
+from l2ray.eval.tracking import Evaluation
 
 CHAMPION = "champion"
 DECISION_TAG = "l2ray.promotion.decision"
 REASONS_TAG = "l2ray.promotion.reasons"
 CHAMPION_BEFORE_TAG = "l2ray.promotion.champion_before"
+EVIDENCE_TAG = "l2ray.promotion.evidence"
 TIME_TAG = "l2ray.promotion.time"
+ROLLED_BACK_TAG = "l2ray.promotion.rolled_back"
 
-Outcome = Literal["promoted", "rejected", "refused"]
+Outcome = Literal["promoted", "rejected", "refused", "rolled_back"]
 
 
 @dataclass
@@ -52,6 +58,8 @@ class Decision:
     champion_before: str | None
     outcome: Outcome
     reasons: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    """``{"candidate" | "champion" | "base": {"eval_run_id", "summary_sha256"}}``: what was compared."""
 
     @property
     def promoted(self) -> bool:
@@ -230,16 +238,10 @@ def _verdict(ok: bool) -> str:
 
 def load_base_evaluation(
     client: Any, tracking_uri: str, experiment: str, base_uri: str, comparable_hash: str
-) -> dict[str, Any] | None:
-    """The ``summary.json`` of the latest ``eval`` run of ``base_uri`` in ``experiment`` that is
-    comparable (``comparable_hash``) with the candidate's; ``None`` when there is none."""
-    import json
-    import tempfile
-    from pathlib import Path
-
-    import mlflow
-
-    from l2ray.eval.tracking import ARTIFACT_DIR, EVAL_HASH_TAG, STAGE_TAG
+) -> Evaluation | None:
+    """The latest ``eval`` run of ``base_uri`` in ``experiment`` that is comparable
+    (``comparable_hash``) with the candidate's; ``None`` when there is none."""
+    from l2ray.eval.tracking import EVAL_HASH_TAG, STAGE_TAG, download_evaluation
 
     found = client.get_experiment_by_name(experiment)
     if found is None or '"' in base_uri:  # MLflow's filter strings cannot quote a double quote
@@ -253,24 +255,17 @@ def load_base_evaluation(
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    if not runs:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=runs[0].info.run_id,
-            artifact_path=f"{ARTIFACT_DIR}/summary.json",
-            dst_path=tmp,
-            tracking_uri=tracking_uri,
-        )
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+    return download_evaluation(tracking_uri, runs[0].info.run_id) if runs else None
 
 
 def decision_tags(decision: Decision, when: str) -> dict[str, str]:
-    """The tags a decision leaves on the candidate version."""
+    """The tags a decision leaves on the candidate version: outcome, reasons, the champion it was
+    decided against (and replaced, when promoted) and its evidence."""
     return {
         DECISION_TAG: decision.outcome,
         REASONS_TAG: " | ".join(decision.reasons)[:4900],  # MLflow caps tag values
         CHAMPION_BEFORE_TAG: decision.champion_before or "none",
+        EVIDENCE_TAG: json.dumps(decision.evidence, sort_keys=True),
         TIME_TAG: when,
     }
 
@@ -291,8 +286,11 @@ def _fingerprint_diff(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
 
 __all__ = [
     "CHAMPION",
+    "CHAMPION_BEFORE_TAG",
     "DECISION_TAG",
+    "EVIDENCE_TAG",
     "REASONS_TAG",
+    "ROLLED_BACK_TAG",
     "Decision",
     "PromotionError",
     "base_check",

@@ -22,10 +22,10 @@ from l2ray.eval.benchmarks import BenchmarkData
 from l2ray.eval.config import EvalConfig
 from l2ray.eval.engines import EndpointError, SampleRequest, check_endpoint, served_model_id
 from l2ray.eval.metrics import score_sample, summarise
-from l2ray.eval.model_ref import ModelRef
 from l2ray.grading import GRADER_VERSION
 from l2ray.hashing import stable_id
 from l2ray.languages import LANGUAGES
+from l2ray.student.model_ref import ModelRef
 
 PROMPT_VERSION = "l2ray-prompt-1"
 """Part of the fingerprint: bump it when `build_messages` changes."""

@@ -7,19 +7,21 @@ what promotion reads; other stages (the pilot) are logged beside it and leave th
 
 Example:
     >>> run_id = log_evaluation(recipe, out_dir, summary, ref)  # doctest: +SKIP
-    >>> load_version_evaluation(client, uri, "demo", "3")["comparable_hash"]  # doctest: +SKIP
+    >>> load_version_evaluation(client, uri, "demo", "3").summary["comparable_hash"]  # doctest: +SKIP
     '5f0c…'
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from l2ray.config import Recipe
-from l2ray.eval.model_ref import ModelRef
+from l2ray.student.model_ref import ModelRef
 from l2ray.tracking import ensure_experiment, mlflow_client
 
 EVAL_RUN_TAG = "l2ray.eval.run_id"
@@ -88,13 +90,29 @@ def attach_evaluation(client: Any, name: str, version: str, run_id: str, summary
     client.set_model_version_tag(name, version, EVAL_LABEL_TAG, summary["label"])
 
 
-def load_version_evaluation(client: Any, tracking_uri: str, name: str, version: str) -> dict[str, Any] | None:
-    """The ``summary.json`` of a version's latest evaluation, or ``None`` when it has none."""
+@dataclass(frozen=True)
+class Evaluation:
+    """A logged evaluation as promotion reads it: the summary, its run and the summary file's digest
+    (the evidence a decision records on the version)."""
+
+    summary: dict[str, Any]
+    run_id: str
+    sha256: str
+
+    def evidence(self) -> dict[str, str]:
+        return {"eval_run_id": self.run_id, "summary_sha256": self.sha256}
+
+
+def load_version_evaluation(client: Any, tracking_uri: str, name: str, version: str) -> Evaluation | None:
+    """The latest evaluation of a version (what `EVAL_RUN_TAG` points at), ``None`` when it has none."""
+    run_id = client.get_model_version(name, version).tags.get(EVAL_RUN_TAG)
+    return download_evaluation(tracking_uri, run_id) if run_id else None
+
+
+def download_evaluation(tracking_uri: str, run_id: str) -> Evaluation:
+    """The ``summary.json`` an evaluation run logged, with its SHA-256."""
     import mlflow
 
-    run_id = client.get_model_version(name, version).tags.get(EVAL_RUN_TAG)
-    if not run_id:
-        return None
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(
             run_id=run_id,
@@ -102,7 +120,8 @@ def load_version_evaluation(client: Any, tracking_uri: str, name: str, version: 
             dst_path=tmp,
             tracking_uri=tracking_uri,
         )
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = Path(path).read_bytes()
+    return Evaluation(json.loads(data.decode("utf-8")), run_id, hashlib.sha256(data).hexdigest())
 
 
 def _scalar_metrics(values: dict[str, Any]) -> dict[str, float]:
@@ -123,7 +142,9 @@ __all__ = [
     "EVAL_HASH_TAG",
     "EVAL_RUN_TAG",
     "STAGE_TAG",
+    "Evaluation",
     "attach_evaluation",
+    "download_evaluation",
     "load_version_evaluation",
     "log_evaluation",
 ]

@@ -4,6 +4,12 @@
     Ingress → ReasoningController → VllmGenerator    (engine: vllm; the processor runs it)
     Ingress → ReasoningController → generator_url    (an HTTP-only generator; segment loop)
 
+A registry model (``models:/NAME@champion``) is resolved to its version *here*, once per deploy, and
+every Generator replica is bound to that version (``models:/NAME/N``): replicas started later (a
+crash, autoscaling) serve the same weights as their siblings even when the alias has moved since.
+The alias takes effect through a redeploy (the RayService's upgrade, docs/cluster.md); the Ingress
+reports the version in ``GET /v1/models``.
+
 Example:
     >>> app = build_app({"model": "builtin:tiny", "num_cpus": 0.25})  # doctest: +SKIP
     >>> serve.run(app, route_prefix="/")  # doctest: +SKIP
@@ -11,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,6 +26,9 @@ from ray.serve import Application
 from l2ray._schema import format_validation_error
 from l2ray.errors import L2rayError
 from l2ray.serve.config import ServeConfig
+from l2ray.student.model_ref import ModelRef, resolve_model
+
+logger = logging.getLogger("ray.serve")
 
 
 class ServeArgsError(L2rayError, ValueError):
@@ -31,6 +41,7 @@ def build_app(args: dict[str, Any]) -> Application:
     from l2ray.serve.ingress import Ingress
 
     config = validate_args(args)
+    served = pin_model(config)
     settings = config.model_dump()
     router = {"ray_actor_options": {"num_cpus": config.router_num_cpus}, "max_ongoing_requests": 256}
     generator = None
@@ -44,23 +55,39 @@ def build_app(args: dict[str, Any]) -> Application:
             options["autoscaling_config"] = config.autoscaling
         else:
             options["num_replicas"] = config.replicas
-        generator = _generator(config, options)
+        generator = _generator(config, served.uri, options)
     controller = ReasoningController.options(**router).bind(generator, settings)
-    return Ingress.options(**router).bind(controller, settings)
+    return Ingress.options(**router).bind(controller, settings, served.to_dict())
 
 
-def _generator(config: ServeConfig, options: dict[str, Any]) -> Any:
-    """The bound Generator deployment of ``config.engine``."""
+def pin_model(config: ServeConfig) -> ModelRef:
+    """``config.model`` pinned to a registry version (other URIs as given), logged once per deploy.
+
+    An HTTP-only generator (``generator_url``) serves whatever its server loaded: nothing to pin."""
+    if config.generator_url is not None or not config.model.startswith("models:/"):
+        return ModelRef(config.model)
+    import mlflow
+
+    served = resolve_model(config.model, config.tracking_uri or mlflow.get_tracking_uri())
+    logger.info(
+        "serving %s = %s (run %s); every replica loads this version until the next deploy",
+        config.model,
+        served.uri,
+        served.run_id,
+    )
+    return served
+
+
+def _generator(config: ServeConfig, model: str, options: dict[str, Any]) -> Any:
+    """The bound Generator deployment of ``config.engine``, loading ``model``."""
     if config.engine == "vllm":
         from l2ray.serve.vllm_generator import VllmGenerator  # imports vllm only when asked for
 
-        return VllmGenerator.options(**options).bind(
-            config.model, config.tracking_uri, config.vllm.model_dump()
-        )
+        return VllmGenerator.options(**options).bind(model, config.tracking_uri, config.vllm.model_dump())
     from l2ray.serve.generator import Generator
 
     return Generator.options(**options).bind(
-        config.model,
+        model,
         config.tracking_uri,
         config.device,
         config.max_batch_size,

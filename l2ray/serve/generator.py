@@ -6,6 +6,7 @@ Per-token logic (the intervention) runs inside the replica; callers get one smal
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,8 @@ from ray import serve
 
 from l2ray.decode.engine import DecodeEngine
 from l2ray.decode.types import DecodeRequest, TokenStep
+
+logger = logging.getLogger("ray.serve")
 
 FLUSH_S = 0.02
 """Tokens produced within this many seconds travel to the controller as one message: a message per
@@ -35,6 +38,8 @@ class Generator:
         self.model = model
         self.engine = DecodeEngine.load(model, tracking_uri=tracking_uri, device=device)
         self._warm = False
+        self.model = model
+        logger.info("Generator replica serves %s", model)
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
@@ -48,8 +53,8 @@ class Generator:
         return {"model": self.model}
 
     def info(self) -> dict[str, Any]:
-        """What a controller needs to tokenize for this replica (`Codec.info`: no weights)."""
-        return self.engine.codec.info()
+        """What a controller needs to tokenize for this replica (`Codec.info`) and the model it loaded."""
+        return {**self.engine.codec.info(), "model": self.model}
 
     async def generate(self, request: DecodeRequest) -> AsyncIterator[list[TokenStep]]:
         """Stream one request's tokens (batched with whatever else is in flight), in small groups.

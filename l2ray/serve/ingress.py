@@ -140,9 +140,13 @@ async def sse_events(
 class Ingress:
     """Authenticates, validates and forwards to the `ReasoningController`."""
 
-    def __init__(self, controller: DeploymentHandle, settings: dict[str, Any]) -> None:
+    def __init__(
+        self, controller: DeploymentHandle, settings: dict[str, Any], served: dict[str, Any] | None = None
+    ) -> None:
         self.config = ServeConfig.model_validate(settings)
         self.controller = controller
+        # What the Generator replicas load (`app.pin_model`): reported by /v1/models.
+        self.served = served or {"uri": self.config.model}
         # Raises ApiKeyConfigError (the replica does not start) when configured keys cannot be read.
         self.guard = KeyGuard(load_keys(self.config.api_keys_env, self.config.api_keys_file))
         self.limiter = ConcurrencyLimiter(self.config.max_concurrency_per_key)
@@ -191,7 +195,15 @@ class Ingress:
         return JSONResponse(self._card())
 
     def _card(self) -> dict[str, Any]:
-        return {"id": self.config.served_model_name, "object": "model", "created": 0, "owned_by": "l2ray"}
+        """OpenAI's model object; ``l2ray`` says what it is: the configured model and the registry
+        version (URI, number, training run) every replica of this deploy loaded."""
+        return {
+            "id": self.config.served_model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "l2ray",
+            "l2ray": {"model": self.config.model, **self.served},
+        }
 
     @api.post("/v1/chat/completions")
     async def chat(self, request: Request) -> Any:

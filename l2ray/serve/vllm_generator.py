@@ -11,6 +11,7 @@ streams `TokenStep`s. Wrapping vLLM's own async engine in a Serve deployment giv
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,8 @@ from l2ray.decode.codec import Codec
 from l2ray.decode.config import VllmEngineConfig
 from l2ray.decode.types import DecodeRequest, TokenStep
 from l2ray.decode.vllm_engine import engine_kwargs, sampling_params, token_steps
+
+logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(name="Generator", max_ongoing_requests=256)
@@ -39,6 +42,7 @@ class VllmGenerator:
         self.codec = Codec.from_pretrained(path)
         args = AsyncEngineArgs(**engine_kwargs(path, VllmEngineConfig.model_validate(engine)))
         self.engine = AsyncLLM.from_engine_args(args)
+        logger.info("Generator replica (vLLM) serves %s", model)
 
     async def ready(self) -> dict[str, Any]:
         """What this replica serves, once its engine has produced a token (a one-token warm-up the
@@ -55,8 +59,8 @@ class VllmGenerator:
         await self.engine.check_health()
 
     def info(self) -> dict[str, Any]:
-        """What a controller needs to tokenize for this replica (`Codec.info`: no weights)."""
-        return self.codec.info()
+        """What a controller needs to tokenize for this replica (`Codec.info`) and the model it loaded."""
+        return {**self.codec.info(), "model": self.model}
 
     async def generate(self, request: DecodeRequest) -> AsyncIterator[list[TokenStep]]:
         """Stream one request's tokens in groups of ``vllm.stream_interval`` (the first token alone).

@@ -8,11 +8,13 @@ from __future__ import annotations
 from l2ray._lazy import lazy_exports
 
 _EXPORTS = {
+    "ModelRef": "model_ref",
     "StudentConfig": "config",
     "StudentNotFoundError": "resolve",
     "build_student": "build",
     "ensure_reasoning_tokens": "tokens",
     "load_student": "resolve",
+    "resolve_model": "model_ref",
     "resolve_student": "resolve",
 }
 

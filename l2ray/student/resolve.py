@@ -33,7 +33,7 @@ from l2ray.hashing import stable_id
 from l2ray.student.cache import build_once
 from l2ray.student.config import BUILTIN_STUDENT, LAB_STUDENT, StudentConfig
 from l2ray.student.smollm2 import SMOLLM2_STUDENT, smollm2_folder
-from l2ray.tracking import mlflow_client
+from l2ray.tracking import RegistryPermissionError, current_user, mlflow_client, permission_denied
 
 _MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -128,6 +128,12 @@ def registered_version(uri: str, tracking_uri: str) -> tuple[Any, Any]:
             else client.get_model_version(name, number)
         )
     except MlflowException as exc:
+        if permission_denied(exc):
+            raise RegistryPermissionError(
+                f"MLflow user {current_user() or 'anonymous'!r} may not read model {uri!r} at {tracking_uri} "
+                f"(403: no grant on it, or no such model): the admin grants READ on registered model "
+                f"{name!r} (and on the experiment its versions were logged in, to download them)"
+            ) from None
         reason = _unresolved(client, uri, name, alias, number, tracking_uri)
         raise StudentNotFoundError(f"{reason} [MLflow: {exc.message}]") from None
     return client, version

@@ -35,7 +35,7 @@ from l2ray.train.config import TrainConfig
 from l2ray.train.loop import LoopSettings, train_loop_per_worker
 from l2ray.train.mix import Mix, TrainDataError, read_traces, select_mix
 from l2ray.train.plan import MemoryPlan, memory_plan, refuse_unless_fits, shape_of
-from l2ray.train.tracking import CANDIDATE_ALIAS, Tracker, code_version
+from l2ray.train.tracking import CANDIDATE_ALIAS, REGISTERED_FOR_TAG, Tracker, code_version
 
 if TYPE_CHECKING:
     from ray.train import Result
@@ -76,6 +76,7 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
     its latest checkpoint. Raises `TrainDataError` before any worker starts when the data is unusable.
     """
     started = time.perf_counter()
+    tracker = Tracker(recipe.tracking_uri)  # an unreachable store or refused credentials fail here
     config = recipe.train
     train_dir = recipe.run_dir / "train"
     mix = select_mix(
@@ -99,7 +100,6 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
     )
     if config.use_gpu:  # on CPU the workers share the host: there is no per-GPU limit to hold
         refuse_unless_fits(shape_of(base_path), config)
-    tracker = Tracker(recipe.tracking_uri)
     ray_run_name, run_id = _open_run(recipe, tracker, mix, train_dir, resume)
     steps_per_epoch, total_steps = plan_steps(len(mix.rows), config)
     # Fields both share travel as they are; bf16 is resolved from "auto" here.
@@ -123,7 +123,10 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
             result = _fit(mix, config, settings, train_dir / "ray", ray_run_name)
         return _publish(recipe, tracker, mix, result, run_id, ray_run_name, train_dir, started)
     except BaseException:
-        tracker.finish(run_id, "FAILED")
+        try:
+            tracker.finish(run_id, "FAILED")
+        except Exception as exc:  # the server that failed the stage may be the one gone: keep its error
+            log.warning("could not mark MLflow run %s FAILED: %s", run_id, str(exc).splitlines()[0][:200])
         raise
 
 
@@ -273,6 +276,7 @@ def _register(
         "recipe": recipe.name,
         "mode": recipe.train.mode,
         "run_id": run_id,
+        REGISTERED_FOR_TAG: checkpoint_path,
     }
     if is_sharded(state):
         source = f"{checkpoint_path.rstrip('/')}/{EXPORT_DIR}"

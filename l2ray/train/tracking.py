@@ -21,9 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from l2ray.errors import L2rayError
 from l2ray.tracking import ensure_experiment, mlflow_client
 
 CANDIDATE_ALIAS = "candidate"
+REGISTERED_FOR_TAG = "checkpoint"
+"""The version tag naming the checkpoint a version was registered from: a rerun finds its version."""
 _PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 _METRIC_BATCH = 1000  # ... and at most 1000 metrics
 _PARAM_VALUE_LIMIT = 6000
@@ -100,40 +103,95 @@ class Tracker:
         registered_model: str,
         tags: dict[str, str],
     ) -> tuple[str, str]:
-        """Log ``model`` with ``mlflow.transformers`` into the run, register a new version, tag it and
-        point the ``candidate`` alias at it. Returns ``(version, "models:/NAME/VERSION")``."""
+        """Log ``model`` with ``mlflow.transformers`` into the run, register a new version with ``tags``
+        and point the ``candidate`` alias at it. Returns ``(version, "models:/NAME/VERSION")``.
+
+        Registration is never half done: the version is created with its tags in one call, only after
+        every artifact is uploaded, and the alias moves last. A rerun after a failure (the server died
+        mid-way) reuses the version this run registered for this checkpoint (`REGISTERED_FOR_TAG`)
+        instead of making a second one; a failure that outlasts MLflow's retries raises
+        `RegistrationError`."""
         import mlflow
 
-        with _global_store(self.tracking_uri), mlflow.start_run(run_id=run_id):
-            info = mlflow.transformers.log_model(
-                transformers_model={"model": model, "tokenizer": tokenizer},
-                name="model",
-                task="text-generation",
-                pip_requirements=pip_requirements(),
-                registered_model_name=registered_model,
-            )
-        return self._tag_and_alias(registered_model, str(info.registered_model_version), tags)
+        with _registration_step(self.tracking_uri, registered_model, run_id):
+            version = self._registered_before(registered_model, run_id, tags)
+            if version is None:
+                # Global store for both: a local registry looks the logged model up through it.
+                with _global_store(self.tracking_uri):
+                    with mlflow.start_run(run_id=run_id):
+                        info = mlflow.transformers.log_model(
+                            transformers_model={"model": model, "tokenizer": tokenizer},
+                            name="model",
+                            task="text-generation",
+                            pip_requirements=pip_requirements(),
+                        )
+                    version = self._create_version(
+                        registered_model, info.model_uri, run_id, tags, info.model_id
+                    )
+            return self._alias(registered_model, version)
 
     def register_reference(
         self, run_id: str, source: str, registered_model: str, tags: dict[str, str]
     ) -> tuple[str, str]:
         """Register a new version whose artifacts stay where they are (``source``: a shared path or
         object-store URI laid out like an ``mlflow.transformers`` model), tag it and point the
-        ``candidate`` alias at it: tens of GB never stream through the tracking server."""
+        ``candidate`` alias at it: tens of GB never stream through the tracking server. Rerun-safe
+        as `log_and_register` is."""
+        with _registration_step(self.tracking_uri, registered_model, run_id):
+            version = self._registered_before(registered_model, run_id, tags)
+            if version is None:
+                version = self._create_version(registered_model, source, run_id, tags, None)
+            return self._alias(registered_model, version)
+
+    def _registered_before(self, registered_model: str, run_id: str, tags: dict[str, str]) -> str | None:
+        """The version this run already registered for the same checkpoint, if an earlier attempt got
+        that far."""
+        found = self.client.search_model_versions(f"name='{registered_model}' and run_id='{run_id}'")
+        same = [v for v in found if v.tags.get(REGISTERED_FOR_TAG) == tags.get(REGISTERED_FOR_TAG)]
+        return str(min(int(v.version) for v in same)) if same else None
+
+    def _create_version(
+        self, registered_model: str, source: str, run_id: str, tags: dict[str, str], model_id: str | None
+    ) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
-            self.client.get_registered_model(registered_model)
-        except MlflowException:
             self.client.create_registered_model(registered_model)
-        version = self.client.create_model_version(registered_model, source, run_id=run_id)
-        return self._tag_and_alias(registered_model, str(version.version), tags)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self.client.create_model_version(
+            registered_model, source, run_id=run_id, tags=tags, model_id=model_id
+        )
+        return str(version.version)
 
-    def _tag_and_alias(self, registered_model: str, version: str, tags: dict[str, str]) -> tuple[str, str]:
-        for key, value in tags.items():
-            self.client.set_model_version_tag(registered_model, version, key, value)
+    def _alias(self, registered_model: str, version: str) -> tuple[str, str]:
         self.client.set_registered_model_alias(registered_model, CANDIDATE_ALIAS, version)
         return version, f"models:/{registered_model}/{version}"
+
+
+class RegistrationError(L2rayError):
+    """Registering a trained model failed (the MLflow server stayed unreachable past its retries)."""
+
+
+@contextmanager
+def _registration_step(tracking_uri: str, registered_model: str, run_id: str) -> Iterator[None]:
+    """Turn a registry that stopped answering mid-registration into one `RegistrationError` saying
+    what state it left and how to finish."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+
+    try:
+        yield
+    except (MlflowException, RequestException) as exc:
+        if not _unavailable(exc):
+            raise
+        reason = str(exc).strip().splitlines()[0][:300]
+        raise RegistrationError(
+            f"registering {registered_model!r} from run {run_id} at {tracking_uri} failed ({reason}); the "
+            f"registry holds either no version of this run or a complete one without @{CANDIDATE_ALIAS}: "
+            "bring the server back and run the stage again (it reuses that version)"
+        ) from None
 
 
 class StepMetricWriter:
@@ -171,6 +229,15 @@ class StepMetricWriter:
             self.tracker.log_metric_history(self.run_id, self._pending)
             self._pending = []
         self._last_write = time.monotonic()
+
+
+def _unavailable(exc: Exception) -> bool:
+    """A server that did not answer (MLflow's client wraps a transport failure that outlasted its
+    retries as "API request to … failed with exception …") or answered that it is unavailable."""
+    if not hasattr(exc, "error_code"):
+        return True  # requests' own error, from an artifact upload
+    transport = str(exc).startswith("API request to ") and " failed with " in str(exc)
+    return transport or exc.error_code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
 
 
 def pip_requirements() -> list[str]:

@@ -20,8 +20,8 @@ from l2ray.eval.engines import (
     served_model_id,
 )
 from l2ray.eval.metrics import score_sample
-from l2ray.eval.model_ref import resolve_model
 from l2ray.eval.runner import served_model_for
+from l2ray.student.model_ref import resolve_model
 
 ROW = {
     "benchmark": "b",

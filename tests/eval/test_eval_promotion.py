@@ -1,4 +1,5 @@
-"""Eval-gated promotion in the MLflow registry: sqlite store and a real ``mlflow server`` process.
+"""Eval-gated promotion in the MLflow registry: the sqlite store and the session's ``mlflow server``
+behind its auth app on PostgreSQL.
 
 Each version is evaluated for real (`run_eval` over HTTP against a local chat server whose answers
 depend on the requested model version): v1 thinks long and answers right, v2 thinks short and answers
@@ -17,9 +18,9 @@ from l2ray.decode.types import Completion
 from l2ray.eval.api import promote, run_eval
 from l2ray.eval.config import PromotionGate
 from l2ray.eval.metrics import score_sample, summarise
-from l2ray.eval.model_ref import ModelRef
 from l2ray.eval.promotion import CHAMPION, DECISION_TAG, REASONS_TAG, PromotionError, decide
 from l2ray.eval.tracking import EVAL_RUN_TAG, log_evaluation
+from l2ray.student.model_ref import ModelRef
 from l2ray.tracking import mlflow_client
 
 MODEL = "l2ray-eval-test"
@@ -79,13 +80,14 @@ def _check_promotion_flow(recipe, client: MlflowClient) -> None:
 
     again = promote(recipe, "2")
     assert again.outcome == "refused" and "already the champion" in again.reasons[0]
+    assert client.get_model_version(MODEL, "2").tags[DECISION_TAG] == "promoted"  # its record stays
     with pytest.raises(PromotionError, match="'nope'"):
         promote(recipe, "nope")
 
 
 @pytest.mark.slow
-def test_promotion_on_sqlite_and_on_a_real_mlflow_server(
-    mlflow_server, ray_cluster, student_path, tmp_path: Path, chat_server
+def test_promotion_on_sqlite_and_on_the_authenticated_postgres_server(
+    auth_mlflow, ray_cluster, student_path, tmp_path: Path, chat_server
 ) -> None:
     # The server lists every version, so each evaluation asks for its own (`served_model_id`).
     server = chat_server(_server_behaviour, models=tuple(f"models:/{MODEL}/{v}" for v in BEHAVIOUR))
@@ -102,9 +104,9 @@ def test_promotion_on_sqlite_and_on_a_real_mlflow_server(
     assert (metrics["1"]["accuracy"], metrics["3"]["accuracy"]) == (1.0, 0.0)
     _check_promotion_flow(recipe, client)
 
-    # A real `mlflow server` (started first, so it came up meanwhile): the same evaluations logged
-    # through its REST API and artifact proxy.
-    url = mlflow_server.ready()
+    # The session's authenticated server (it came up meanwhile): the same evaluations logged
+    # through its REST API and artifact proxy, as the session's MLflow user.
+    url = auth_mlflow.ready()
     remote = make_recipe(tmp_path / "remote", student_path, tracking_uri=url, **eval_fields)
     register_versions(url, MODEL, 4, tmp_path / "remote")
     for version, summary in summaries.items():

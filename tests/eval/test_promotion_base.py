@@ -30,6 +30,7 @@ def test_a_base_evaluated_differently_refuses_and_no_base_leaves_the_gate_as_it_
 
 
 def test_the_base_evaluation_is_found_by_model_uri_and_comparable_hash(tmp_path):
+    import hashlib
     import json
 
     from mlflow import MlflowClient
@@ -51,7 +52,9 @@ def test_the_base_evaluation_is_found_by_model_uri_and_comparable_hash(tmp_path)
         client.log_batch(run.info.run_id, params=[Param("model_uri", base)])
         (tmp_path / "eval" / "summary.json").write_text(json.dumps({"accuracy": accuracy}))
         client.log_artifacts(run.info.run_id, str(tmp_path / "eval"), artifact_path="eval")
-    assert load_base_evaluation(client, uri, "lab", "/bases/it's here", "h1") == {"accuracy": 0.25}
-    assert load_base_evaluation(client, uri, "lab", "/bases/it's here", "h2") == {"accuracy": 0.5}
+    first = load_base_evaluation(client, uri, "lab", "/bases/it's here", "h1")
+    assert first.summary == {"accuracy": 0.25}
+    assert first.sha256 == hashlib.sha256(b'{"accuracy": 0.25}').hexdigest()  # the file as logged
+    assert load_base_evaluation(client, uri, "lab", "/bases/it's here", "h2").summary == {"accuracy": 0.5}
     assert load_base_evaluation(client, uri, "lab", "/bases/other", "h1") is None
     assert load_base_evaluation(client, uri, "no-such-experiment", "/bases/it's here", "h1") is None

@@ -21,6 +21,7 @@ KUBERAY_KINDS = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayService":
 K8S_VERSION = "1.32"
 OVERLAYS = sorted(p.parent.name for p in (REPO / "k8s" / "overlays").glob("*/kustomization.yaml"))
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+ACCOUNT_VARIABLES = (("MLFLOW_TRACKING_USERNAME", "username"), ("MLFLOW_TRACKING_PASSWORD", "password"))
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -74,6 +75,64 @@ def test_clusters_use_token_auth_and_secrets_only_by_reference(overlay):
         for env in _env_entries(doc):
             if any(word in env["name"] for word in SECRET_WORDS):
                 assert "value" not in env and "secretKeyRef" in env["valueFrom"], env
+
+
+def test_the_registry_runs_the_auth_app_on_postgres_behind_network_policies(overlay):
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in overlay}
+    [mlflow] = by_name[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"]
+    script = mlflow["args"][0]
+    assert "mlflow server --app-name basic-auth" in script and '--backend-store-uri "$DB/mlflow"' in script
+    assert 'DB="postgresql+psycopg2://mlflow:${DB_PASSWORD}@mlflow-postgres:5432"' in script
+    assert "default_permission = NO_PERMISSIONS" in script and "database_uri = %s/mlflow_auth" in script
+    env = {e["name"]: e for e in mlflow["env"]}
+    assert len(env) == len(mlflow["env"]) and {"MLFLOW_AUTH_CONFIG_PATH", "ARTIFACTS_DESTINATION"} <= set(env)
+    for name in ("DB_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        assert "secretKeyRef" in env[name]["valueFrom"], name
+
+    database = by_name[("StatefulSet", "mlflow-postgres")]["spec"]
+    [claim] = database["volumeClaimTemplates"]
+    assert {m["name"] for m in database["template"]["spec"]["containers"][0]["volumeMounts"]} >= {
+        claim["metadata"]["name"]
+    }
+    assert by_name[("Service", "mlflow-postgres")]["spec"]["selector"] == {"app": "mlflow-postgres"}
+
+    registry = by_name[("NetworkPolicy", "mlflow")]["spec"]
+    assert registry["podSelector"]["matchLabels"] == {"app": "mlflow"}
+    [rule] = registry["ingress"]
+    assert {"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}} in rule["from"]
+    assert len(rule["from"]) == 2 and "namespaceSelector" in rule["from"][1]  # Ray pods and the ingress
+    database_policy = by_name[("NetworkPolicy", "mlflow-postgres")]["spec"]
+    assert database_policy["podSelector"]["matchLabels"] == {"app": "mlflow-postgres"}
+    assert database_policy["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app": "mlflow"}}}]
+
+
+def test_ray_pods_read_their_mlflow_account_from_a_secret(overlay):
+    """Training and promotion run as the pipeline account; serving as a read-only one."""
+    for doc in overlay:
+        if doc["kind"] not in KUBERAY_KINDS:
+            continue
+        account = "l2ray-mlflow-serve" if doc["kind"] == "RayService" else "l2ray-mlflow-pipeline"
+        for cluster in _cluster_specs(doc):
+            groups = [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]
+            for container in (c for g in groups for c in g["template"]["spec"]["containers"]):
+                env = {e["name"]: e for e in container.get("env", [])}
+                for name, key in (
+                    ("MLFLOW_TRACKING_USERNAME", "username"),
+                    ("MLFLOW_TRACKING_PASSWORD", "password"),
+                ):
+                    ref = env[name]["valueFrom"]["secretKeyRef"]
+                    assert (ref["name"], ref["key"]) == (account, key), (doc["metadata"]["name"], name)
+
+
+def test_every_secret_a_manifest_reads_is_created_in_the_walkthrough(overlay):
+    """docs/cluster.md creates every Secret a manifest reads, with every key it reads."""
+    commands = (REPO / "docs" / "cluster.md").read_text().split("kubectl -n l2ray-gpu create secret generic ")
+    created = {c.split()[0]: c.split("\n\n")[0] for c in commands[1:]}
+    for env in _env_entries(overlay):
+        ref = env.get("valueFrom", {}).get("secretKeyRef")
+        if ref and not ref.get("optional"):
+            assert ref["name"] in created, ref
+            assert f"--from-literal={ref['key']}=" in created[ref["name"]], ref
 
 
 def test_pipeline_rayjob_cleans_up_after_itself(overlay):

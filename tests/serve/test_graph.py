@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 from engine_support import LocalGenerator, run_segment_loop
-from serve_support import API_KEY, a_stop_string_from, first_tag
+from serve_support import API_KEY, MODEL_NAME, a_stop_string_from, first_tag
 
 from l2ray.decode.config import InterventionConfig
 from l2ray.decode.types import DecodeRequest
@@ -415,3 +415,50 @@ def test_controller_with_an_http_only_generator_answers_like_the_graph(
         "completion_tokens",
     ):
         assert body["usage"][key] == fast["usage"][key]
+
+
+def test_replicas_serve_the_version_pinned_at_deploy_after_the_alias_moves(server, registry, ray_cluster):
+    """``models:/NAME@champion`` is resolved once when the app is built: ``/v1/models`` says which
+    version, and a replica that restarts after the alias moved loads that version, not the new one."""
+    from ray import serve
+
+    from l2ray.tracking import mlflow_client
+
+    tracking_uri, model_uri = registry
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    client = mlflow_client(tracking_uri)
+    first = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    pinned = f"models:/{MODEL_NAME}/{first.version}"
+    card = httpx.get(f"{server}/models", headers=headers).json()["data"][0]
+    assert card["l2ray"] == {
+        "model": model_uri,
+        "uri": pinned,
+        "name": MODEL_NAME,
+        "version": str(first.version),
+        "run_id": first.run_id,
+    }
+
+    files = client.get_model_version_download_uri(MODEL_NAME, first.version)
+    moved = client.create_model_version(MODEL_NAME, files, run_id=first.run_id)
+    client.set_registered_model_alias(MODEL_NAME, "champion", moved.version)
+    try:
+        generator = serve.get_deployment_handle("Generator", app_name="l2ray")
+        [replica] = [
+            name
+            for name in ray_cluster.util.list_named_actors(all_namespaces=True)
+            if name["name"].startswith("SERVE_REPLICA::l2ray#Generator#")
+        ]
+        ray_cluster.kill(ray_cluster.get_actor(replica["name"], namespace=replica["namespace"]))
+        deadline = time.monotonic() + 120
+        while True:  # Serve starts a replacement; calls fail until it is up
+            try:
+                info = generator.info.remote().result(timeout_s=30)
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "no Generator replica came back"
+                time.sleep(1)
+        assert info["model"] == pinned
+        assert httpx.get(f"{server}/models", headers=headers).json()["data"][0]["l2ray"]["uri"] == pinned
+        assert chat(client=openai.OpenAI(base_url=server, api_key=API_KEY, max_retries=2)).choices
+    finally:
+        client.set_registered_model_alias(MODEL_NAME, "champion", first.version)

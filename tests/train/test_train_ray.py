@@ -1,7 +1,8 @@
 """End-to-end training on a real Ray cluster (2 CPU workers) with real MLflow stores.
 
 Two ``fit()`` runs (plus one resumed run) keep this file inside its time budget:
-- full fine-tuning against a real ``mlflow server`` process, with a worker that fails once;
+- full fine-tuning against the session's ``mlflow server`` behind its auth app on PostgreSQL (the
+  driver and the rank-0 worker authenticate with the session's credentials), a worker failing once;
 - LoRA on a sqlite store: merged-model round trip through the registry, then ``resume``.
 """
 
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from local_servers import mlflow_server_in
 from mlflow import MlflowClient
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -23,17 +23,10 @@ from l2ray.train.model import MODEL_DIR, STATE_FILE, TRAINER_STATE, read_state
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` shared by this module's tests; it boots while Ray starts."""
-    with mlflow_server_in(tmp_path_factory.mktemp("mlflow-server")) as server:
-        yield server
-
-
 def test_full_training_survives_a_worker_failure_and_registers_a_model(
-    mlflow_server, ray_cluster, tmp_path, traces_dir, make_recipe
+    auth_mlflow, ray_cluster, tmp_path, traces_dir, make_recipe
 ):
-    url = mlflow_server.ready()
+    url = auth_mlflow.ready()
     recipe = make_recipe("full-ft", tracking_uri=url, fail_at_step=3)
     result = train(recipe, traces_dir)
 

@@ -1,4 +1,5 @@
-"""`ModelRef`: which model an evaluation evaluated, pinned to a registry version when it has one.
+"""`ModelRef`: which model a stage uses, pinned to a registry version when it has one (an evaluation
+records it; the serve graph passes it to every replica, so all of them load the same version).
 
 Example:
     >>> resolve_model("builtin:tiny", "sqlite:////tmp/unused.db")
