@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -37,10 +36,18 @@ from l2ray.synth.prompts import (
     translate_question_messages,
 )
 from l2ray.synth.recorded import RecordedLoad, load_recorded
+from l2ray.synth.task import SynthTask
 from l2ray.teacher.base import Message, Secret, require_key
 from l2ray.teacher.batch import BatchReport, BatchRequest, run_batch
 from l2ray.teacher.cache import ResponseCache
-from l2ray.teacher.client import BUDGET_REASON, BudgetSoFar, RoleClients, TeacherClient, build_teacher
+from l2ray.teacher.client import (
+    BUDGET_REASON,
+    BudgetSoFar,
+    RoleClients,
+    RoleSetup,
+    TeacherClient,
+    build_teacher,
+)
 from l2ray.teacher.config import ROLES, Role, TeacherConfig
 from l2ray.teacher.prices import price_of
 
@@ -84,7 +91,7 @@ def synthesize(recipe: Recipe) -> SynthResult:
     loaded.write_failures(out.failures_path)
     tasks = plan_tasks(recipe, loaded.rows)
     finished = out.finished_ids()
-    todo = [task for task in tasks if task["id"] not in finished]
+    todo = [task for task in tasks if task.id not in finished]
     recorded = recorded_content(recipe, loaded.rows)
     roles = recipe.teacher_roles
     # Keys are needed only to send: a finished run reruns (summary, preview) without them.
@@ -102,9 +109,8 @@ def synthesize(recipe: Recipe) -> SynthResult:
                 role: BudgetSoFar(_batch_cost(roles[role], report), frozenset(report.held_back))
                 for role, report in batches.items()
             }
-            for accepted, rejected in run_tasks(
-                todo, roles, recipe.synth, cache_dirs(recipe), recorded.entries, keys, so_far
-            ):
+            setups = role_setups(recipe, keys, so_far)
+            for accepted, rejected in run_tasks(todo, setups, recipe.synth, recorded.entries):
                 out.write("traces", accepted)
                 out.write("rejected", rejected)
                 usages.extend((row["kind"], row["usage"]) for row in (*accepted, *rejected))
@@ -127,7 +133,7 @@ def synthesize(recipe: Recipe) -> SynthResult:
     )
 
 
-def plan_tasks(recipe: Recipe, seeds: list[SeedRow]) -> list[dict[str, Any]]:
+def plan_tasks(recipe: Recipe, seeds: list[SeedRow]) -> list[SynthTask]:
     """Every trace task of ``seeds`` under ``recipe`` (ids include the recipe fingerprint)."""
     fingerprint = recipe_fingerprint(recipe.teacher_roles, recipe.synth, recipe.seed)
     return [
@@ -181,6 +187,20 @@ def cache_dirs(recipe: Recipe) -> dict[Role, str]:
     }
 
 
+def role_setups(
+    recipe: Recipe,
+    keys: dict[Role, Secret | None] | None = None,
+    so_far: dict[Role, BudgetSoFar] | None = None,
+) -> dict[Role, RoleSetup]:
+    """Role → what its clients are built from: its section, its cache folder (`cache_dirs`), the
+    driver's key and the batch stage's account of its budget (none given: cache lookups only)."""
+    folders, keys, so_far = cache_dirs(recipe), keys or {}, so_far or {}
+    return {
+        role: RoleSetup(config, folders[role], keys.get(role), so_far.get(role, BudgetSoFar()))
+        for role, config in recipe.teacher_roles.items()
+    }
+
+
 # --- helpers ---------------------------------------------------------------------------------------
 
 
@@ -204,21 +224,19 @@ def recorded_content(
     return load_recorded(seeds, recipe.teacher_roles, _version(recipe), languages or recipe.languages)
 
 
-def _check_offline_roles(recipe: Recipe, todo: list[dict[str, Any]], recorded: RecordedLoad) -> None:
+def _check_offline_roles(recipe: Recipe, todo: list[SynthTask], recorded: RecordedLoad) -> None:
     """Fail before Ray starts when a role without an endpoint lacks cached or recorded replies."""
     offline = [role for role, config in recipe.teacher_roles.items() if not has_endpoint(config)]
     if not offline:
         return
-    clients = RoleClients(
-        recipe.teacher_roles, cache_dirs(recipe), _version(recipe), recorded=recorded.entries
-    )
+    clients = RoleClients(role_setups(recipe), _version(recipe), recorded=recorded.entries, build=False)
     missing = [m for role, m in missing_requests(todo, clients) if role in offline]
     if missing:
         raise MissingResponsesError(missing, recorded.problems, _section(recipe, offline[0]))
 
 
 async def _run_batches(
-    recipe: Recipe, todo: list[dict[str, Any]], recorded: RecordedLoad, keys: dict[Role, Secret | None]
+    recipe: Recipe, todo: list[SynthTask], recorded: RecordedLoad, keys: dict[Role, Secret | None]
 ) -> dict[Role, BatchReport]:
     """Fill the cache through the batch API for the roles with ``batch: true``, before the pipeline:
     translations first, then the solves of the questions now translated. A reasoner in batch mode
@@ -226,7 +244,7 @@ async def _run_batches(
     roles = recipe.teacher_roles
     if not any(config.batch for config in roles.values()):
         return {}
-    clients = RoleClients(roles, cache_dirs(recipe), _version(recipe), recorded=recorded.entries, build=False)
+    clients = RoleClients(role_setups(recipe), _version(recipe), recorded=recorded.entries, build=False)
     reports: dict[Role, BatchReport] = {}
     for role in ROLES:
         client, config = clients.by_role[role], roles[role]
@@ -235,7 +253,7 @@ async def _run_batches(
             BatchRequest(
                 client.fingerprint(r.messages),
                 r.messages,
-                {"kind": task["kind"], "seed_id": task["seed_id"]},
+                {"kind": task.kind, "seed_id": task.seed_id},
                 price.cost(*r.estimated_tokens(config.max_tokens), batch=True),
             )
             for task in todo
@@ -286,23 +304,22 @@ def translation_of(client: TeacherClient) -> Callable[[list[Message]], str | Non
     return cached
 
 
-def missing_requests(tasks: list[dict[str, Any]], clients: RoleClients) -> list[tuple[Role, str]]:
+def missing_requests(tasks: list[SynthTask], clients: RoleClients) -> list[tuple[Role, str]]:
     """``(role, description)`` of every request the tasks need that the cache cannot answer (a whole
     trace whose question translation is missing lists only that: its solve request depends on it)."""
     missing: list[tuple[Role, str]] = []
     for task in tasks:
-        seed = SeedRow.model_validate_json(task["seed"])
-        langs = json.loads(task["languages"])
-        if task["kind"] == "whole":
+        seed, langs = task.seed, task.languages
+        if task.kind == "whole":
             question = clients.translator.cached(translate_question_messages(seed.question, langs[0]))
             if question is None:
                 missing.append(("translator", f"seed {seed.id}: question translation into {langs[0]}"))
             elif clients.reasoner.cached(solve_messages(parse_translation(question.text), langs[0])) is None:
                 missing.append(("reasoner", f"seed {seed.id}: whole reasoning in {langs[0]}"))
-        elif task["kind"] == "mixed":
+        elif task.kind == "mixed":
             for index, code, messages in fragment_requests(seed, langs):
                 if clients.translator.cached(messages) is None:
-                    what = f"seed {seed.id}: fragment {index} into {code} (mixed #{task['index']})"
+                    what = f"seed {seed.id}: fragment {index} into {code} (mixed #{task.index})"
                     missing.append(("translator", what))
     return list(dict.fromkeys(missing))
 

@@ -11,8 +11,7 @@ code failed, or ``teacher:budget``: the role's ``max_cost_usd`` was reached; a r
 
 Example:
     >>> seed = SeedRow(id="s", source="t", question="1+1?", cot="So $1+1=2$.", answer="2")
-    >>> task = {"id": "t1", "seed_id": "s", "kind": "original", "index": 0, "languages": '["en"]',
-    ...         "seed": seed.model_dump_json()}
+    >>> task = SynthTask(id="t1", kind="original", languages=["en"], seed=seed)
     >>> status, row = assemble(task, {"responses": {}, "requests": [], "error": None}, 0.6)
     >>> status, row["cot"]
     ('accepted', '<|lang:en|>So $1+1=2$.')
@@ -28,6 +27,7 @@ from l2ray.data.seeds import SeedRow
 from l2ray.grading import grade_answer
 from l2ray.languages import TAG_OPEN
 from l2ray.synth.prompts import parse_solution, parse_translation, restore_whitespace
+from l2ray.synth.task import SynthTask
 from l2ray.text import detect_segment_language, insert_tags, math_segments, measure_language_mix, segment
 from l2ray.thinking import THINK_END, THINK_START
 
@@ -52,12 +52,12 @@ MARKUP = (THINK_START, THINK_END, TAG_OPEN)
 
 
 def assemble(
-    task: dict[str, Any], outcome: dict[str, Any], min_language_share: float
+    task: SynthTask, outcome: dict[str, Any], min_language_share: float
 ) -> tuple[str, dict[str, Any]]:
     """Build and check the trace of ``task`` from the worker's ``outcome``.
 
     Args:
-        task: a row from `l2ray.synth.plan.expand_seed`.
+        task: a task from `l2ray.synth.plan.expand_seed`.
         outcome: ``{"responses": {...}, "requests": [...], "error": None | {"reason", "detail"},
             "teacher": provenance}`` (provenance: per role the model asked for, the models that
             answered and the parameters applied; kept as the ``teacher`` column).
@@ -67,40 +67,36 @@ def assemble(
         return _assemble(task, outcome, min_language_share)
     except Exception as exc:  # an unforeseen reply or a bug costs this row, never the run
         base = {
-            "id": task["id"],
-            "seed_id": task["seed_id"],
-            "kind": task["kind"],
-            "languages": json.loads(task["languages"]),
+            **_identity(task),
             "teacher": json.dumps(outcome.get("teacher") or {"roles": {}, "requests": []}),
             "usage": json.dumps(_usage(outcome.get("requests") or [])),
         }
         return "rejected", _rejected(base, f"internal:{type(exc).__name__}", str(exc)[:500])
 
 
-def _assemble(
-    task: dict[str, Any], outcome: dict[str, Any], min_language_share: float
-) -> tuple[str, dict[str, Any]]:
-    seed = SeedRow.model_validate_json(task["seed"])
-    langs: list[str] = json.loads(task["languages"])
+def _identity(task: SynthTask) -> dict[str, Any]:
+    """The columns every row of ``task``, accepted or rejected, starts with."""
+    return {"id": task.id, "seed_id": task.seed_id, "kind": task.kind, "languages": list(task.languages)}
+
+
+def _assemble(task: SynthTask, outcome: dict[str, Any], min_share: float) -> tuple[str, dict[str, Any]]:
+    seed, langs = task.seed, task.languages
     provenance = outcome.get("teacher") or {
         "roles": {},
         "requests": [r["fingerprint"] for r in outcome["requests"]],
     }
     base = {
-        "id": task["id"],
-        "seed_id": seed.id,
-        "kind": task["kind"],
-        "languages": langs,
+        **_identity(task),
         "teacher": json.dumps(provenance, ensure_ascii=False),
         "usage": json.dumps(_usage(outcome["requests"])),
     }
     if outcome.get("error"):
         error = outcome["error"]
         return "rejected", _rejected(base, error["reason"], error["detail"], seed.question, "", "")
-    if task["kind"] == "original":
+    if task.kind == "original":
         return "accepted", _trace(base, seed.question, "en", insert_tags([("en", seed.cot)]), seed, {})
-    if task["kind"] == "whole":
-        return _whole(base, seed, langs[0], outcome["responses"], min_language_share)
+    if task.kind == "whole":
+        return _whole(base, seed, langs[0], outcome["responses"], min_share)
     return _mixed(base, seed, langs, outcome["responses"])
 
 

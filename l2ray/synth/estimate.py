@@ -28,7 +28,7 @@ from rich.table import Table
 
 from l2ray.config import Recipe
 from l2ray.data.seeds import load_seeds
-from l2ray.synth.api import cache_dirs, plan_tasks, recorded_content, translation_of
+from l2ray.synth.api import plan_tasks, recorded_content, role_setups, translation_of
 from l2ray.synth.output import SynthOutput
 from l2ray.synth.plan import PlannedRequest, task_requests
 from l2ray.teacher.client import RoleClients, TeacherClient
@@ -55,14 +55,10 @@ def plan_cost(recipe: Recipe) -> dict[str, Any]:
     seeds = loaded.rows
     tasks = plan_tasks(recipe, seeds)
     done = SynthOutput(recipe.run_dir).finished_ids() if (recipe.run_dir / "synth").exists() else set()
-    todo = [task for task in tasks if task["id"] not in done]
+    todo = [task for task in tasks if task.id not in done]
     recorded = recorded_content(recipe, seeds)
     clients = RoleClients(
-        recipe.teacher_roles,
-        cache_dirs(recipe),
-        recipe.synth.prompt_version,
-        recorded=recorded.entries,
-        build=False,
+        role_setups(recipe), recipe.synth.prompt_version, recorded=recorded.entries, build=False
     )
     tallies: dict[Role, _RoleTally] = {role: _RoleTally() for role in recipe.teacher_roles}
     for task in todo:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Any
 
 import ray
@@ -24,32 +23,29 @@ from l2ray.grading import grade_answer
 from l2ray.synth.assemble import assemble
 from l2ray.synth.config import SynthConfig
 from l2ray.synth.plan import group_tasks
+from l2ray.synth.task import SynthTask, group_row
 from l2ray.synth.worker import TeacherWorker
-from l2ray.teacher.base import Secret
 from l2ray.teacher.cache import CacheEntry
-from l2ray.teacher.client import BudgetSoFar
-from l2ray.teacher.config import Role, TeacherConfig
+from l2ray.teacher.client import RoleSetup
+from l2ray.teacher.config import Role
 from l2ray.text import detect_segment_language
 
 
 def run_tasks(
-    tasks: list[dict[str, Any]],
-    roles: dict[Role, TeacherConfig],
+    tasks: list[SynthTask],
+    setups: dict[Role, RoleSetup],
     synth: SynthConfig,
-    cache_dirs: dict[Role, str],
     recorded: list[CacheEntry],
-    api_keys: dict[Role, Secret | None],
-    so_far: dict[Role, BudgetSoFar] | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Yield ``(accepted rows, rejected rows)`` per finished batch, in completion order
-    (``so_far``: role → the batch stage's account of its budget)."""
+    (``setups``: role → what its client in every teacher actor is built from)."""
     if not tasks:
         return
     context = ray.data.DataContext.get_current()
     bars = context.enable_progress_bars
     context.enable_progress_bars = not synth.progress  # the driver draws its own when asked to
     try:
-        yield from _execute(tasks, roles, synth, cache_dirs, recorded, api_keys, so_far or {})
+        yield from _execute(tasks, setups, synth, recorded)
     finally:
         context.enable_progress_bars = bars
 
@@ -73,36 +69,30 @@ class Verifier:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         statuses, rows = [], []
         for task, outcome in zip(batch["task"], batch["outcome"], strict=True):
-            status, row = assemble(json.loads(task), json.loads(outcome), self.min_language_share)
+            status, row = assemble(SynthTask.from_row(task), json.loads(outcome), self.min_language_share)
             statuses.append(status)
             rows.append(json.dumps(row, ensure_ascii=False))
         return {"status": statuses, "row": rows}
 
 
 def _execute(
-    tasks: list[dict[str, Any]],
-    roles: dict[Role, TeacherConfig],
+    tasks: list[SynthTask],
+    setups: dict[Role, RoleSetup],
     synth: SynthConfig,
-    cache_dirs: dict[Role, str],
     recorded: list[CacheEntry],
-    api_keys: dict[Role, Secret | None],
-    so_far: dict[Role, BudgetSoFar],
 ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     # Tasks that share a request run on one actor (its client sends the request once).
     groups = group_tasks(tasks, max_group=max(64, math.ceil(len(tasks) / (synth.actors * 8))))
-    rows = [{"tasks": json.dumps(group, ensure_ascii=False)} for group in groups]
+    rows = [group_row(group) for group in groups]
     blocks = max(1, min(len(rows), max(synth.actors * 8, len(rows) // synth.batch_size)))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     ds = ds.map_batches(
         TeacherWorker,
         fn_constructor_kwargs={
-            "teachers": {role: config.model_dump_json() for role, config in roles.items()},
+            "setups": setups,
             "prompt_version": synth.prompt_version,
-            "cache_dirs": cache_dirs,
-            "recorded": [asdict(e) for e in recorded],
+            "recorded": recorded,
             "rate_share": synth.actors,
-            "api_keys": api_keys,
-            "so_far": so_far,
         },
         # Several blocks at once per actor: they share its event loop and concurrency bound, so a
         # block's slowest request never leaves the actor idle.
@@ -115,7 +105,7 @@ def _execute(
         Verifier,
         fn_constructor_kwargs={
             "min_language_share": synth.min_language_share,
-            "grades": any(task["kind"] == "whole" for task in tasks),
+            "grades": any(task.kind == "whole" for task in tasks),
         },
         compute=ray.data.ActorPoolStrategy(size=synth.verify_actors),
         batch_size=synth.batch_size,

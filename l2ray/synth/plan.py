@@ -1,7 +1,7 @@
 """Expand seeds into trace tasks (pure, no Ray): which traces to build and, for mixed ones, which
 fragment goes into which language.
 
-A task is a flat dict (one Ray Data row). Its ``id`` is the id of the trace it will become: a hash of
+A task is a `l2ray.synth.task.SynthTask`. Its ``id`` is the id of the trace it will become: a hash of
 the seed (id and content), the kind, the mixed index, the fragment languages and the recipe
 fingerprint, so a rerun recognises finished traces and redoes those of an edited seed.
 
@@ -17,7 +17,6 @@ import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from l2ray.data.seeds import SeedRow
 from l2ray.hashing import stable_id
@@ -28,9 +27,11 @@ from l2ray.synth.prompts import (
     translate_fragment_messages,
     translate_question_messages,
 )
+from l2ray.synth.task import SynthTask
 from l2ray.teacher.base import Message, estimate_tokens
 from l2ray.teacher.config import Role, TeacherConfig
 from l2ray.text import segment
+from l2ray.traces import TraceKind
 
 SOURCE_LANGUAGE = "en"
 TRANSLATION_GROWTH = 1.5
@@ -55,23 +56,15 @@ def recipe_fingerprint(roles: dict[Role, TeacherConfig], synth: SynthConfig, see
 
 def expand_seed(
     seed: SeedRow, languages: Sequence[str], synth: SynthConfig, recipe_fp: str, recipe_seed: int
-) -> list[dict[str, Any]]:
+) -> list[SynthTask]:
     """Every trace task of one seed: its original, one whole trace per language, its mixed traces."""
-    tasks: list[dict[str, Any]] = []
-    seed_json = seed.model_dump_json()
+    tasks: list[SynthTask] = []
     targets = [code for code in languages if code != SOURCE_LANGUAGE]
+    content = stable_id(seed.model_dump_json())
 
-    content = stable_id(seed_json)
-
-    def task(kind: str, langs: list[str], index: int = 0) -> dict[str, Any]:
-        return {
-            "id": stable_id(seed.id, content, kind, str(index), ",".join(langs), recipe_fp),
-            "seed_id": seed.id,
-            "kind": kind,
-            "index": index,
-            "languages": json.dumps(langs),
-            "seed": seed_json,
-        }
+    def task(kind: TraceKind, langs: list[str], index: int = 0) -> SynthTask:
+        trace_id = stable_id(seed.id, content, kind, str(index), ",".join(langs), recipe_fp)
+        return SynthTask(id=trace_id, kind=kind, index=index, languages=langs, seed=seed)
 
     if "original" in synth.kinds:
         tasks.append(task("original", [SOURCE_LANGUAGE]))
@@ -113,7 +106,7 @@ def plan_languages(
     return langs
 
 
-def group_tasks(tasks: list[dict[str, Any]], max_group: int) -> list[list[dict[str, Any]]]:
+def group_tasks(tasks: list[SynthTask], max_group: int) -> list[list[SynthTask]]:
     r"""Tasks that would send an identical request, in one group: one actor runs a group, and its
     client sends a request only once however many of its tasks need it.
 
@@ -146,23 +139,21 @@ def group_tasks(tasks: list[dict[str, Any]], max_group: int) -> list[list[dict[s
     first_of_seed: dict[str, int] = {}
     first_of_request: dict[str, int] = {}
     for i, task in enumerate(tasks):
-        merge(first_of_seed.setdefault(task["seed_id"], i), i, capped=False)
+        merge(first_of_seed.setdefault(task.seed_id, i), i, capped=False)
         for key in request_keys(task):
             merge(first_of_request.setdefault(key, i), i, capped=True)
-    groups: dict[int, list[dict[str, Any]]] = {}
+    groups: dict[int, list[SynthTask]] = {}
     for i, task in enumerate(tasks):
         groups.setdefault(root(i), []).append(task)
     return list(groups.values())
 
 
-def request_keys(task: dict[str, Any]) -> list[str]:
+def request_keys(task: SynthTask) -> list[str]:
     """The requests a task sends that are known before it runs (the messages themselves)."""
-    seed = SeedRow.model_validate_json(task["seed"])
-    langs: list[str] = json.loads(task["languages"])
-    if task["kind"] == "whole":
-        return [json.dumps(translate_question_messages(seed.question, langs[0]))]
-    if task["kind"] == "mixed":
-        return [json.dumps(messages) for _, _, messages in fragment_requests(seed, langs)]
+    if task.kind == "whole":
+        return [json.dumps(translate_question_messages(task.seed.question, task.languages[0]))]
+    if task.kind == "mixed":
+        return [json.dumps(messages) for _, _, messages in fragment_requests(task.seed, task.languages)]
     return []
 
 
@@ -199,14 +190,13 @@ class PlannedRequest:
 
 
 def task_requests(
-    task: dict[str, Any], translation: Callable[[list[Message]], str | None]
+    task: SynthTask, translation: Callable[[list[Message]], str | None]
 ) -> list[PlannedRequest]:
     """The requests of ``task``; ``translation(messages)`` is the known reply to a question
     translation (or ``None``), which decides a whole trace's solve request."""
-    seed = SeedRow.model_validate_json(task["seed"])
-    langs: list[str] = json.loads(task["languages"])
-    if task["kind"] == "whole":
-        lang = langs[0]
+    seed = task.seed
+    if task.kind == "whole":
+        lang = task.languages[0]
         question = translate_question_messages(seed.question, lang)
         translated = translation(question)
         solve = solve_messages(
@@ -216,10 +206,10 @@ def task_requests(
             PlannedRequest("translator", question, seed.question),
             PlannedRequest("reasoner", solve, seed.final_response() + seed.cot, pending=translated is None),
         ]
-    if task["kind"] == "mixed":
+    if task.kind == "mixed":
         fragments = segment(seed.cot)
         return [
             PlannedRequest("translator", messages, fragments[index])
-            for index, _, messages in fragment_requests(seed, langs)
+            for index, _, messages in fragment_requests(seed, task.languages)
         ]
     return []

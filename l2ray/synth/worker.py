@@ -16,69 +16,55 @@ import asyncio
 import json
 from typing import Any
 
-from l2ray.data.seeds import SeedRow
 from l2ray.synth.plan import fragment_requests
 from l2ray.synth.prompts import (
     parse_translation,
     solve_messages,
     translate_question_messages,
 )
-from l2ray.teacher.base import Secret, TeacherError
+from l2ray.synth.task import SynthTask, tasks_of
+from l2ray.teacher.base import TeacherError
 from l2ray.teacher.cache import CacheEntry
-from l2ray.teacher.client import Answer, BudgetSoFar, CacheMissError, RoleClients
-from l2ray.teacher.config import ROLES, Role, TeacherConfig
+from l2ray.teacher.client import Answer, CacheMissError, RoleClients, RoleSetup
+from l2ray.teacher.config import Role
 from l2ray.teacher.prices import ignored_params
 
 
 class TeacherWorker:
-    """Ray Data UDF: a batch of task groups in (``{"tasks"}``: a JSON list of tasks, see
-    `l2ray.synth.plan.group_tasks`), one ``{"id", "task", "outcome"}`` row per task out (JSON strings).
+    """Ray Data UDF: a batch of task groups in (`l2ray.synth.task.group_row`), one ``{"id", "task",
+    "outcome"}`` row per task out (the task as `SynthTask.to_row`, the outcome as JSON).
 
     Args:
-        teachers: role → teacher section as JSON (pydantic-dumped); equal sections share one client.
+        setups: role → its section, cache folder, the driver's API key (actors do not inherit the
+            driver's environment) and the batch stage's account of its budget (what it spent counts
+            here too; what it held back is rejected as ``teacher:budget``); equal sections share one
+            client.
         prompt_version: ``synth.prompt_version``.
-        cache_dirs: role → response cache folder.
-        recorded: recorded responses (`CacheEntry` dicts) served from memory, never re-written.
+        recorded: recorded responses served from memory, never re-written.
         rate_share: how many actors share each role's RPM/TPM limits and budget.
-        api_keys: role → the driver's API key (actors do not inherit the driver's environment).
-        so_far: role → the batch stage's account of its budget (what it spent counts here too; what
-            it held back is rejected as ``teacher:budget``).
     """
 
     def __init__(
         self,
-        teachers: dict[str, str],
+        setups: dict[Role, RoleSetup],
         prompt_version: str,
-        cache_dirs: dict[str, str],
-        recorded: list[dict[str, Any]] | None = None,
+        recorded: list[CacheEntry] | None = None,
         rate_share: int = 1,
-        api_keys: dict[str, Secret | None] | None = None,
-        so_far: dict[str, BudgetSoFar] | None = None,
     ) -> None:
-        roles = {role: TeacherConfig.model_validate_json(teachers[role]) for role in ROLES}
-        entries = [CacheEntry(**e) for e in recorded or []]
-        self.clients = RoleClients(
-            roles,  # type: ignore[arg-type]
-            cache_dirs,  # type: ignore[arg-type]
-            prompt_version,
-            rate_share,
-            api_keys,  # type: ignore[arg-type]
-            entries,
-            so_far=so_far,  # type: ignore[arg-type]
-        )
+        self.clients = RoleClients(setups, prompt_version, rate_share, recorded or [])
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        tasks = [task for group in _rows(batch) for task in json.loads(group["tasks"])]
+        tasks = [task for group in batch["tasks"] for task in tasks_of(group)]
         outcomes = await asyncio.gather(*(run_task(task, self.clients) for task in tasks))
         self.clients.sync()  # everything these rows used is durable before the rows move on
         return {
-            "id": [task["id"] for task in tasks],
-            "task": [json.dumps(task, ensure_ascii=False) for task in tasks],
+            "id": [task.id for task in tasks],
+            "task": [task.to_row() for task in tasks],
             "outcome": [json.dumps(outcome, ensure_ascii=False) for outcome in outcomes],
         }
 
 
-async def run_task(task: dict[str, Any], clients: RoleClients) -> dict[str, Any]:
+async def run_task(task: SynthTask, clients: RoleClients) -> dict[str, Any]:
     """Send (or look up) every request a task needs; errors are returned, not raised.
 
     Whole traces: the translator translates the question, the reasoner solves it in that language
@@ -86,18 +72,17 @@ async def run_task(task: dict[str, Any], clients: RoleClients) -> dict[str, Any]
     the translator translates the fragments."""
     log = _RequestLog(clients)
     responses: dict[str, Any] = {}
-    seed = SeedRow.model_validate_json(task["seed"])
-    langs: list[str] = json.loads(task["languages"])
-    meta = {"seed_id": seed.id, "kind": task["kind"]}
+    seed, langs = task.seed, task.languages
+    meta = {"seed_id": seed.id, "kind": task.kind}
     try:
-        if task["kind"] == "whole":
+        if task.kind == "whole":
             lang = langs[0]
             question = await log.ask("translator", translate_question_messages(seed.question, lang), meta)
             responses["question"] = question.text
             if question.finish_reason != "length":
                 solve = solve_messages(parse_translation(question.text), lang)
                 responses["solution"] = (await log.ask("reasoner", solve, meta)).text
-        elif task["kind"] == "mixed":
+        elif task.kind == "mixed":
             wanted = fragment_requests(seed, langs)
             # Every fragment request finishes (and is logged: it is paid for) before a failure counts.
             answers = await asyncio.gather(
@@ -187,14 +172,3 @@ def _outcome(
 ) -> dict[str, Any]:
     error = {"reason": reason, "detail": detail} if reason else None
     return {"responses": responses, "requests": requests, "error": error}
-
-
-def _rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
-    """Column batch (numpy arrays) → plain Python rows."""
-    columns = list(batch)
-    count = len(batch[columns[0]]) if columns else 0
-    return [{c: _plain(batch[c][i]) for c in columns} for i in range(count)]
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value

@@ -1,10 +1,11 @@
 """The OpenAI-compatible batch API as a way to fill the response cache: upload, submit, poll, collect.
 
 `run_batch` takes the requests a role still needs (fingerprint, messages, meta), skips those the cache
-answers, and sends the rest as JSONL batches (``custom_id`` = the request fingerprint) to
-``/v1/files`` + ``/v1/batches``. Each submitted batch is remembered in a small state file under
-``<cache dir>/batches/`` the moment it exists, so a killed run resumes by polling and collecting the
-batches it already paid for instead of submitting them again. Collected replies are classified like
+answers, and sends the rest as JSONL batches (``custom_id`` = the request fingerprint) through the
+``openai`` client's files and batches calls (``/v1/files`` + ``/v1/batches``). Each submitted batch
+is remembered in a small state file under ``<cache dir>/batches/`` the moment it exists, so a killed
+run resumes by polling and collecting the batches it already paid for instead of submitting them
+again. Collected replies are classified like
 live ones (`l2ray.teacher.openai_http.parse_reply`: a cut-off reply is final) and written to the same
 cache, where the pipeline then finds them; failed lines are reported and stay cache misses (a rerun
 submits them again, in a new batch, and nothing else).
@@ -19,8 +20,8 @@ seed's chain of thought) pass the budget by more than live mode's requests in fl
 
 Example:
     >>> config = TeacherConfig(base_url="http://127.0.0.1:9/v1", model="gpt-4o", batch=True)
-    >>> BatchAPI(config, None).url("/batches")
-    'http://127.0.0.1:9/v1/batches'
+    >>> str(BatchAPI(config, None).client.base_url)
+    'http://127.0.0.1:9/v1/'
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiohttp
+import openai
+from openai.types import Batch
 
 from l2ray.teacher.base import Message, SamplingParams, Secret, TeacherError
 from l2ray.teacher.cache import CacheEntry, ResponseCache
@@ -43,6 +46,9 @@ from l2ray.teacher.prices import Price, price_of
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+RETRIED_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+"""Statuses the ``openai`` client retries (every 5xx; these are the ones an endpoint sends)."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -127,64 +133,69 @@ async def run_batch(
 
 
 class BatchAPI:
-    """The four calls of the batch API on one aiohttp session (retried on 5xx, 429 and dropped
-    connections; other statuses fail with the body, the key scrubbed)."""
+    """The four calls of the batch API through the official ``openai`` client (its files and batches
+    resources, which retry 408, 409, 429, 5xx and dropped connections ``max_retries`` times with their
+    own backoff, honouring ``Retry-After``); a failure is a `TeacherError` naming the call and status,
+    with the body scrubbed of the key.
+
+    No total timeout: a connect timeout and a per-read one, as for live requests (a batch's output
+    file may be large).
+    """
 
     def __init__(self, config: TeacherConfig, api_key: Secret | None) -> None:
         if not config.base_url:
             raise ValueError("batch mode needs teacher.base_url")
         self.config = config
         self._key = api_key.value if api_key else None
-        self._session: aiohttp.ClientSession | None = None
-
-    def url(self, path: str) -> str:
-        return self.config.base_url.rstrip("/") + path  # type: ignore[union-attr]
+        # An endpoint without a key gets no Authorization header at all (the client insists on a
+        # key, so it holds a placeholder and every call omits the header).
+        self._auth: dict[str, Any] = {} if self._key else {"Authorization": openai.Omit()}
+        self.client = openai.AsyncOpenAI(
+            base_url=config.base_url,
+            api_key=self._key or "unused",
+            max_retries=config.max_retries,
+            timeout=openai.Timeout(None, connect=config.connect_timeout_s, read=config.read_timeout_s),
+        )
 
     async def upload(self, jsonl: bytes) -> str:
-        form = aiohttp.FormData()
-        form.add_field("purpose", "batch")
-        form.add_field("file", jsonl, filename="requests.jsonl", content_type="application/jsonl")
-        return (await self._call("POST", "/files", data=form))["id"]
+        request = self.client.files.create(
+            file=("requests.jsonl", jsonl, "application/jsonl"), purpose="batch", extra_headers=self._auth
+        )
+        return (await self._call("POST /files", request)).id
 
-    async def create(self, file_id: str) -> dict[str, Any]:
-        body = {"input_file_id": file_id, "endpoint": ENDPOINT, "completion_window": COMPLETION_WINDOW}
-        return await self._call("POST", "/batches", json=body)
+    async def create(self, file_id: str) -> Batch:
+        request = self.client.batches.create(
+            input_file_id=file_id,
+            endpoint=ENDPOINT,
+            completion_window=COMPLETION_WINDOW,
+            extra_headers=self._auth,
+        )
+        return await self._call("POST /batches", request)
 
-    async def get(self, batch_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/batches/{batch_id}")
+    async def get(self, batch_id: str) -> Batch:
+        request = self.client.batches.retrieve(batch_id, extra_headers=self._auth)
+        return await self._call(f"GET /batches/{batch_id}", request)
 
     async def content(self, file_id: str) -> bytes:
-        return await self._call("GET", f"/files/{file_id}/content", raw=True)
+        request = self.client.files.content(file_id, extra_headers=self._auth)
+        return (await self._call(f"GET /files/{file_id}/content", request)).content
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.client.close()
 
-    async def _call(self, method: str, path: str, raw: bool = False, **kwargs: Any) -> Any:
-        if self._session is None:
-            headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
-            timeout = aiohttp.ClientTimeout(
-                sock_connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
-            )
-            self._session = aiohttp.ClientSession(headers=headers, timeout=timeout)
-        for attempt in range(self.config.max_retries + 1):
-            try:
-                async with self._session.request(method, self.url(path), **kwargs) as resp:
-                    body = await resp.read()
-                    if resp.status == 200:
-                        return body if raw else json.loads(body)
-                    detail = body.decode("utf-8", "replace")
-                    detail = detail.replace(self._key, "***")[:200] if self._key else detail[:200]
-                    if resp.status not in (429, 500, 502, 503, 504) or attempt == self.config.max_retries:
-                        raise TeacherError(f"http_{resp.status}", f"{method} {path}: {detail}", attempt + 1)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                if attempt == self.config.max_retries:
-                    raise TeacherError(
-                        "connection", f"{method} {path}: {type(exc).__name__}", attempt + 1
-                    ) from None
-            await asyncio.sleep(min(self.config.backoff_max_s, self.config.backoff_base_s * 2**attempt))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+    async def _call(self, what: str, request: Awaitable[T]) -> T:
+        """``request``'s result, or the `TeacherError` its final failure means."""
+        tries = self.config.max_retries + 1
+        try:
+            return await request
+        except openai.APIStatusError as exc:
+            detail = exc.response.text
+            detail = detail.replace(self._key, "***")[:200] if self._key else detail[:200]
+            attempts = tries if exc.status_code in RETRIED_STATUSES else 1
+            raise TeacherError(f"http_{exc.status_code}", f"{what}: {detail}", attempts) from None
+        except openai.APIConnectionError as exc:
+            cause = type(exc.__cause__ or exc).__name__
+            raise TeacherError("connection", f"{what}: {cause}", tries) from None
 
 
 class BatchStates:
@@ -233,11 +244,11 @@ async def _submit(
     batch = await api.create(file_id)
     # Saved at once: from here on a killed run resumes this batch instead of paying for it again.
     state = {
-        "batch_id": batch["id"],
+        "batch_id": batch.id,
         "model": config.model,
         "owner": states.owner,
         "input_file_id": file_id,
-        "status": batch.get("status", "validating"),
+        "status": batch.status or "validating",
         "metas": {r.fingerprint: r.meta for r in chunk},
     }
     states.save(state)
@@ -250,18 +261,18 @@ async def _finish(
     """Poll until the batch ends, then write every answered line to the cache."""
     while True:
         batch = await api.get(state["batch_id"])
-        if batch["status"] in TERMINAL:
+        if batch.status in TERMINAL:
             break
         await asyncio.sleep(api.config.batch_poll_s)
     answered: set[str] = set()
-    for key in ("output_file_id", "error_file_id"):
-        if batch.get(key):
-            for raw in (await api.content(batch[key])).decode("utf-8").splitlines():
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if file_id:
+            for raw in (await api.content(file_id)).decode("utf-8").splitlines():
                 if raw.strip():
                     answered.add(_collect_line(json.loads(raw), state, api.config, cache, report))
     for fingerprint in state["metas"]:
         if fingerprint not in answered:
-            report.failed[fingerprint] = f"batch_{batch['status']}"
+            report.failed[fingerprint] = f"batch_{batch.status}"
     cache.sync()
     states.save({**state, "status": "collected"})
     report.collected.append(state["batch_id"])

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -223,46 +223,59 @@ def build_teacher(
     return OpenAITeacher(config, limiter, api_key)
 
 
+@dataclass(frozen=True)
+class RoleSetup:
+    """What one role's client is built from (plain data: it travels to every synthesis actor).
+
+    Args:
+        config: the role's teacher section.
+        cache_dir: its response cache folder.
+        api_key: the driver's key for it (actors do not inherit the driver's environment; default:
+            read from the section's variable where the client is built).
+        so_far: the batch stage's account of its budget (see `TeacherClient`).
+    """
+
+    config: TeacherConfig
+    cache_dir: str
+    api_key: Secret | None = None
+    so_far: BudgetSoFar = BudgetSoFar()
+
+
 class RoleClients:
     """The client of each role. A single ``teacher:`` section serving both roles gets one client
     (one cache, one limiter, one budget), as before roles existed.
 
     Args:
-        roles: role → section (`l2ray.teacher.config.teacher_roles`).
-        cache_dirs: role → response cache folder.
+        setups: role → what its client is built from.
         prompt_version: ``synth.prompt_version``.
         share: how many actors share each role's RPM/TPM limits and budget.
-        api_keys: role → key (default: read from each section's variable).
         recorded: entries served from memory by every role's cache, never written.
         build: build the teachers (``False``: cache-only clients, to look up what is cached).
-        so_far: role → the batch stage's account of its budget (see `TeacherClient`).
     """
 
     def __init__(
         self,
-        roles: dict[Role, TeacherConfig],
-        cache_dirs: dict[Role, str],
+        setups: Mapping[Role, RoleSetup],
         prompt_version: str,
         share: int = 1,
-        api_keys: dict[Role, Secret | None] | None = None,
         recorded: Sequence[CacheEntry] = (),
         build: bool = True,
-        so_far: dict[Role, BudgetSoFar] | None = None,
     ) -> None:
         self.by_role: dict[Role, TeacherClient] = {}
         for role in ROLES:
+            setup = setups[role]
             # Roles with equal sections and caches share one client: one budget and its account.
-            section = [r for r in ROLES if (roles[r], cache_dirs[r]) == (roles[role], cache_dirs[role])]
+            section = [r for r in ROLES if _same_client(setups[r], setup)]
             if section[0] in self.by_role:
                 self.by_role[role] = self.by_role[section[0]]
                 continue
-            key = (api_keys or {}).get(role)
             # A batch role's replies come from the batch API before the pipeline runs: its actors
             # only read the cache, and a line that failed in the batch stays a miss.
-            teacher = build_teacher(roles[role], share, key) if build and not roles[role].batch else None
-            cache = ResponseCache(cache_dirs[role], preload=recorded)
-            account = BudgetSoFar.merged((so_far or {}).get(r, BudgetSoFar()) for r in section)
-            self.by_role[role] = TeacherClient(teacher, cache, roles[role], prompt_version, share, account)
+            live = build and not setup.config.batch
+            teacher = build_teacher(setup.config, share, setup.api_key) if live else None
+            cache = ResponseCache(setup.cache_dir, preload=recorded)
+            account = BudgetSoFar.merged(setups[r].so_far for r in section)
+            self.by_role[role] = TeacherClient(teacher, cache, setup.config, prompt_version, share, account)
 
     @property
     def translator(self) -> TeacherClient:
@@ -282,6 +295,10 @@ class RoleClients:
     async def aclose(self) -> None:
         for client in self.distinct():
             await client.aclose()
+
+
+def _same_client(one: RoleSetup, other: RoleSetup) -> bool:
+    return (one.config, one.cache_dir) == (other.config, other.cache_dir)
 
 
 def _python_teacher(config: TeacherConfig) -> Teacher:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import statistics
 import time
 from pathlib import Path
@@ -34,7 +33,9 @@ from l2ray.tracking import logged_steps
 from l2ray.train.config import TrainConfig
 from l2ray.train.loop import LoopSettings, train_loop_per_worker
 from l2ray.train.mix import Mix, TrainDataError, read_traces, select_mix
+from l2ray.train.model import training_tokenizer
 from l2ray.train.plan import MemoryPlan, memory_plan, refuse_unless_fits, shape_of
+from l2ray.train.schedule import StepPlan, run_steps
 from l2ray.train.tracking import CANDIDATE_ALIAS, REGISTERED_FOR_TAG, Tracker, code_version
 
 if TYPE_CHECKING:
@@ -101,17 +102,10 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
     if config.use_gpu:  # on CPU the workers share the host: there is no per-GPU limit to hold
         refuse_unless_fits(shape_of(base_path), config)
     ray_run_name, run_id = _open_run(recipe, tracker, mix, train_dir, resume)
-    steps_per_epoch, total_steps = plan_steps(len(mix.rows), config)
-    # Fields both share travel as they are; bf16 is resolved from "auto" here.
-    shared = config.model_dump(
-        include=(set(LoopSettings.model_fields) & set(TrainConfig.model_fields)) - {"bf16"}
-    )
     settings = LoopSettings(
-        **shared,
+        train=config,
+        steps=training_steps(mix, base_path, config, recipe.seed),
         base_path=base_path,
-        total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch,
-        bf16=config.bf16 == "on" or (config.bf16 == "auto" and config.use_gpu),
         seed=recipe.seed,
         tracking_uri=recipe.tracking_uri,
         run_id=run_id,
@@ -119,7 +113,7 @@ def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) 
     )
     try:
         steps = functools.partial(logged_steps, tracker.client, run_id)  # rank 0 logs them as it goes
-        with polled_progress(total_steps, "training", steps):
+        with polled_progress(settings.steps.total_steps, "training", steps):
             result = _fit(mix, config, settings, train_dir / "ray", ray_run_name)
         return _publish(recipe, tracker, mix, result, run_id, ray_run_name, train_dir, started)
     except BaseException:
@@ -144,16 +138,11 @@ def recipe_plan(recipe: Recipe) -> MemoryPlan:
     return memory_plan(shape_of(model), recipe.train)
 
 
-def plan_steps(rows: int, config: TrainConfig) -> tuple[int, int]:
-    """``(steps per epoch, total optimizer steps)`` for ``rows`` split evenly over the workers.
-
-    >>> plan_steps(10, TrainConfig(num_workers=2, batch_size=2, grad_accum=1, epochs=3))
-    (3, 9)
-    """
-    per_worker = max(1, rows // config.num_workers)  # fewer rows than workers: one row (or stand-in) each
-    micro_batches = math.ceil(per_worker / config.batch_size)
-    steps_per_epoch = math.ceil(micro_batches / config.grad_accum)
-    return steps_per_epoch, config.max_steps or config.epochs * steps_per_epoch
+def training_steps(mix: Mix, base_path: str, config: TrainConfig, seed: int) -> StepPlan:
+    """The steps every worker will take (`l2ray.train.schedule.run_steps`); packed, the mix is
+    tokenized here with the workers' tokenizer, since only the packs say how many steps there are."""
+    tokenizer = training_tokenizer(base_path) if config.packing else None
+    return run_steps(mix.training_records(), tokenizer, config, seed)
 
 
 def _open_run(recipe: Recipe, tracker: Tracker, mix: Mix, train_dir: Path, resume: bool) -> tuple[str, str]:

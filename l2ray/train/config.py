@@ -135,6 +135,11 @@ class TrainConfig(Section):
         ),
     )
 
+    @property
+    def uses_bf16(self) -> bool:
+        """Whether the run computes in bf16 (``bf16: auto`` means on GPUs only)."""
+        return self.bf16 == "on" or (self.bf16 == "auto" and self.use_gpu)
+
     @model_validator(mode="after")
     def _fsdp2_trains_in_full(self) -> TrainConfig:
         if self.strategy == "fsdp2" and self.mode != "full":

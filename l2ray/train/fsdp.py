@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from l2ray.student.tokens import ensure_reasoning_tokens
+from l2ray.train.config import TrainConfig
 from l2ray.train.loss import LossModel
 
 
@@ -35,6 +36,11 @@ class ShardSettings:
     bf16: bool = True
     activation_checkpointing: bool = True
     chunk_tokens: int = 2048
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> ShardSettings:
+        """The sharding a training section asks for."""
+        return cls(config.uses_bf16, config.activation_checkpointing, config.loss_chunk_tokens)
 
 
 def build_sharded(

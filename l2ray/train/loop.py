@@ -1,7 +1,8 @@
 """The Ray Train worker loop: every worker runs `train_loop_per_worker` with the same `LoopSettings`.
 
-Each worker tokenizes its shard of the mix, trains for the number of optimizer steps the driver
-computed (the same on every rank, so every rank calls ``ray.train.report`` equally often), and
+Each worker tokenizes its shard of the mix (`l2ray.train.schedule.rank_items`), trains for the
+number of optimizer steps the driver planned from the same items (`l2ray.train.schedule.run_steps`:
+the same on every rank, so every rank calls ``ray.train.report`` equally often), and
 rank 0 logs step metrics to MLflow. Under DDP rank 0 writes full checkpoints; under FSDP2 every
 rank writes its DCP shards and Ray Train merges them into one checkpoint. After a worker failure
 Ray Train restarts the group; the loop then resumes from ``ray.train.get_checkpoint()`` (weights,
@@ -21,45 +22,40 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from l2ray.train.config import LoraConfig
-from l2ray.train.examples import collate, encode_example, micro_batch, without_targets
-from l2ray.train.mix import rank_share
-from l2ray.train.model import load_for_training, read_state, read_trainer_state, save_checkpoint
-from l2ray.train.packing import collate_packed, pack_examples
+from l2ray.train.config import TrainConfig
+from l2ray.train.examples import collate, micro_batch
+from l2ray.train.model import (
+    load_for_training,
+    read_state,
+    read_trainer_state,
+    save_checkpoint,
+    training_tokenizer,
+)
+from l2ray.train.packing import collate_packed
+from l2ray.train.schedule import StepPlan, rank_items
 from l2ray.train.step import all_reduce_sum, optimizer_step
 from l2ray.train.tracking import StepMetricWriter, Tracker
 
 
 class LoopSettings(BaseModel):
-    """Everything a worker needs, computed on the driver (plain data: it travels to every worker)."""
+    """Everything a worker needs, computed on the driver (plain data: it travels to every worker).
 
+    Args:
+        train: the recipe's training section, as it is.
+        steps: the run's optimizer steps (`l2ray.train.schedule.run_steps`).
+        base_path: the resolved student folder.
+        seed: the recipe's seed (data order, packing, dropout).
+        tracking_uri: the MLflow store rank 0 logs into.
+        run_id: the driver's MLflow run.
+        fault_marker: where the fault-injection hook records that it fired (``train.fail_at_step``).
+    """
+
+    train: TrainConfig
+    steps: StepPlan
     base_path: str
-    mode: str
-    lora: LoraConfig
-    total_steps: int
-    steps_per_epoch: int
-    batch_size: int
-    grad_accum: int
-    max_seq_len: int
-    lr: float
-    lr_schedule: str
-    weight_decay: float
-    warmup_ratio: float
-    max_grad_norm: float
-    adam_betas: tuple[float, float]
-    bf16: bool
-    strategy: str
-    activation_checkpointing: bool
-    loss_chunk_tokens: int
-    packing: bool
-    epochs: int
-    max_steps: int | None
-    checkpoint_every: int
-    metrics_flush_s: float
     seed: int
     tracking_uri: str
     run_id: str
-    fail_at_step: int | None = None
     fault_marker: str | None = None
 
 
@@ -77,10 +73,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = get_device()
-    data = _worker_data(settings, _training_tokenizer(settings.base_path), rank, world, device)
-    settings = settings.model_copy(
-        update={"total_steps": data.total_steps, "steps_per_epoch": data.steps_per_epoch}
-    )
+    data = _worker_data(settings, training_tokenizer(settings.base_path), rank, world, device)
     run = _start(settings, device)
     writer = _rank_zero_writer(settings, rank)
     if writer is not None:
@@ -107,12 +100,10 @@ class _Run:
 
 @dataclass
 class _WorkerData:
-    """This worker's micro-batches as a function of their index, and the run's step count."""
+    """This worker's micro-batch items, how to collate them, and data statistics over all ranks."""
 
     items: list[Any]
     collate: Any
-    total_steps: int
-    steps_per_epoch: int
     summary: dict[str, float]
 
 
@@ -122,7 +113,7 @@ def _start(settings: LoopSettings, device: Any) -> _Run:
 
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as folder:
-        if settings.strategy == "fsdp2":
+        if settings.train.strategy == "fsdp2":
             return _start_sharded(settings, device, folder)
         return _start_replicated(settings, device, folder)
 
@@ -132,13 +123,8 @@ def _start_sharded(settings: LoopSettings, device: Any, folder: str | None) -> _
     from l2ray.train.checkpoint import load_sharded
     from l2ray.train.fsdp import ShardSettings, build_sharded
 
-    shard_settings = ShardSettings(
-        bf16=settings.bf16,
-        activation_checkpointing=settings.activation_checkpointing,
-        chunk_tokens=settings.loss_chunk_tokens,
-    )
     model, tokenizer, added = build_sharded(
-        settings.base_path, device, shard_settings, load_weights=folder is None
+        settings.base_path, device, ShardSettings.of(settings.train), load_weights=folder is None
     )
     optimizer = _optimizer(list(model.parameters()), settings)
     scheduler = _scheduler(optimizer, settings)
@@ -154,11 +140,12 @@ def _start_replicated(settings: LoopSettings, device: Any, folder: str | None) -
 
     from l2ray.train.loss import LossModel
 
-    model, tokenizer, added = load_for_training(settings.base_path, settings.mode, settings.lora, folder)
+    config = settings.train
+    model, tokenizer, added = load_for_training(settings.base_path, config.mode, config.lora, folder)
     model.train()  # from_pretrained returns eval mode, which would switch LoRA dropout off
-    if settings.activation_checkpointing:
+    if config.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    wrapped = prepare_model(LossModel(model, settings.loss_chunk_tokens))
+    wrapped = prepare_model(LossModel(model, config.loss_chunk_tokens))
     optimizer = _optimizer([p for p in wrapped.parameters() if p.requires_grad], settings)
     scheduler = _scheduler(optimizer, settings)
     run = _Run(wrapped, tokenizer, optimizer, scheduler, added)
@@ -171,44 +158,18 @@ def _start_replicated(settings: LoopSettings, device: Any, folder: str | None) -
 
 
 def _worker_data(settings: LoopSettings, tokenizer: Any, rank: int, world: int, device: Any) -> _WorkerData:
-    """This worker's fixed share of the mix, tokenized (and packed); data statistics over all ranks.
-
-    Packed, a rank's micro-batch count is only known here: the run takes as many steps per epoch
-    as the rank with the most packs needs (the others wrap around), so every rank reports equally
-    often.
-    """
+    """This worker's fixed share of the mix, tokenized (and packed); data statistics over all ranks."""
     import ray.train
 
     everything = list(ray.train.get_dataset_shard("train").iter_rows())
-    records = rank_share(everything, rank, world)
-    examples = [
-        encode_example(tokenizer, r["question"], r["assistant"], settings.max_seq_len) for r in records
-    ]
-    # A mix smaller than the worker count leaves some ranks without rows. They still run every
-    # step (FSDP's collectives need every rank) on a stand-in row without targets: with the loss
-    # normalised by the targets of all ranks, their gradient is zero and the update is exactly the
-    # mean over the real rows.
-    items: list[Any] = examples
-    if not examples:
-        stand_in = rank_share(everything, rank % len(everything), len(everything))
-        encoded = [
-            encode_example(tokenizer, r["question"], r["assistant"], settings.max_seq_len) for r in stand_in
-        ]
-        items = [without_targets(example) for example in encoded]
+    items, examples = rank_items(everything, rank, world, tokenizer, settings.train, settings.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    collate_items: Any = functools.partial(collate, pad_token_id=pad_id)
-    total_steps, steps_per_epoch = settings.total_steps, settings.steps_per_epoch
-    if settings.packing:
-        items = pack_examples(items, settings.max_seq_len, settings.seed, rank)
-        collate_items = functools.partial(collate_packed, pad_token_id=pad_id)
-        most = _all_reduce_max(len(items), device)
-        steps_per_epoch = math.ceil(math.ceil(most / settings.batch_size) / settings.grad_accum)
-        total_steps = settings.max_steps or settings.epochs * steps_per_epoch
+    collate_items = collate_packed if settings.train.packing else collate
     stats = all_reduce_sum(
         [sum(e.truncated for e in examples), sum(e.dropped_tokens for e in examples), len(examples)], device
     )
     summary = {"truncated_examples": stats[0], "truncated_tokens": stats[1], "examples": stats[2]}
-    return _WorkerData(items, collate_items, total_steps, steps_per_epoch, summary)
+    return _WorkerData(items, functools.partial(collate_items, pad_token_id=pad_id), summary)
 
 
 def _train_steps(
@@ -226,7 +187,7 @@ def _train_steps(
     device = get_device()
     # Throughput spans one step's end to the next, so logging and checkpointing count against it.
     last = time.perf_counter()
-    for step in range(run.start_step + 1, data.total_steps + 1):
+    for step in range(run.start_step + 1, settings.steps.total_steps + 1):
         _maybe_inject_failure(settings, step, rank, world)
         # Dropout draws from a seed fixed by (seed, rank, step): a resumed run repeats them exactly.
         torch.manual_seed(settings.seed * 1_000_003 + rank * 100_003 + step)
@@ -235,8 +196,8 @@ def _train_steps(
             run.model,
             run.optimizer,
             _step_batches(settings, data, step, rank, device),
-            settings.max_grad_norm,
-            autocast_bf16=settings.bf16 and settings.strategy == "ddp",
+            settings.train.max_grad_norm,
+            autocast_bf16=settings.train.uses_bf16 and settings.train.strategy == "ddp",
         )
         run.scheduler.step()
         tokens, computed = all_reduce_sum([totals.tokens, totals.computed_tokens], device)
@@ -244,7 +205,7 @@ def _train_steps(
         elapsed, last = now - last, now
         metrics = {
             "step": step,
-            "epoch": step / data.steps_per_epoch,
+            "epoch": step / settings.steps.steps_per_epoch,
             "loss": totals.loss,
             "lr": lr,
             "tokens": tokens,
@@ -256,7 +217,7 @@ def _train_steps(
         } | data.summary
         if writer is not None:
             writer.add({k: v for k, v in metrics.items() if k != "step"}, step)
-        if step % settings.checkpoint_every == 0 or step == data.total_steps:
+        if step % settings.train.checkpoint_every == 0 or step == settings.steps.total_steps:
             if writer is not None:  # a checkpointed step's metrics are durable before it is
                 writer.flush()
             _report_with_checkpoint(run, settings, metrics, rank)
@@ -264,10 +225,10 @@ def _train_steps(
 
 def _step_batches(settings: LoopSettings, data: _WorkerData, step: int, rank: int, device: Any) -> list[Any]:
     """The ``grad_accum`` micro-batches of ``step``: a function of the step, so resuming repeats them."""
-    first = (step - 1) * settings.grad_accum
+    first = (step - 1) * settings.train.grad_accum
     batches = [
-        data.collate(micro_batch(data.items, first + k, settings.batch_size, settings.seed, rank))
-        for k in range(settings.grad_accum)
+        data.collate(micro_batch(data.items, first + k, settings.train.batch_size, settings.seed, rank))
+        for k in range(settings.train.grad_accum)
     ]
     return [{name: tensor.to(device) for name, tensor in batch.items()} for batch in batches]
 
@@ -276,7 +237,8 @@ def _optimizer(parameters: list[Any], settings: LoopSettings) -> Any:
     """AdamW, with the fused kernel where the device has one (HF ``Trainer``'s default as well)."""
     import torch
 
-    options = {"lr": settings.lr, "weight_decay": settings.weight_decay, "betas": settings.adam_betas}
+    config = settings.train
+    options = {"lr": config.lr, "weight_decay": config.weight_decay, "betas": config.adam_betas}
     try:
         return torch.optim.AdamW(parameters, fused=True, **options)
     except RuntimeError:  # no fused kernel for this device or dtype
@@ -286,9 +248,10 @@ def _optimizer(parameters: list[Any], settings: LoopSettings) -> Any:
 def _scheduler(optimizer: Any, settings: LoopSettings) -> Any:
     from transformers import get_scheduler
 
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[settings.lr_schedule]
-    warmup = math.ceil(settings.warmup_ratio * settings.total_steps)
-    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=settings.total_steps)
+    schedule, total = settings.train.lr_schedule, settings.steps.total_steps
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[schedule]
+    warmup = math.ceil(settings.train.warmup_ratio * total)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
 def _report_with_checkpoint(run: _Run, settings: LoopSettings, metrics: dict[str, float], rank: int) -> None:
@@ -299,20 +262,20 @@ def _report_with_checkpoint(run: _Run, settings: LoopSettings, metrics: dict[str
 
     state = {
         "step": int(metrics["step"]),
-        "micro_batches": int(metrics["step"]) * settings.grad_accum,  # the data position
-        "mode": settings.mode,
-        "strategy": settings.strategy,
+        "micro_batches": int(metrics["step"]) * settings.train.grad_accum,  # the data position
+        "mode": settings.train.mode,
+        "strategy": settings.train.strategy,
         "base_path": settings.base_path,
         "added_tokens": run.added,
         "loss": metrics["loss"],
     }
-    if settings.strategy == "fsdp2":
+    if settings.train.strategy == "fsdp2":
         from l2ray.train.checkpoint import EXPORT_DIR, save_sharded
         from l2ray.train.export import export_sharded
 
         with tempfile.TemporaryDirectory() as folder:
             save_sharded(folder, run.model, run.optimizer, run.scheduler, state)
-            if state["step"] == settings.total_steps:  # the final model, for the registry
+            if state["step"] == settings.steps.total_steps:  # the final model, for the registry
                 export_sharded(Path(folder) / EXPORT_DIR, run.model, run.tokenizer)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
         return
@@ -324,28 +287,6 @@ def _report_with_checkpoint(run: _Run, settings: LoopSettings, metrics: dict[str
         unwrapped = run.model.module if hasattr(run.model, "module") else run.model
         save_checkpoint(folder, unwrapped.causal_lm, run.tokenizer, trainer_state, state)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
-
-
-def _training_tokenizer(base_path: str) -> Any:
-    """The base tokenizer with the reasoning tokens training adds (the same on every rank and attempt)."""
-    from transformers import AutoTokenizer
-
-    from l2ray.student.tokens import ensure_reasoning_tokens
-
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    ensure_reasoning_tokens(tokenizer)
-    return tokenizer
-
-
-def _all_reduce_max(value: int, device: Any) -> int:
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        return value
-    tensor = torch.tensor([value], dtype=torch.long, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return int(tensor.item())
 
 
 def _rank_zero_writer(settings: LoopSettings, rank: int) -> StepMetricWriter | None:
@@ -364,7 +305,7 @@ def _rank_zero_writer(settings: LoopSettings, rank: int) -> StepMetricWriter | N
             "every worker shares the driver's file system; point tracking.tracking_uri at an mlflow "
             "server (k8s/ deploys one)"
         ) from exc
-    return StepMetricWriter(tracker, settings.run_id, settings.metrics_flush_s)
+    return StepMetricWriter(tracker, settings.run_id, settings.train.metrics_flush_s)
 
 
 def _maybe_inject_failure(settings: LoopSettings, step: int, rank: int, world: int) -> None:
@@ -375,7 +316,7 @@ def _maybe_inject_failure(settings: LoopSettings, step: int, rank: int, world: i
     fast failure can beat rank 0's checkpoint report to the controller, the group restarts from an
     older checkpoint, and where it resumes would depend on timing.
     """
-    if settings.fail_at_step != step or rank != world - 1 or settings.fault_marker is None:
+    if settings.train.fail_at_step != step or rank != world - 1 or settings.fault_marker is None:
         return
     marker = Path(settings.fault_marker)
     if marker.exists():

@@ -57,6 +57,16 @@ def load_for_training(
     return model, tokenizer, added
 
 
+def training_tokenizer(base_path: str) -> Any:
+    """The base tokenizer with the reasoning tokens training adds (the same on every rank, every
+    attempt and the driver, which plans packed steps with it)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    ensure_reasoning_tokens(tokenizer)
+    return tokenizer
+
+
 def wrap_lora(model: Any, lora: LoraConfig, train_embeddings: bool) -> Any:
     """Add LoRA adapters; with ``train_embeddings`` the embedding and output layers train in full.
 

@@ -20,6 +20,7 @@ from l2ray.synth.prompts import (
     translate_question_messages,
 )
 from l2ray.synth.recorded import load_recorded
+from l2ray.synth.task import SynthTask
 from l2ray.teacher import ResponseCache, TeacherClient, TeacherConfig
 from l2ray.text import parse_tagged, segment
 
@@ -41,11 +42,11 @@ def test_expansion_gives_stable_ids_per_kind_language_and_recipe():
     one = TeacherConfig()
     fp = recipe_fingerprint({"translator": one, "reasoner": one}, synth, 0)
     tasks = expand_seed(seed, ["zh", "fr"], synth, fp, 0)
-    assert [t["kind"] for t in tasks] == ["original", "whole", "whole", "mixed", "mixed"]
-    assert [t["id"] for t in tasks] == [t["id"] for t in expand_seed(seed, ["zh", "fr"], synth, fp, 0)]
-    assert len({t["id"] for t in tasks}) == 5
+    assert [t.kind for t in tasks] == ["original", "whole", "whole", "mixed", "mixed"]
+    assert [t.id for t in tasks] == [t.id for t in expand_seed(seed, ["zh", "fr"], synth, fp, 0)]
+    assert len({t.id for t in tasks}) == 5
     other = recipe_fingerprint({"translator": one, "reasoner": TeacherConfig(model="another")}, synth, 0)
-    assert not {t["id"] for t in tasks} & {t["id"] for t in expand_seed(seed, ["zh", "fr"], synth, other, 0)}
+    assert not {t.id for t in tasks} & {t.id for t in expand_seed(seed, ["zh", "fr"], synth, other, 0)}
 
 
 def test_reply_parsing_and_whitespace_restoration():
@@ -59,15 +60,8 @@ def test_reply_parsing_and_whitespace_restoration():
     )
 
 
-def _task(seed: SeedRow, kind: str, langs: list[str]) -> dict:
-    return {
-        "id": "t",
-        "seed_id": seed.id,
-        "kind": kind,
-        "index": 0,
-        "languages": json.dumps(langs),
-        "seed": seed.model_dump_json(),
-    }
+def _task(seed: SeedRow, kind: str, langs: list[str]) -> SynthTask:
+    return SynthTask(id="t", kind=kind, languages=langs, seed=seed)
 
 
 def _outcome(**responses) -> dict:
@@ -134,17 +128,17 @@ def test_tasks_that_share_a_request_are_grouped_within_the_cap():
     other = SeedRow(source="t", **seed_record(2))
     tasks = [t for seed in (one, twin, other) for t in expand_seed(seed, ["zh"], synth, "fp", 0)]
     # With one target, the three mixed plans of a seed switch the same fragments: identical requests.
-    mixed = [request_keys(t) for t in tasks[:5] if t["kind"] == "mixed"]
+    mixed = [request_keys(t) for t in tasks[:5] if t.kind == "mixed"]
     assert mixed[0] and mixed[0] == mixed[1] == mixed[2]
 
     groups = group_tasks(tasks, max_group=64)
-    assert sorted(sorted({t["seed_id"] for t in g}) for g in groups) == [["s1", "twin"], ["s2"]]
-    assert sorted(t["id"] for g in groups for t in g) == sorted(t["id"] for t in tasks)
+    assert sorted(sorted({t.seed_id for t in g}) for g in groups) == [["s1", "twin"], ["s2"]]
+    assert sorted(t.id for g in groups for t in g) == sorted(t.id for t in tasks)
     # Under a cap of 5 the twins stay apart (their shared requests may then be sent twice), but a
     # seed's own tasks are never split.
     capped = group_tasks(tasks, max_group=5)
     assert sorted(len(g) for g in capped) == [5, 5, 5]
-    assert all(len({t["seed_id"] for t in g}) == 1 for g in capped)
+    assert all(len({t.seed_id for t in g}) == 1 for g in capped)
 
 
 def test_recorded_content_becomes_cache_entries_under_the_real_fingerprints(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from types import SimpleNamespace
 
@@ -12,6 +11,7 @@ from fake_teacher import FakeTeacher
 from synth_helpers import API_KEY, teacher_section
 
 from l2ray.data.seeds import SeedRow
+from l2ray.synth.task import SynthTask
 from l2ray.synth.worker import run_task
 from l2ray.teacher import (
     CacheEntry,
@@ -24,7 +24,7 @@ from l2ray.teacher import (
     ratelimit,
 )
 from l2ray.teacher.base import estimate_tokens
-from l2ray.teacher.client import RoleClients
+from l2ray.teacher.client import RoleClients, RoleSetup
 from l2ray.teacher.config import ROLES
 from l2ray.teacher.local import TransformersTeacher
 from l2ray.teacher.ratelimit import RateLimiter, TokenBucket
@@ -38,7 +38,7 @@ def _client(server: FakeTeacher, cache_dir, **extra) -> TeacherClient:
 
 def _role_clients(server: FakeTeacher, cache_dir, **extra) -> RoleClients:
     config = TeacherConfig(**teacher_section(server, **extra))
-    return RoleClients({"translator": config, "reasoner": config}, {r: str(cache_dir) for r in ROLES}, "v1")
+    return RoleClients({role: RoleSetup(config, str(cache_dir)) for role in ROLES}, "v1")
 
 
 def _ask_all(client: TeacherClient, contents: list[str]) -> list:
@@ -93,13 +93,13 @@ def test_a_failed_fragment_still_accounts_for_the_paid_ones_and_cut_off_replies_
         answer="3",
     )
     assert len(segment(seed.cot)) == 3
-    mixed = {"id": "m", "seed_id": "s", "kind": "mixed", "index": 0, "seed": seed.model_dump_json()}
+    mixed = SynthTask(id="m", kind="mixed", languages=["en", "fr", "zh"], seed=seed)
     cut_seed = seed.model_copy(update={"question": "[[CUTOFF]] Let $a = 3$. What is $a$?"})
-    whole = {**mixed, "kind": "whole", "seed": cut_seed.model_dump_json(), "languages": '["fr"]'}
+    whole = mixed.model_copy(update={"kind": "whole", "seed": cut_seed, "languages": ["fr"]})
 
     async def run(clients: RoleClients) -> tuple[dict, dict]:
         try:
-            first = await run_task({**mixed, "languages": json.dumps(["en", "fr", "zh"])}, clients)
+            first = await run_task(mixed, clients)
             return first, await run_task(whole, clients)
         finally:
             await clients.aclose()

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def test_synthesis_on_a_vllm_teacher_caches_what_the_transformers_teacher_writes(
     ray_cluster, trained_student, tmp_path
 ):
-    from l2ray.synth.api import cache_dirs, synthesize
+    from l2ray.synth.api import role_setups, synthesize
     from l2ray.teacher.local import TransformersTeacher
 
     model = str(trained_student)
@@ -51,7 +51,7 @@ def test_synthesis_on_a_vllm_teacher_caches_what_the_transformers_teacher_writes
     assert first["rows"] + first["rejected"] == 4 and not first["seeds"]["without_rows"]
     assert first["rejected_by_reason"] == {"truncated": first["rejected"]} and first["rows"] == 2
     assert first["this_run"]["requests_sent"] == first["this_run"]["requests"] > 0, first
-    clients = RoleClients(recipe.teacher_roles, cache_dirs(recipe), recipe.synth.prompt_version, build=False)
+    clients = RoleClients(role_setups(recipe), recipe.synth.prompt_version, build=False)
     messages = translate_question_messages(seed_record(0)["question"], "fr")
     cached = clients.translator.cached(messages)
     params = SamplingParams(temperature=0.0, top_p=recipe.teacher.top_p, max_tokens=24)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from l2ray.train.api import plan_steps, train
+from l2ray.train.api import train
 from l2ray.train.config import MixConfig, TrainConfig
 from l2ray.train.examples import (
     IGNORE_INDEX,
@@ -18,6 +18,8 @@ from l2ray.train.examples import (
     micro_batch,
 )
 from l2ray.train.mix import TrainDataError, rank_share, read_traces, select_mix
+from l2ray.train.model import training_tokenizer
+from l2ray.train.schedule import plan_steps, rank_items, rows_per_rank, run_steps
 
 
 def test_mix_selects_kinds_languages_seeds_and_ratios(rows):
@@ -67,10 +69,25 @@ def test_rank_shares_are_fixed_disjoint_and_complete():
 
 
 def test_plan_steps_splits_rows_evenly_over_workers():
-    assert plan_steps(14, TrainConfig(num_workers=2, batch_size=2, grad_accum=2, epochs=2)) == (2, 4)
-    assert plan_steps(14, TrainConfig(num_workers=2, max_steps=5)) == (7, 5)
+    two_by_two = TrainConfig(num_workers=2, batch_size=2, grad_accum=2, epochs=2)
+    assert plan_steps(rows_per_rank(14, 2), two_by_two) == (2, 4)
+    assert plan_steps(rows_per_rank(14, 2), TrainConfig(num_workers=2, max_steps=5)) == (7, 5)
     # o1-6 on 16 workers: each worker's one row (or target-free stand-in) makes an epoch one step.
-    assert plan_steps(6, TrainConfig(num_workers=16, epochs=5)) == (1, 5)
+    assert plan_steps(rows_per_rank(6, 16), TrainConfig(num_workers=16, epochs=5)) == (1, 5)
+
+
+def test_the_driver_plans_the_steps_the_packed_workers_take(student_path, rows):
+    """Packed, a rank's step count is its packs': the driver's total (its progress bar and the
+    schedule) is what the worker with the most packs needs, and every worker can take it."""
+    records = select_mix(rows, MixConfig(), ["zh", "fr"], seed=0).training_records()
+    tokenizer = training_tokenizer(student_path)
+    config = TrainConfig(num_workers=3, packing=True, max_seq_len=1024, batch_size=1, grad_accum=1, epochs=2)
+    planned = run_steps(records, tokenizer, config, seed=0)
+    packs = [len(rank_items(records, rank, 3, tokenizer, config, seed=0).items) for rank in range(3)]
+    shares = rows_per_rank(len(records), 3)
+    assert sum(packs) < sum(shares)  # traces share rows: the unpacked count would be wrong
+    assert planned == (max(packs), 2 * max(packs))
+    assert planned != plan_steps(shares, config.model_copy(update={"packing": False}))
 
 
 def test_zero_rows_fail_before_any_worker_starts(make_recipe, traces_dir):
