@@ -210,7 +210,7 @@ def test_the_untouched_base_answers_a_plain_question_through_the_graph(serve_por
             base_url=f"http://127.0.0.1:{serve_port}/base/v1", api_key="unused", max_retries=0
         )
         question = [{"role": "user", "content": "What is the capital of France?"}]
-        reply = client.chat.completions.create(model="l2ray", messages=question, max_tokens=16)
+        reply = client.chat.completions.create(model="l2ray", messages=question, max_tokens=16, temperature=0)
         message = reply.choices[0].message.model_dump()
         assert "Paris" in message["content"] and not message.get("reasoning_content")
         assert reply.usage.model_dump()["thinking_tokens"] == 0

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_a_real_llm_teacher_writes_real_text_and_verification_says_what_is_wrong(
     ray_cluster, smollm2_path, tmp_path
 ):
-    from l2ray.synth.api import cache_dirs, synthesize
+    from l2ray.synth.api import role_setups, synthesize
     from l2ray.teacher.client import RoleClients
 
     overrides = [
@@ -48,7 +48,7 @@ def test_a_real_llm_teacher_writes_real_text_and_verification_says_what_is_wrong
     assert len(rejected) == summary["rejected"] and all(row["reason"] for row in rejected)
     assert sum(summary["rejected_by_reason"].values()) == summary["rejected"]
     # The translator's replies are the model's own text, kept in the cache (never sent twice).
-    clients = RoleClients(recipe.teacher_roles, cache_dirs(recipe), recipe.synth.prompt_version, build=False)
+    clients = RoleClients(role_setups(recipe), recipe.synth.prompt_version, build=False)
     seed_question = recipe_seed_question(recipe)
     translated = clients.translator.cached(translate_question_messages(seed_question, "fr"))
     assert translated is not None and translated.text.strip() and translated.text != seed_question
