@@ -13,8 +13,9 @@ from typing import Any
 from l2ray.config import Recipe
 
 
-def gate_summary(thinking: float, accuracy: float = 1.0) -> dict[str, Any]:
-    """A ``summary.json`` the promotion gate reads: one benchmark, one configuration, one problem."""
+def gate_summary(accuracy: float = 1.0, thinking: float = 100.0, comparable: str = "h") -> dict[str, Any]:
+    """A minimal ``summary.json`` for the promotion gate: one benchmark ``b``, one configuration ``off``,
+    one problem ``p`` with ``thinking`` mean thinking tokens, no failures."""
     metrics = {
         "accuracy": accuracy,
         "thinking_tokens": {"mean": thinking},
@@ -23,8 +24,8 @@ def gate_summary(thinking: float, accuracy: float = 1.0) -> dict[str, Any]:
         "failure_rate": 0.0,
     }
     return {
-        "comparable_hash": "same-evaluation",
-        "fingerprint": {"configurations": {"off": {}}},
+        "comparable_hash": comparable,
+        "fingerprint": {"configurations": {"off": {}}, "sampling": {"max_tokens": 8}},
         "results": {"b": {"off": metrics}},
     }
 

@@ -141,9 +141,8 @@ def test_racing_promotions_end_on_the_decision_made_after_seeing_the_other(
     with acting_as(account):
         client = mlflow_client(uri)
         # v1 thinks 100 tokens; v2 and v3 think 50: each beats v1, neither beats the other.
-        versions = evaluated_versions(
-            client, name, [gate_summary(100), gate_summary(50), gate_summary(50)], tmp_path
-        )
+        summaries = [gate_summary(thinking=100), gate_summary(thinking=50), gate_summary(thinking=50)]
+        versions = evaluated_versions(client, name, summaries, tmp_path)
         assert promote(recipe, "1").promoted
 
         # Both decide against champion 1 while this test holds the alias lock; then they commit.

@@ -90,23 +90,6 @@ def completion(text: str, finish_reason: str = "stop", reasoning: str | None = N
     }
 
 
-def gate_summary(accuracy: float, thinking: float = 100.0, comparable: str = "h") -> dict[str, Any]:
-    """A minimal ``summary.json`` for the promotion gate: one benchmark ``b``, one configuration ``off``,
-    one problem ``p`` with ``thinking`` mean thinking tokens, no failures."""
-    metrics = {
-        "accuracy": accuracy,
-        "thinking_tokens": {"mean": thinking},
-        "thinking_tokens_by_problem": {"p": [thinking]},
-        "failures": 0,
-        "failure_rate": 0.0,
-    }
-    return {
-        "comparable_hash": comparable,
-        "fingerprint": {"configurations": {"off": {}}, "sampling": {"max_tokens": 8}},
-        "results": {"b": {"off": metrics}},
-    }
-
-
 def mini_answers() -> dict[str, str]:
     """Question text -> gold answer of the bundled mini set (the fake server answers from it)."""
     return {p.question: p.answer for p in load_benchmark("mini").problems}

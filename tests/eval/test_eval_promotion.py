@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from evalkit import completion, gate_summary, make_recipe, mini_answers, question_of, register_versions
+from evalkit import completion, make_recipe, mini_answers, question_of, register_versions
 from mlflow import MlflowClient
+from registry_support import gate_summary
 
 from l2ray.decode.types import Completion
 from l2ray.eval.api import promote, run_eval

@@ -3,7 +3,7 @@ than its base is not promoted, even with no champion to beat."""
 
 from __future__ import annotations
 
-from evalkit import gate_summary
+from registry_support import gate_summary
 
 from l2ray.eval.config import PromotionGate
 from l2ray.eval.promotion import decide
