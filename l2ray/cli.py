@@ -248,7 +248,7 @@ def promote(
 
 
 def _print_eval(result) -> None:
-    """The summary of an `l2ray.eval.runner.EvalResult` as a table."""
+    """The summary of an `l2ray.eval.api.EvalResult` as a table."""
     table = Table(title=f"evaluation {result.label}")
     for column in ("benchmark", "configuration", "accuracy", "± se", "thinking", "answer", "failures"):
         table.add_column(column)

@@ -1,10 +1,11 @@
 """Evaluation's entry points: `run_eval` (``l2ray eval``), `run_pilot` (``l2ray pilot``) and
 `promote` / `rollback` (``l2ray promote [--rollback]``).
 
-An evaluation generates problems × samples × configurations on a Ray Data actor pool (`runner`),
-scores them (`metrics`), writes ``<run_dir>/eval/<label>/`` (`report`) and logs it to MLflow against
-the model version when the model came from the registry (`tracking`). Promotion reads those logged
-evaluations and applies the gate (`promotion`).
+An evaluation builds its task rows (`tasks`: problems × samples × configurations, each with its
+prompt and seed), generates and scores them on a Ray Data actor pool (`pool`, `metrics`), records
+what was evaluated how (`identity`), writes ``<run_dir>/eval/<label>/`` (`report`) and logs it to
+MLflow against the model version when the model came from the registry (`tracking`). Promotion reads
+those logged evaluations and applies the gate (`promotion`).
 
 Example:
     >>> result = run_eval(recipe)  # doctest: +SKIP
@@ -27,7 +28,9 @@ from l2ray.clock import utc_iso
 from l2ray.config import Recipe
 from l2ray.decode.config import InterventionConfig
 from l2ray.eval.benchmarks import load_benchmark
+from l2ray.eval.identity import default_label, eval_fingerprint, eval_seed, evaluation_summary
 from l2ray.eval.pilot import pilot_dataset, pilot_problems, write_pilot_report
+from l2ray.eval.pool import generate_and_score, served_model_for
 from l2ray.eval.promotion import (
     CHAMPION,
     CHAMPION_BEFORE_TAG,
@@ -40,15 +43,7 @@ from l2ray.eval.promotion import (
     not_evaluated,
 )
 from l2ray.eval.report import write_report
-from l2ray.eval.runner import (
-    default_label,
-    eval_fingerprint,
-    eval_seed,
-    evaluation_summary,
-    generate_and_score,
-    served_model_for,
-    task_row,
-)
+from l2ray.eval.tasks import task_row
 from l2ray.eval.tracking import Evaluation, load_version_evaluation, log_evaluation
 from l2ray.registry import alias_lock, alias_version, denied_to_move
 from l2ray.student.model_ref import resolve_model

@@ -96,7 +96,7 @@ def mini_answers() -> dict[str, str]:
 
 
 def question_of(body: dict[str, Any]) -> str:
-    """The question inside a request built by `l2ray.eval.runner.build_messages`."""
+    """The question inside a request built by `l2ray.eval.tasks.build_messages`."""
     return body["messages"][-1]["content"].rsplit("\n\n", 1)[0]
 
 

@@ -20,7 +20,7 @@ from l2ray.eval.engines import (
     served_model_id,
 )
 from l2ray.eval.metrics import score_sample
-from l2ray.eval.runner import served_model_for
+from l2ray.eval.pool import served_model_for
 from l2ray.student.model_ref import resolve_model
 
 ROW = {
@@ -156,7 +156,7 @@ def test_a_run_whose_samples_cannot_fit_is_refused_before_any_engine_starts(
     student_path, tmp_path: Path, monkeypatch
 ):
     """No Ray pool, no engine: the driver checks every sample against the context first."""
-    from l2ray.eval import runner
+    from l2ray.eval import pool as runner
     from l2ray.eval.engines import ContextError
 
     def no_pool(*args, **kwargs):

@@ -13,7 +13,7 @@ from l2ray.eval.api import run_eval
 from l2ray.eval.benchmarks import Problem
 from l2ray.eval.engines import LocalEngine, SampleRequest
 from l2ray.eval.report import read_samples
-from l2ray.eval.runner import sample_seed, task_row
+from l2ray.eval.tasks import sample_seed, task_row
 
 # A partial intervention draws from the policy's own RNG even where the model would decide alone.
 CONFIGURATIONS = {"off": {}, "half_zh": {"boost": ["zh"], "beta": 8.0, "alpha": 0.5}}
