@@ -28,9 +28,11 @@ from rich.table import Table
 
 from l2ray.config import Recipe
 from l2ray.data.seeds import load_seeds
-from l2ray.synth.api import plan_tasks, recorded_content, role_setups, translation_of
+from l2ray.synth.api import plan_tasks
 from l2ray.synth.output import SynthOutput
 from l2ray.synth.plan import PlannedRequest, task_requests
+from l2ray.synth.roles import recorded_content, role_setups
+from l2ray.synth.translate import translation_of
 from l2ray.teacher.client import RoleClients, TeacherClient
 from l2ray.teacher.config import Role
 from l2ray.teacher.prices import price_of

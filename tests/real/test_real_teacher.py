@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_a_real_llm_teacher_writes_real_text_and_verification_says_what_is_wrong(
     ray_cluster, smollm2_path, tmp_path
 ):
-    from l2ray.synth.api import role_setups, synthesize
+    from l2ray.synth.api import synthesize
+    from l2ray.synth.roles import role_setups
     from l2ray.teacher.client import RoleClients
 
     overrides = [

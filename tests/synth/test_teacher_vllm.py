@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 def test_synthesis_on_a_vllm_teacher_caches_what_the_transformers_teacher_writes(
     ray_cluster, trained_student, tmp_path
 ):
-    from l2ray.synth.api import role_setups, synthesize
+    from l2ray.synth.api import synthesize
+    from l2ray.synth.roles import role_setups
     from l2ray.teacher.local import TransformersTeacher
 
     model = str(trained_student)
