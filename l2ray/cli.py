@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import click
 import typer
@@ -23,6 +23,9 @@ from typer.core import TyperGroup
 
 from l2ray.config import Recipe, load_recipe, recipe_from_dict
 from l2ray.errors import L2rayError
+
+if TYPE_CHECKING:
+    from l2ray.eval.api import EvalResult
 
 T = TypeVar("T")
 
@@ -247,21 +250,23 @@ def promote(
         raise typer.Exit(3)
 
 
-def _print_eval(result) -> None:
-    """The summary of an `l2ray.eval.api.EvalResult` as a table."""
+def _print_eval(result: EvalResult) -> None:
+    """The summary of an evaluation as a table."""
+    from l2ray.run_report import EvalSummary
+
     table = Table(title=f"evaluation {result.label}")
     for column in ("benchmark", "configuration", "accuracy", "± se", "thinking", "answer", "failures"):
         table.add_column(column)
-    for benchmark, configurations in result.summary["results"].items():
+    for benchmark, configurations in EvalSummary.model_validate(result.summary).results.items():
         for name, m in configurations.items():
             table.add_row(
                 benchmark,
                 name,
-                f"{m['accuracy']:.1%}",
-                f"{m['accuracy_se']:.1%}",
-                str(m["thinking_tokens"]["mean"]),
-                str(m["answer_tokens"]["mean"]),
-                str(m["failures"]),
+                f"{m.accuracy:.1%}",
+                f"{m.accuracy_se:.1%}",
+                str(m.thinking_tokens.mean),
+                str(m.answer_tokens.mean),
+                str(m.failures),
             )
     console.print(table)
     console.print(f"report: {result.out_dir / 'report.md'}; MLflow run {result.mlflow_run_id}")
@@ -276,6 +281,7 @@ def synth(
     ] = False,
 ) -> None:
     """Synthesize multilingual traces (original, whole-CoT, code-switched) on Ray Data; resumable."""
+    from l2ray.run_report import SynthSummary
     from l2ray.synth.api import synthesize
 
     recipe = recipe_option(config, sets)
@@ -285,20 +291,20 @@ def synth(
         console.print(plan_table(recipe))
         return
     result = _staged(recipe, "synth", lambda: synthesize(recipe))
-    summary = result.summary
+    summary = SynthSummary.model_validate(result.summary)
     table = Table(title=f"synthesis: {result.run_dir / 'synth'}")
     for column in ("kind", "rows", "languages"):
         table.add_column(column)
-    for kind, count in summary["rows_by_kind"].items():
-        langs = ", ".join(f"{c} {n}" for c, n in summary["rows_by_language"].get(kind, {}).items())
+    for kind, count in summary.rows_by_kind.items():
+        langs = ", ".join(f"{c} {n}" for c, n in summary.rows_by_language.get(kind, {}).items())
         table.add_row(kind, str(count), langs)
     console.print(table)
-    run = summary["this_run"]
+    run = summary.this_run
     console.print(
-        f"rejected {summary['rejected']} {summary['rejected_by_reason']} · seed failures "
-        f"{summary['seeds']['failed']} · requests sent {run['requests_sent']}, cache hits {run['cache_hits']}"
-        f" · tokens {run['sent_prompt_tokens']}+{run['sent_completion_tokens']} · cost {run['cost']}"
-        f" · {summary['wall_time_s']} s",
+        f"rejected {summary.rejected} {summary.rejected_by_reason} · seed failures "
+        f"{summary.seeds.failed} · requests sent {run.requests_sent}, cache hits {run.cache_hits}"
+        f" · tokens {run.sent_prompt_tokens}+{run.sent_completion_tokens} · cost {run.cost}"
+        f" · {summary.wall_time_s} s",
         highlight=False,
     )
 
@@ -428,10 +434,9 @@ def _print_lab_summary(summary: dict, log_file: Path) -> None:
     """The study's tables (arms, sweeps, pilot), laid out for 100 columns, and where the rest is."""
     from rich import box
 
-    from l2ray.console import WIDTH
     from l2ray.lab.report import lab_tables
 
-    out = Console(width=min(console.width, WIDTH) if console.is_terminal else WIDTH, highlight=False)
+    out = _summary_console()
     for title, columns, rows in lab_tables(summary):
         table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False)
         for column in columns:
@@ -460,7 +465,8 @@ def run(
     <run dir>/logs/run-<time>.log (warnings and errors are shown once each)."""
     from l2ray.clock import utc_stamp
     from l2ray.console import run_display
-    from l2ray.pipeline import run_pipeline, run_summary
+    from l2ray.pipeline import run_pipeline
+    from l2ray.run_report import print_run_summary, run_summary
 
     recipe = recipe_option(config, sets)
     log_file = recipe.run_dir / "logs" / f"run-{utc_stamp()}.log"
@@ -471,47 +477,24 @@ def run(
         finally:
             if not joined and _ray_connected():  # a cluster this command started, not a caller's
                 _shutdown_ray()  # inside the capture: Ray's teardown messages go to the log too
-    commands = {}
-    if result.stages[-1].name == "promote" and result.stages[-1].outputs["outcome"] == "promoted":
+    log = None if verbose else str(log_file)
+    summary = run_summary(recipe, result.stages, log=log, notes=display.notes.values())
+    if summary.promotion is not None and summary.promotion.outcome == "promoted":
         config_flag = f" --config {config}" if config else ""
-        commands["serve"] = (
+        summary.commands["serve"] = (
             f"l2ray serve{config_flag} --model models:/{recipe.registered_model_name}@champion"
         )
-    summary = run_summary(recipe, result, commands)
-    summary["log"] = None if verbose else str(log_file)
-    summary["notes"] = [{"level": level, "message": message} for level, message in display.notes.values()]
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        typer.echo(summary.to_json())
     else:
-        _print_run_summary(summary)
+        print_run_summary(summary, _summary_console())
 
 
-def _print_run_summary(summary: dict) -> None:
-    """The closing summary, laid out for 100 columns; commands are printed whole (never wrapped)."""
-    from rich import box
-
+def _summary_console() -> Console:
+    """Where a closing summary is printed: laid out for at most 100 columns, 100 off a terminal."""
     from l2ray.console import WIDTH
-    from l2ray.pipeline import COMPARISON_COLUMNS, comparison_cells
 
-    out = Console(width=min(console.width, WIDTH) if console.is_terminal else WIDTH, highlight=False)
-    table = Table(title=f"run {summary['run']}: base vs student", box=box.SIMPLE_HEAD, show_edge=False)
-    for column in COMPARISON_COLUMNS:
-        table.add_column(column, no_wrap=True)
-    for row in summary["comparison"]:
-        table.add_row(*comparison_cells(row))
-    if table.row_count:
-        out.print(table)
-    if summary["promotion"]:
-        promotion = summary["promotion"]
-        out.print(f"promotion: [bold]{promotion['outcome']}[/] version {promotion['version']}")
-    out.print(f"run summary: {summary['readme']}", soft_wrap=True, markup=False)
-    if summary["log"]:
-        shown = f" ({len(summary['notes'])} warnings/errors shown above)" if summary["notes"] else ""
-        out.print(f"full log: {summary['log']}{shown}", soft_wrap=True, markup=False)
-    labels = {"browse": "browse runs and models", "serve": "serve the champion"}
-    for name, command in summary["commands"].items():
-        out.print(f"{labels.get(name, name)}:")
-        out.print(f"  {command}", soft_wrap=True, markup=False)
+    return Console(width=min(console.width, WIDTH) if console.is_terminal else WIDTH, highlight=False)
 
 
 def _staged(recipe: Recipe, stage: str, work: Callable[[], T]) -> T:

@@ -26,6 +26,7 @@ from l2ray.clock import utc_iso
 from l2ray.config import Recipe
 from l2ray.console import LineDisplay, StageDisplay
 from l2ray.hashing import stable_id
+from l2ray.run_report import read_report, stage_figure
 
 STATE_FILE = "pipeline.json"
 STAGES = ("synth", "train", "eval_base", "eval_student", "promote")
@@ -70,7 +71,8 @@ def run_pipeline(
         until: stop after this stage (one of `STAGES`); the next run continues from there.
         force: rerun every stage even when its record matches.
         log: where one plain line per stage event goes (a `LineDisplay`), unless ``display`` is given.
-        display: what is told when a stage starts, is skipped, finishes (with `stage_figure`) or fails.
+        display: what is told when a stage starts, is skipped, finishes (with its figure,
+            `l2ray.run_report.stage_figure`) or fails.
     """
     display = display or LineDisplay(log)
     if until is not None and until not in STAGES:
@@ -95,34 +97,6 @@ def run_pipeline(
             break
     write_run_readme(recipe, state)
     return result
-
-
-def stage_figure(name: str, outputs: dict[str, Any]) -> str:
-    """The one figure a person wants when stage ``name`` ends, read from its outputs and summary.
-
-    >>> stage_figure("promote", {"outcome": "promoted", "version": "2"})
-    'promoted version 2'
-    """
-    if name == "promote":
-        return f"{outputs['outcome']} version {outputs['version']}"
-    summary = json.loads(Path(outputs["summary"]).read_text(encoding="utf-8"))
-    if name == "synth":
-        by_count = sorted(summary.get("rejected_by_reason", {}).items(), key=lambda item: -item[1])
-        reasons = ", ".join(f"{r} {n}" for r, n in by_count)
-        return f"{summary['rows']} traces accepted, {summary['rejected']} rejected" + (
-            f" ({reasons})" if reasons else ""
-        )
-    if name == "train":
-        return (
-            f"loss {summary['final_loss']:.3f} · {summary['steps']} steps · "
-            f"{summary['tokens_per_s']:,.0f} tokens/s"
-        )
-    benchmark, configurations = next(iter(summary["results"].items()))
-    configuration, metrics = next(iter(configurations.items()))
-    return (
-        f"accuracy {metrics['accuracy']:.1%} · {metrics['thinking_tokens']['mean']:.1f} thinking tokens "
-        f"({benchmark}/{configuration}; {len(configurations)} configurations)"
-    )
 
 
 def stage_fingerprints(recipe: Recipe) -> dict[str, str]:
@@ -158,7 +132,8 @@ def write_run_readme(recipe: Recipe, state: dict[str, dict[str, Any]] | None = N
             continue
         outputs = ", ".join(f"{k}: `{v}`" for k, v in record["outputs"].items() if isinstance(v, str | int))
         lines.append(f"| {name} | {record['finished']} | {record['wall_s']:.1f} s | {outputs} |")
-    lines += ["", *_results_section(recipe, state)]
+    finished = {name: state[name]["outputs"] for name in STAGES if name in state}
+    lines += ["", *read_report(finished).readme_section()]
     lines += [
         "",
         "Browse the runs and the model registry with:",
@@ -169,95 +144,6 @@ def write_run_readme(recipe: Recipe, state: dict[str, dict[str, Any]] | None = N
     path = recipe.run_dir / "README.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
-
-
-def run_summary(
-    recipe: Recipe, result: PipelineResult, commands: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """What `l2ray run` prints at the end (as a table, or as JSON with ``--json``): each stage's state,
-    wall time and figure, base vs student, the promotion, where the outputs are, and ``commands`` plus
-    the `mlflow ui` one to look further."""
-    state = {s.name: {"outputs": s.outputs} for s in result.stages}
-    stages = [
-        {
-            "name": s.name,
-            "state": "skipped" if s.skipped else "done",
-            "wall_s": s.wall_s,
-            "figure": stage_figure(s.name, s.outputs),
-            "outputs": s.outputs,
-        }
-        for s in result.stages
-    ]
-    promote = state.get("promote", {}).get("outputs")
-    return {
-        "run": recipe.name,
-        "run_dir": str(result.run_dir),
-        "readme": str(result.run_dir / "README.md"),
-        "stages": stages,
-        "comparison": comparison_rows(state),
-        "promotion": None
-        if promote is None
-        else {"outcome": promote["outcome"], "version": promote["version"]},
-        "commands": {"browse": f"mlflow ui --backend-store-uri {recipe.tracking_uri}", **(commands or {})},
-    }
-
-
-COMPARISON_COLUMNS = (
-    "model",
-    "benchmark",
-    "configuration",
-    "accuracy",
-    "mean thinking",
-    "truncation",
-    "failures",
-)
-"""The columns of the base-vs-student table (`comparison_cells` fills them)."""
-
-
-def comparison_cells(row: dict[str, Any]) -> list[str]:
-    """One `comparison_rows` row as the text of `COMPARISON_COLUMNS` (the CLI and the run's README).
-
-    >>> comparison_cells({"model": "base", "benchmark": "mini", "configuration": "off", "accuracy": 0.5,
-    ...     "accuracy_se": 0.1, "thinking_tokens": None, "truncation_rate": 0.25, "failures": 0})
-    ['base', 'mini', 'off', '0.500 ± 0.100', '–', '0.25', '0']
-    """
-    tokens = "–" if row["thinking_tokens"] is None else f"{row['thinking_tokens']:.1f}"
-    truncation = "–" if row["truncation_rate"] is None else f"{row['truncation_rate']:.2f}"
-    return [
-        row["model"],
-        row["benchmark"],
-        row["configuration"],
-        f"{row['accuracy']:.3f} ± {row['accuracy_se']:.3f}",
-        tokens,
-        truncation,
-        str(row["failures"]),
-    ]
-
-
-def comparison_rows(state: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Base vs student per benchmark × configuration, from the two evaluation summaries."""
-    rows = []
-    for label in ("eval_base", "eval_student"):
-        record = state.get(label)
-        if record is None:
-            continue
-        summary = json.loads(Path(record["outputs"]["summary"]).read_text())
-        for benchmark, configurations in summary["results"].items():
-            for configuration, metrics in configurations.items():
-                rows.append(
-                    {
-                        "model": BASE_LABEL if label == "eval_base" else STUDENT_LABEL,
-                        "benchmark": benchmark,
-                        "configuration": configuration,
-                        "accuracy": metrics["accuracy"],
-                        "accuracy_se": metrics["accuracy_se"],
-                        "thinking_tokens": metrics["thinking_tokens"]["mean"],
-                        "answer_tokens": metrics["answer_tokens"]["mean"],
-                        "truncation_rate": metrics["truncation_rate"],
-                        "failures": metrics["failures"],
-                    }
-                )
-    return rows
 
 
 # --- stages ------------------------------------------------------------------------------------------
@@ -342,36 +228,6 @@ _RUNNERS: dict[str, Callable[[Recipe, dict[str, Any]], dict[str, Any]]] = {
     "eval_student": _eval_student,
     "promote": _promote,
 }
-
-
-def _results_section(recipe: Recipe, state: dict[str, dict[str, Any]]) -> list[str]:
-    lines = []
-    if "synth" in state:
-        summary = json.loads(Path(state["synth"]["outputs"]["summary"]).read_text())
-        lines += ["## Synthesis", "", "```json", json.dumps(_synth_digest(summary), indent=2), "```", ""]
-    rows = comparison_rows(state)
-    if rows:
-        lines += [
-            "## Evaluation (base vs student)",
-            "",
-            "| " + " | ".join(COMPARISON_COLUMNS) + " |",
-            "|" + "---|" * len(COMPARISON_COLUMNS),
-        ]
-        lines += ["| " + " | ".join(comparison_cells(r)) + " |" for r in rows]
-        for label in ("eval_base", "eval_student"):
-            if label in state:
-                report = Path(state[label]["outputs"]["report"])
-                lines.append(f"\nFull report ({label.removeprefix('eval_')}): [{report.name}]({report})")
-    if "promote" in state:
-        decision = json.loads(Path(state["promote"]["outputs"]["summary"]).read_text())
-        lines += ["", "## Promotion", "", f"**{decision['outcome']}** version {decision['candidate']}:"]
-        lines += [f"- {reason}" for reason in decision["reasons"]]
-    return lines
-
-
-def _synth_digest(summary: dict[str, Any]) -> dict[str, Any]:
-    keys = ("rows", "rows_by_kind", "rows_by_language", "rejected_by_reason", "cache", "tokens", "cost_usd")
-    return {k: summary[k] for k in keys if k in summary}
 
 
 def _outputs_exist(record: dict[str, Any]) -> bool:

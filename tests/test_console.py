@@ -10,7 +10,8 @@ import sys
 import pytest
 from rich.console import Console
 
-from l2ray.console import RunDisplay, captured_output, classify, progress
+from l2ray.capture import captured_output, classify
+from l2ray.console import RunDisplay, progress
 
 # Lines a real `l2ray run` printed before its output was captured (Ray 2.60, MLflow 3).
 NOISE = [
@@ -22,7 +23,7 @@ NOISE = [
     "(PlacementGroupCleaner pid=7100) Traceback (most recent call last):",
     "(PlacementGroupCleaner pid=7100)     raise ConnectionError(",
     "Loading weights:   0%|          | 0/50 [00:00<?, ?it/s]",
-    # Expected on every healthy run (l2ray.console.EXPECTED): in the log, not on the terminal.
+    # Expected on every healthy run (l2ray.capture.EXPECTED): in the log, not on the terminal.
     "(TrainController pid=6955) [2026-12-02 14:44:21,082 E 6955 7055] core_worker.cc:2465: Actor with class"
     " name: 'PreemptionWatcher' and ID: '028e93b5' has constructor arguments in the object store and"
     " max_restarts > 0.",

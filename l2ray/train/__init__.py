@@ -11,7 +11,7 @@ from l2ray._lazy import lazy_exports
 _EXPORTS = {
     "TrainConfig": "config",
     "TrainDataError": "mix",
-    "TrainResult": "api",
+    "TrainResult": "result",
     "train": "api",
 }
 

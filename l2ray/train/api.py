@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel
 
 from l2ray.clock import utc_stamp
 from l2ray.cluster import ensure_ray
@@ -35,6 +34,7 @@ from l2ray.train.loop import LoopSettings, train_loop_per_worker
 from l2ray.train.mix import Mix, TrainDataError, read_traces, select_mix
 from l2ray.train.model import training_tokenizer
 from l2ray.train.plan import MemoryPlan, memory_plan, refuse_unless_fits, shape_of
+from l2ray.train.result import TrainResult
 from l2ray.train.schedule import StepPlan, run_steps
 from l2ray.train.tracking import CANDIDATE_ALIAS, REGISTERED_FOR_TAG, Tracker, code_version
 
@@ -45,29 +45,6 @@ log = logging.getLogger(__name__)
 
 RUN_STATE = "run.json"
 RESULT = "result.json"
-
-
-class TrainResult(BaseModel):
-    """What a training run produced; also written to ``<run_dir>/train/result.json``."""
-
-    model_uri: str
-    version: str
-    registered_model: str
-    alias: str
-    run_id: str
-    experiment_id: str
-    tracking_uri: str
-    checkpoint_path: str
-    ray_run_name: str
-    steps: int
-    final_loss: float
-    rows: int
-    data_fingerprint: str
-    truncated_examples: int
-    truncated_tokens: int
-    tokens_per_s: float
-    wall_s: float
-    metrics: dict[str, float]
 
 
 def train(recipe: Recipe, traces_dir: Path | None = None, resume: bool = False) -> TrainResult:
