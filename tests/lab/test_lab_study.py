@@ -29,7 +29,7 @@ def study(ray_cluster, tmp_path_factory) -> dict:
         arms=["base", "l2"],
         k=[6],
         train_seeds=[0],
-        eval_problems=100,
+        eval_problems=40,  # the effects below show on 40 as on 100 (docs/lab.md); CI time is scarce
         pilot_problems=8,
         sweeps={
             "force_zh": {"force": "zh"},
@@ -58,16 +58,18 @@ def test_the_paraphrase_baseline_has_the_rows_and_about_the_tokens_of_l2_in_engl
 
 
 def test_the_sft_student_beats_its_base_by_a_wide_margin(study):
-    """Measured on 100 problems: base 0.00; the L² student 0.58, 0.46 and 0.37 with training seeds 0–2."""
+    """Measured on 100 problems: base 0.00; the L² student 0.58, 0.46 and 0.37 with training seeds 0–2
+    (on this test's first 40: 0.00 and 0.53 with seed 0)."""
     base, l2 = _arm(study, "base")["metrics"], _arm(study, "l2")["metrics"]
-    assert base["samples"] == l2["samples"] == 100
+    assert base["samples"] == l2["samples"] == 40
     assert l2["accuracy"] >= base["accuracy"] + 0.2, (base["accuracy"], l2["accuracy"])
     assert l2["closed_thinking_rate"] >= 0.9  # it learned the thinking format the base never saw
 
 
 def test_boost_moves_the_language_and_the_tokens_of_thinking_and_budgets_cut_them(study):
-    """Measured (seeds 0–2): boost zh raises the zh share of thinking from ≤ 0.01 to 0.21–0.29 and
-    thinking tokens from about 180 to about 216; a 32-token budget leaves 32."""
+    """Measured (seeds 0–2, 100 problems): boost zh raises the zh share of thinking from ≤ 0.01 to
+    0.21–0.29 and thinking tokens from about 180 to about 216; a 32-token budget leaves 32. On this
+    test's 40 (seed 0): zh 0.00 → 0.28, thinking 177 → 214, budget 31.9."""
     sweeps = study["sweeps"]["configurations"]
     zh = {name: m["language_shares"].get("zh", 0.0) for name, m in sweeps.items()}
     assert zh["boost_zh"] >= zh["off"] + 0.1, zh
