@@ -269,7 +269,7 @@ def _fsdp2(student: str, rows: list[Any], args: argparse.Namespace, folder: Path
     """FSDP2 on 2 local gloo ranks; tokens/s over both ranks, peak RSS growth per rank vs the plan."""
     from transformers import AutoTokenizer
 
-    from l2ray.train.config import TrainConfig
+    from l2ray.recipe import TrainConfig
     from l2ray.train.local_ranks import run_ranks
     from l2ray.train.plan import memory_plan, shape_of
 
@@ -349,7 +349,7 @@ def _l2ray(
     import pyarrow.parquet as pq
     from mlflow import MlflowClient
 
-    from l2ray.config import recipe_from_dict
+    from l2ray.recipe import recipe_from_dict
     from l2ray.train.api import train
 
     traces = work / "traces"

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from l2ray.config import Recipe
+from l2ray.recipe import Recipe
 
 
 def gate_summary(accuracy: float = 1.0, thinking: float = 100.0, comparable: str = "h") -> dict[str, Any]:

@@ -15,7 +15,6 @@ import pytest
 from local_servers import Account, acting_as
 from registry_support import evaluated_versions, gate_summary, promote_in_process
 
-from l2ray.config import Recipe, recipe_from_dict
 from l2ray.eval.api import promote, rollback, run_eval
 from l2ray.eval.promotion import (
     CHAMPION,
@@ -25,6 +24,7 @@ from l2ray.eval.promotion import (
     ROLLED_BACK_TAG,
     PromotionError,
 )
+from l2ray.recipe import Recipe, recipe_from_dict
 from l2ray.registry import alias_lock, lock_name
 from l2ray.serve.app import build_app
 from l2ray.student.resolve import resolve_student

@@ -16,7 +16,6 @@ from __future__ import annotations
 from l2ray._lazy import lazy_exports
 
 _EXPORTS = {
-    "EvalConfig": "config",
     "EvalResult": "api",
     "promote": "api",
     "run_eval": "api",

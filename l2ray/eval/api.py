@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from l2ray.clock import utc_iso
-from l2ray.config import Recipe
-from l2ray.decode.config import InterventionConfig
 from l2ray.eval.benchmarks import load_benchmark
 from l2ray.eval.identity import default_label, eval_fingerprint, eval_seed, evaluation_summary
 from l2ray.eval.pilot import pilot_dataset, pilot_problems, write_pilot_report
@@ -45,6 +43,7 @@ from l2ray.eval.promotion import (
 from l2ray.eval.report import write_report
 from l2ray.eval.tasks import task_row
 from l2ray.eval.tracking import Evaluation, load_version_evaluation, log_evaluation
+from l2ray.recipe import InterventionConfig, Recipe
 from l2ray.registry import alias_lock, alias_version, denied_to_move
 from l2ray.student.model_ref import resolve_model
 from l2ray.tracking import check_store, mlflow_client, permission_denied

@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from l2ray.errors import L2rayError
-from l2ray.eval.config import PromotionGate
 from l2ray.eval.tracking import Evaluation
+from l2ray.recipe import PromotionGate
 
 CHAMPION = "champion"
 DECISION_TAG = "l2ray.promotion.decision"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from l2ray.config import Recipe
+from l2ray.recipe import Recipe
 from l2ray.student.model_ref import ModelRef
 from l2ray.tracking import ensure_experiment, mlflow_client
 

@@ -2,7 +2,7 @@
 (from `l2ray.synth.translate`) for the pilot.
 
 Example:
-    >>> from l2ray.config import recipe_from_dict
+    >>> from l2ray.recipe import recipe_from_dict
     >>> result = synthesize(recipe_from_dict({"name": "demo"}))  # doctest: +SKIP
     >>> result.summary["rows_by_kind"]  # doctest: +SKIP
     {'original': 10, 'whole': 40, 'mixed': 10}
@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from l2ray.cluster import ensure_ray
-from l2ray.config import Recipe
 from l2ray.data.seeds import SeedRow, load_seeds
+from l2ray.recipe import Recipe
 from l2ray.synth.batch_stage import batch_cost, run_batches
 from l2ray.synth.output import SynthOutput
 from l2ray.synth.plan import expand_seed, recipe_fingerprint

@@ -12,7 +12,7 @@ batch price), with ``usd_at_most`` where every completion runs to ``max_tokens``
 question translation is not cached yet is estimated from the English question.
 
 Example:
-    >>> from l2ray.config import recipe_from_dict
+    >>> from l2ray.recipe import recipe_from_dict
     >>> plan = plan_cost(recipe_from_dict({"name": "demo"}))  # doctest: +SKIP
     >>> plan["roles"]["reasoner"]["requests"]  # doctest: +SKIP
     0
@@ -26,15 +26,14 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from l2ray.config import Recipe
 from l2ray.data.seeds import load_seeds
+from l2ray.recipe import Recipe, Role
 from l2ray.synth.api import plan_tasks
 from l2ray.synth.output import SynthOutput
 from l2ray.synth.plan import PlannedRequest, task_requests
 from l2ray.synth.roles import recorded_content, role_setups
 from l2ray.synth.translate import translation_of
 from l2ray.teacher.client import RoleClients, TeacherClient
-from l2ray.teacher.config import Role
 from l2ray.teacher.prices import price_of
 
 

@@ -25,11 +25,10 @@ import yaml
 
 from l2ray.clock import utc_stamp
 from l2ray.cluster import ensure_ray
-from l2ray.config import Recipe
 from l2ray.console import polled_progress
+from l2ray.recipe import Recipe, TrainConfig
 from l2ray.student.resolve import resolve_student
 from l2ray.tracking import logged_steps
-from l2ray.train.config import TrainConfig
 from l2ray.train.loop import LoopSettings, train_loop_per_worker
 from l2ray.train.mix import Mix, TrainDataError, read_traces, select_mix
 from l2ray.train.model import training_tokenizer

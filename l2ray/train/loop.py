@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from l2ray.train.config import TrainConfig
+from l2ray.recipe import TrainConfig
 from l2ray.train.examples import collate, micro_batch
 from l2ray.train.model import (
     load_for_training,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from registry_support import gate_summary
 
-from l2ray.eval.config import PromotionGate
 from l2ray.eval.promotion import decide
+from l2ray.recipe import PromotionGate
 
 
 def test_a_student_no_better_than_its_base_is_not_promoted():

@@ -15,9 +15,9 @@ import pytest
 from engine_support import LocalGenerator, run_segment_loop
 from serve_support import API_KEY, MODEL_NAME, a_stop_string_from, first_tag
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.types import DecodeRequest
 from l2ray.languages import tag_token
+from l2ray.recipe import InterventionConfig
 from l2ray.serve.backends import OpenAICompletionsBackend
 from l2ray.serve.protocol import ChatRequest, parse_request
 from l2ray.text import tag_languages
