@@ -345,7 +345,7 @@ def train_command(
 
 def _print_train_plan(recipe: Recipe) -> None:
     from l2ray.train.api import recipe_plan
-    from l2ray.train.plan import plan_rows
+    from l2ray.train.memory_plan import plan_rows
 
     plan = recipe_plan(recipe)
     table = Table(

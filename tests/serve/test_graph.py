@@ -422,7 +422,7 @@ def test_replicas_serve_the_version_pinned_at_deploy_after_the_alias_moves(serve
     version, and a replica that restarts after the alias moved loads that version, not the new one."""
     from ray import serve
 
-    from l2ray.tracking import mlflow_client
+    from l2ray.mlflow_store import mlflow_client
 
     tracking_uri, model_uri = registry
     headers = {"Authorization": f"Bearer {API_KEY}"}
