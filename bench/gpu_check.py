@@ -47,7 +47,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from l2ray.train.plan import QWEN25_SHAPES, ModelShape  # noqa: E402
+from l2ray.train.memory_plan import QWEN25_SHAPES, ModelShape  # noqa: E402
 
 TINY = ModelShape(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1024, tied=True)
 
@@ -158,9 +158,9 @@ def peak(sizes: Sizes) -> dict[str, Any]:
 
 def fsdp2(sizes: Sizes, shape: ModelShape, results: dict[str, Any]) -> dict[str, Any]:
     """l2ray's FSDP2 step on a random-init model of ``shape``: tokens/s, MFU, peak memory vs the plan."""
-    from l2ray.train.config import TrainConfig
+    from l2ray.recipe import TrainConfig
     from l2ray.train.fsdp import ShardSettings, build_sharded_random
-    from l2ray.train.plan import memory_plan
+    from l2ray.train.memory_plan import memory_plan
 
     device = torch.device(sizes.device)
     model = build_sharded_random(qwen2_config(shape), device, ShardSettings(bf16=True, chunk_tokens=2048))
@@ -236,9 +236,9 @@ def engine(sizes: Sizes) -> dict[str, Any]:
     budget that never binds, so both decode the same number of tokens)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from l2ray.decode.config import InterventionConfig
     from l2ray.decode.engine import DecodeEngine
     from l2ray.decode.types import DecodeRequest
+    from l2ray.recipe import InterventionConfig
     from l2ray.student.build import build_student
 
     tokenizer = AutoTokenizer.from_pretrained(build_student(Path(tempfile.mkdtemp()) / "tiny"))

@@ -35,11 +35,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 from l2ray.decode import reference
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.core import PolicyCore
 from l2ray.decode.policy import RequestPolicy
 from l2ray.decode.spec import PolicySpec, ReasoningVocab
 from l2ray.languages import LANGUAGES
+from l2ray.recipe import InterventionConfig
 
 CONFIG = InterventionConfig(
     boost=["zh"], suppress=["en"], beta=5.0, max_thinking_tokens=100_000, num_ignore=1

@@ -191,7 +191,7 @@ async def _streamed(http, body: dict) -> int:
 def start_graph(args) -> str:
     import ray
 
-    from l2ray.config import recipe_from_dict
+    from l2ray.recipe import recipe_from_dict
     from l2ray.serve.api import run_server
 
     ray.init(

@@ -49,8 +49,8 @@ def main() -> None:
     args = _parse()
     import torch
 
+    from l2ray.recipe import StudentConfig
     from l2ray.student.build import build_student
-    from l2ray.student.config import StudentConfig
     from l2ray.student.resolve import load_student
 
     if args.threads:
@@ -121,9 +121,9 @@ def bench_generate(model, tokenizer, args) -> Phase:
 
 
 def bench_engine(model, tokenizer, args, intervention: bool) -> Phase:
-    from l2ray.decode.config import InterventionConfig
     from l2ray.decode.engine import DecodeEngine
     from l2ray.decode.types import DecodeRequest
+    from l2ray.recipe import InterventionConfig
 
     engine = DecodeEngine(model, tokenizer)
     config = InterventionConfig(**INTERVENTION) if intervention else InterventionConfig()
@@ -145,7 +145,7 @@ def start_graph(model_path: str, args) -> str:
     """A local Ray cluster and the serve graph on it (loopback only); returns the base URL."""
     import ray
 
-    from l2ray.config import recipe_from_dict
+    from l2ray.recipe import recipe_from_dict
     from l2ray.serve.api import run_server
 
     ray.init(

@@ -111,8 +111,8 @@ async def _plain_loop(base_url: str, seeds_path: Path, concurrency: int) -> floa
     """The same fragment-translation requests, straight from one aiohttp session."""
     import aiohttp
 
-    from l2ray.data.config import SeedsConfig
     from l2ray.data.seeds import load_seeds
+    from l2ray.recipe import SeedsConfig
     from l2ray.synth.prompts import translate_fragment_messages
     from l2ray.text import segment
 
@@ -143,7 +143,7 @@ def _l2ray(
 ) -> tuple[float, dict]:
     import ray
 
-    from l2ray.config import recipe_from_dict
+    from l2ray.recipe import recipe_from_dict
     from l2ray.synth.api import synthesize
 
     if not ray.is_initialized():

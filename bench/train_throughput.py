@@ -11,7 +11,7 @@ Same student, same traces, same loss, fused AdamW and a constant learning rate e
   (start-up, logging and registering the model included);
 - with ``--fsdp2``: the FSDP2 path (``l2ray.train.fsdp``: meta init, rank-0 broadcast, bf16
   compute, activation checkpointing, chunked loss, packing) on 2 local gloo ranks (CPU), with
-  each rank's peak RSS growth against the memory plan (`l2ray.train.plan`);
+  each rank's peak RSS growth against the memory plan (`l2ray.train.memory_plan`);
 - model FLOP/s (6 × parameters touched per token, + attention) and MFU against the peak;
 - ratios: l2ray 1 worker / each baseline, l2ray 2 workers / 1 worker, FSDP2 2 ranks / torch loop.
 
@@ -269,9 +269,9 @@ def _fsdp2(student: str, rows: list[Any], args: argparse.Namespace, folder: Path
     """FSDP2 on 2 local gloo ranks; tokens/s over both ranks, peak RSS growth per rank vs the plan."""
     from transformers import AutoTokenizer
 
-    from l2ray.train.config import TrainConfig
+    from l2ray.recipe import TrainConfig
     from l2ray.train.local_ranks import run_ranks
-    from l2ray.train.plan import memory_plan, shape_of
+    from l2ray.train.memory_plan import memory_plan, shape_of
 
     examples = _examples(AutoTokenizer.from_pretrained(student), rows, args.seq_len)
     ranks = run_ranks(_fsdp2_rank, folder, student, examples, vars(args))
@@ -349,7 +349,7 @@ def _l2ray(
     import pyarrow.parquet as pq
     from mlflow import MlflowClient
 
-    from l2ray.config import recipe_from_dict
+    from l2ray.recipe import recipe_from_dict
     from l2ray.train.api import train
 
     traces = work / "traces"

@@ -14,7 +14,7 @@ from pathlib import Path
 # started from jobs/; make the package importable either way.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from l2ray.config import Recipe, load_recipe
+from l2ray.recipe import Recipe, load_recipe
 
 
 def recipe_from_args(parser: argparse.ArgumentParser) -> tuple[Recipe, argparse.Namespace]:

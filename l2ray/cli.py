@@ -21,8 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from l2ray.config import Recipe, load_recipe, recipe_from_dict
 from l2ray.errors import L2rayError
+from l2ray.recipe import Recipe, load_recipe, recipe_from_dict
 
 if TYPE_CHECKING:
     from l2ray.eval.api import EvalResult
@@ -345,7 +345,7 @@ def train_command(
 
 def _print_train_plan(recipe: Recipe) -> None:
     from l2ray.train.api import recipe_plan
-    from l2ray.train.plan import plan_rows
+    from l2ray.train.memory_plan import plan_rows
 
     plan = recipe_plan(recipe)
     table = Table(

@@ -23,9 +23,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from l2ray.clock import utc_iso
-from l2ray.config import Recipe
 from l2ray.console import LineDisplay, StageDisplay
 from l2ray.hashing import stable_id
+from l2ray.recipe import Recipe
 from l2ray.run_report import read_report, stage_figure
 
 STATE_FILE = "pipeline.json"

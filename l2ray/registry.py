@@ -26,7 +26,7 @@ from typing import Any
 
 from l2ray.clock import utc_iso
 from l2ray.errors import L2rayError
-from l2ray.tracking import RegistryPermissionError, current_user, permission_denied
+from l2ray.mlflow_store import RegistryPermissionError, current_user, permission_denied
 
 LOCK_SUFFIX = ".l2ray-lock"
 HOLDER_TAG = "l2ray.lock.holder"

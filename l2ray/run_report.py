@@ -26,8 +26,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from l2ray.config import Recipe
 from l2ray.eval.promotion import Decision
+from l2ray.recipe import Recipe
 from l2ray.train.result import TrainResult
 
 

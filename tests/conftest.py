@@ -100,8 +100,8 @@ def vllm_engine(switching_student_path, tmp_path_factory):
     """ONE vLLM engine (float32, eager) on the switching student for the whole session (~30-90 s start).
     Tests marked ``kills_vllm_engine`` kill it, so they run last."""
     os.environ.setdefault("VLLM_CACHE_ROOT", str(tmp_path_factory.mktemp("vllm-cache")))
-    from l2ray.decode.config import VllmEngineConfig
     from l2ray.decode.vllm_engine import VllmEngine
+    from l2ray.recipe import VllmEngineConfig
 
     engine = VllmEngine(str(switching_student_path), VllmEngineConfig(dtype="float32", enforce_eager=True))
     yield engine

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.engine import DecodeEngine
 from l2ray.decode.policy import RequestPolicy
 from l2ray.decode.segment import GREEDY, Sampling, SegmentLoop
 from l2ray.decode.types import Completion, DecodeRequest, TokenStep
+from l2ray.recipe import InterventionConfig
 
 
 class LocalGenerator:

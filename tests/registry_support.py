@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from l2ray.config import Recipe
+from l2ray.recipe import Recipe
 
 
 def gate_summary(accuracy: float = 1.0, thinking: float = 100.0, comparable: str = "h") -> dict[str, Any]:
@@ -33,8 +33,8 @@ def gate_summary(accuracy: float = 1.0, thinking: float = 100.0, comparable: str
 def evaluated_versions(client: Any, name: str, summaries: list[dict[str, Any]], folder: Path) -> list[str]:
     """Register one version per summary, each from a run that logged it as ``eval/summary.json`` and
     is attached to the version the way ``l2ray eval`` attaches its run."""
-    from l2ray.eval.tracking import attach_evaluation
-    from l2ray.tracking import ensure_experiment
+    from l2ray.eval.mlflow_log import attach_evaluation
+    from l2ray.mlflow_store import ensure_experiment
 
     experiment = ensure_experiment(client, "registry-test", folder / "artifacts")
     client.create_registered_model(name)

@@ -78,7 +78,7 @@ def test_port_in_use_is_named_with_the_fix():
 
 
 def test_mlflow_store_that_cannot_be_opened_is_named_with_the_fix(tmp_path):
-    from l2ray.tracking import TrackingStoreError, mlflow_client
+    from l2ray.mlflow_store import TrackingStoreError, mlflow_client
     from tests.local_servers import free_port
 
     not_a_database = tmp_path / "mlflow.db"
@@ -96,8 +96,8 @@ def test_mlflow_store_that_cannot_be_opened_is_named_with_the_fix(tmp_path):
 
 
 def test_model_uri_that_does_not_resolve_says_what_is_there(tmp_path):
+    from l2ray.mlflow_store import mlflow_client
     from l2ray.student.resolve import StudentNotFoundError, registered_version
-    from l2ray.tracking import mlflow_client
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow_client(uri).create_registered_model("demo")
@@ -113,7 +113,7 @@ def test_model_uri_that_does_not_resolve_says_what_is_there(tmp_path):
 def test_logged_steps_reads_the_latest_training_step_for_the_progress_bar(tmp_path):
     from mlflow.entities import Metric
 
-    from l2ray.tracking import logged_steps, mlflow_client
+    from l2ray.mlflow_store import logged_steps, mlflow_client
 
     client = mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = client.create_run(client.create_experiment("e")).info.run_id

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from l2ray.config import RecipeError, load_recipe, recipe_from_dict
+from l2ray.recipe import RecipeError, load_recipe, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from l2ray.config import load_recipe
+from l2ray.recipe import load_recipe
 
 PAPER = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("[!_]*.yaml"))
 

@@ -15,7 +15,6 @@ import pytest
 from local_servers import Account, acting_as
 from registry_support import evaluated_versions, gate_summary, promote_in_process
 
-from l2ray.config import Recipe, recipe_from_dict
 from l2ray.eval.api import promote, rollback, run_eval
 from l2ray.eval.promotion import (
     CHAMPION,
@@ -25,10 +24,11 @@ from l2ray.eval.promotion import (
     ROLLED_BACK_TAG,
     PromotionError,
 )
+from l2ray.mlflow_store import RegistryPermissionError, TrackingAuthError, TrackingStoreError, mlflow_client
+from l2ray.recipe import Recipe, recipe_from_dict
 from l2ray.registry import alias_lock, lock_name
 from l2ray.serve.app import build_app
 from l2ray.student.resolve import resolve_student
-from l2ray.tracking import RegistryPermissionError, TrackingAuthError, TrackingStoreError, mlflow_client
 from l2ray.train.api import train
 
 GATE = {"max_accuracy_drop": 0.0, "min_thinking_token_reduction": 0.2}
@@ -86,7 +86,7 @@ def test_a_read_only_user_serves_a_version_but_cannot_promote_it(
 ):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from l2ray.train.tracking import CANDIDATE_ALIAS, Tracker
+    from l2ray.train.mlflow_run import CANDIDATE_ALIAS, Tracker
 
     url, name = auth_mlflow.url, f"served-{time.time_ns()}"
     promoter, server = accounts["promoter"], accounts["server"]

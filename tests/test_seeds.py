@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from l2ray.data.config import SeedsConfig
 from l2ray.data.seeds import SeedError, bundled_file, load_seeds
+from l2ray.recipe import SeedsConfig
 from l2ray.text import segment
 
 BESPOKE_REPLY = (

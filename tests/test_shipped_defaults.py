@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from l2ray.serve.config import ServeConfig
+from l2ray.recipe import ServeConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = yaml.safe_load((REPO / "serve_config.yaml").read_text())["applications"][0]["args"]

@@ -1,5 +1,6 @@
 """The structure the code keeps: the layer order written in docs/architecture.md (read from there, so the
-doc and the code cannot drift apart), no import cycle, no Ray in the pure layers, short functions."""
+doc and the code cannot drift apart) for modules and for folders, no import cycle, no Ray in the pure
+layers, short functions."""
 
 from __future__ import annotations
 
@@ -42,21 +43,24 @@ def documented_layers() -> list[list[str]]:
     text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
     section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if re.match(r"^\| \d ", line)]
-    return [re.findall(r"`(l2ray[\w.*]*)`", row.split("|")[2]) for row in rows]
+    return [re.findall(r"`(l2ray[\w.]*)`", row.split("|")[2]) for row in rows]
 
 
 def layer_of(module: str, layers: list[list[str]]) -> int | None:
-    """The layer of the most specific pattern matching ``module`` (``l2ray.*.config``: any section)."""
+    """The layer of the longest name in the table that is ``module`` or a package holding it."""
     best: tuple[int, int] | None = None
     for index, patterns in enumerate(layers):
         for pattern in patterns:
-            regex = re.escape(pattern).replace(r"\*", r"[a-z_]+")
             below = "" if pattern == "l2ray" else r"(\..+)?"  # the root names itself, not all of l2ray
-            if re.fullmatch(regex + below, module):
-                weight = len(pattern) + (100 if "*" in pattern else 0)
-                if best is None or weight > best[0]:
-                    best = (weight, index)
+            longer = best is None or len(pattern) > best[0]
+            if longer and re.fullmatch(re.escape(pattern) + below, module):
+                best = (len(pattern), index)
     return None if best is None else best[1]
+
+
+def folder_of(module: str) -> str:
+    """The folder of a module (``l2ray.train.loop`` → ``l2ray.train``); a top-level module is its own."""
+    return ".".join(module.split(".")[:2])
 
 
 def test_the_documented_layers_cover_every_module():
@@ -73,6 +77,18 @@ def test_no_import_goes_against_the_layer_order():
         for m, deps in GRAPH.items()
         for d in sorted(deps)
         if layer_of(d, layers) > layer_of(m, layers)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_module_imports_from_a_folder_of_a_higher_layer():
+    layers = documented_layers()
+    upward = [
+        f"{m} (folder {folder_of(m)}, layer {layer_of(folder_of(m), layers)}) imports {d} "
+        f"(folder {folder_of(d)}, layer {layer_of(folder_of(d), layers)})"
+        for m, deps in GRAPH.items()
+        for d in sorted(deps)
+        if layer_of(folder_of(d), layers) > layer_of(folder_of(m), layers)
     ]
     assert not upward, "\n".join(upward)
 
@@ -100,20 +116,12 @@ def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def unit_of(module: str) -> str:
-    """Packages are compared as wholes, but a stage's ``config`` section belongs to the schema layer."""
-    parts = module.split(".")
-    if module.endswith(".config") and len(parts) == 3:
-        return module
-    return ".".join(parts[:2])
-
-
 def test_no_import_cycle_between_modules_or_packages():
     assert cycle_in(GRAPH) is None, f"module cycle: {' -> '.join(cycle_in(GRAPH))}"
     packages: dict[str, set[str]] = {}
     for module, deps in GRAPH.items():
-        packages.setdefault(unit_of(module), set()).update(
-            unit_of(d) for d in deps if unit_of(d) != unit_of(module)
+        packages.setdefault(folder_of(module), set()).update(
+            folder_of(d) for d in deps if folder_of(d) != folder_of(module)
         )
     cycle = cycle_in(packages)
     assert cycle is None, f"package cycle: {' -> '.join(cycle)}"

@@ -1,4 +1,4 @@
-"""Seeds: the recipe section, JSONL/Parquet/HF loaders, the bundled seed and mini-eval sets.
+"""Seeds: JSONL/Parquet/HF loaders, the bundled seed and mini-eval sets.
 
 Exports are imported on first use (`l2ray._lazy`).
 """
@@ -11,7 +11,6 @@ _EXPORTS = {
     "SeedError": "seeds",
     "SeedLoadResult": "seeds",
     "SeedRow": "seeds",
-    "SeedsConfig": "config",
     "bundled_file": "seeds",
     "load_seeds": "seeds",
 }

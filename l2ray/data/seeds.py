@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from l2ray.data.config import SeedsConfig
 from l2ray.errors import L2rayError
 from l2ray.hashing import stable_id
+from l2ray.recipe import SeedsConfig
 from l2ray.text.boxed import last_boxed
 
 BUNDLED = "bundled"

@@ -13,7 +13,6 @@ _EXPORTS = {
     "Completion": "types",
     "DecodeEngine": "engine",
     "DecodeRequest": "types",
-    "InterventionConfig": "config",
     "PolicyCore": "core",
     "PolicyError": "spec",
     "PolicySpec": "spec",

@@ -25,7 +25,7 @@ rows are slots ``0..B-1``, gathered under Model Runner V2's row → slot mapping
 The decisions equal `RequestPolicy`'s for the same tokens and seed, draws included (`switch_draw`).
 
 Example:
-    >>> from l2ray.decode.config import InterventionConfig
+    >>> from l2ray.recipe import InterventionConfig
     >>> vocab = ReasoningVocab(tag_ids={"en": 5, "zh": 6}, think_end_id=3, stop_ids=(1,))
     >>> core = PolicyCore(vocab)
     >>> core.admit(0, PolicySpec(InterventionConfig(force="zh")))

@@ -32,8 +32,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.spec import PolicySpec, ReasoningVocab, switch_draw
+from l2ray.recipe import InterventionConfig
 from l2ray.text.langmix import shares
 
 BANNED = -math.inf

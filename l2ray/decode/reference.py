@@ -13,7 +13,7 @@ it: a Python call per row per step and a host sync for the top-``k`` ids and the
   token, then banning an end of thinking that would be ignored).
 
 Example:
-    >>> from l2ray.decode.config import InterventionConfig
+    >>> from l2ray.recipe import InterventionConfig
     >>> from l2ray.decode.spec import ReasoningVocab
     >>> vocab = ReasoningVocab(tag_ids={"en": 1, "zh": 2}, think_end_id=3, stop_ids=(0,))
     >>> tag_edits([RequestPolicy(InterventionConfig(force="zh"), vocab)], torch.zeros(1, 4)).argmax().item()

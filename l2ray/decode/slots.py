@@ -12,7 +12,7 @@ Slots move (vLLM V1's persistent batch condenses and swaps rows): `move`; a requ
 slot and comes back (preemption) takes its state along: `park` / `restore`.
 
 Example:
-    >>> from l2ray.decode.config import InterventionConfig
+    >>> from l2ray.recipe import InterventionConfig
     >>> table = SlotTable(languages=2)
     >>> table.admit(3, PolicySpec(InterventionConfig(max_thinking_tokens=5)))
     >>> table.flush()

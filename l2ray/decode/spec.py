@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.errors import L2rayError
 from l2ray.languages import LANGUAGES, tag_token
+from l2ray.recipe import InterventionConfig
 from l2ray.thinking import THINK_END, THINK_START
 
 MASK32 = 0xFFFF_FFFF

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.spec import PolicySpec
+from l2ray.recipe import InterventionConfig
 
 
 @dataclass

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from l2ray.decode.codec import Codec
-from l2ray.decode.config import VllmEngineConfig
 from l2ray.decode.engine import completion_from
 from l2ray.decode.policy import RequestPolicy
 from l2ray.decode.types import Completion, DecodeRequest, TokenStep
 from l2ray.errors import L2rayError
+from l2ray.recipe import VllmEngineConfig
 
 ENV_DEFAULTS = {
     # Keep a CPU machine's cores all working (vLLM reserves one by default).

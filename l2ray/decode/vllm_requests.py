@@ -10,7 +10,7 @@ cannot rebuild (ignores spent, the rest of a forced ``ignore_str``, the draws sp
 `ParkingLot` under that nonce until it returns.
 
 Example:
-    >>> from l2ray.decode.config import InterventionConfig
+    >>> from l2ray.recipe import InterventionConfig
     >>> args = request_args(PolicySpec(InterventionConfig(force="zh")))
     >>> read_spec(args)[0].config.force
     'zh'

@@ -5,7 +5,7 @@ Entry points (`l2ray.eval.api`): `run_eval` (``l2ray eval``), `run_pilot` (``l2r
 mini set, any JSONL/Parquet/HF set), `tasks` (task rows, prompts, sample seeds), `engines` (an
 in-process model or an OpenAI-compatible endpoint), `pool` (the Ray Data actor pool), `identity`
 (fingerprints and the summary), `metrics` and `report` (``samples.jsonl``, ``summary.json``,
-``report.md``, plots), `tracking` (MLflow), `promotion` (the gate). Grading lives below evaluation,
+``report.md``, plots), `mlflow_log` (MLflow), `promotion` (the gate). Grading lives below evaluation,
 in `l2ray.grading`, so synthesis can use it too.
 
 Exports are imported on first use (`l2ray._lazy`): ``import l2ray.eval`` stays cheap.
@@ -16,7 +16,6 @@ from __future__ import annotations
 from l2ray._lazy import lazy_exports
 
 _EXPORTS = {
-    "EvalConfig": "config",
     "EvalResult": "api",
     "promote": "api",
     "run_eval": "api",

@@ -4,7 +4,7 @@
 An evaluation builds its task rows (`tasks`: problems × samples × configurations, each with its
 prompt and seed), generates and scores them on a Ray Data actor pool (`pool`, `metrics`), records
 what was evaluated how (`identity`), writes ``<run_dir>/eval/<label>/`` (`report`) and logs it to
-MLflow against the model version when the model came from the registry (`tracking`). Promotion reads
+MLflow against the model version when the model came from the registry (`mlflow_log`). Promotion reads
 those logged evaluations and applies the gate (`promotion`).
 
 Example:
@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from l2ray.clock import utc_iso
-from l2ray.config import Recipe
-from l2ray.decode.config import InterventionConfig
 from l2ray.eval.benchmarks import load_benchmark
 from l2ray.eval.identity import default_label, eval_fingerprint, eval_seed, evaluation_summary
+from l2ray.eval.mlflow_log import Evaluation, load_version_evaluation, log_evaluation
 from l2ray.eval.pilot import pilot_dataset, pilot_problems, write_pilot_report
 from l2ray.eval.pool import generate_and_score, served_model_for
 from l2ray.eval.promotion import (
@@ -44,10 +43,10 @@ from l2ray.eval.promotion import (
 )
 from l2ray.eval.report import write_report
 from l2ray.eval.tasks import task_row
-from l2ray.eval.tracking import Evaluation, load_version_evaluation, log_evaluation
+from l2ray.mlflow_store import check_store, mlflow_client, permission_denied
+from l2ray.recipe import InterventionConfig, Recipe
 from l2ray.registry import alias_lock, alias_version, denied_to_move
 from l2ray.student.model_ref import resolve_model
-from l2ray.tracking import check_store, mlflow_client, permission_denied
 
 log = logging.getLogger(__name__)
 

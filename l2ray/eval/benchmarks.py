@@ -21,9 +21,9 @@ from typing import Any
 
 from l2ray.data.seeds import bundled_file
 from l2ray.errors import L2rayError
-from l2ray.eval.config import BenchmarkSpec
 from l2ray.grading import AnswerType, validate_gold
 from l2ray.hashing import stable_id
+from l2ray.recipe import BenchmarkSpec
 
 
 @dataclass(frozen=True)

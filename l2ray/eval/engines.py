@@ -30,9 +30,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.types import Completion, DecodeRequest
 from l2ray.errors import L2rayError
+from l2ray.recipe import InterventionConfig
 from l2ray.thinking import THINK_END
 
 
@@ -159,8 +159,8 @@ class VllmLocalEngine:
     kind = "vllm"
 
     def __init__(self, model_path: str, engine: dict[str, Any] | None = None) -> None:
-        from l2ray.decode.config import VllmEngineConfig
         from l2ray.decode.vllm_engine import VllmEngine
+        from l2ray.recipe import VllmEngineConfig
 
         self.engine = VllmEngine(model_path, VllmEngineConfig.model_validate(engine or {}))
 

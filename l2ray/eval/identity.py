@@ -10,13 +10,12 @@ import re
 from typing import Any
 
 from l2ray.clock import utc_iso
-from l2ray.config import Recipe
-from l2ray.decode.config import InterventionConfig
 from l2ray.eval.benchmarks import BenchmarkData
 from l2ray.eval.metrics import summarise
 from l2ray.eval.tasks import PROMPT_VERSION, SEEDING_VERSION
 from l2ray.grading import GRADER_VERSION
 from l2ray.hashing import stable_id
+from l2ray.recipe import InterventionConfig, Recipe
 from l2ray.student.model_ref import ModelRef
 
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from l2ray.config import Recipe
 from l2ray.data.seeds import load_seeds
 from l2ray.eval.benchmarks import BenchmarkData, Problem
 from l2ray.eval.pool import counting_tokenizer
 from l2ray.eval.report import REPORT, pyplot, write_report
 from l2ray.hashing import stable_id
+from l2ray.recipe import Recipe
 
 PILOT_BENCHMARK = "pilot"
 

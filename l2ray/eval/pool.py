@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from l2ray.cluster import ensure_ray, iter_rows
-from l2ray.config import Recipe
 from l2ray.console import progress
-from l2ray.decode.config import InterventionConfig
-from l2ray.eval.config import EvalConfig
 from l2ray.eval.engines import EndpointError, SampleRequest, check_endpoint, served_model_id
 from l2ray.eval.metrics import score_sample
 from l2ray.eval.tasks import build_messages
+from l2ray.recipe import EvalConfig, InterventionConfig, Recipe
 from l2ray.student.model_ref import ModelRef
 
 

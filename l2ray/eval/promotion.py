@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from l2ray.errors import L2rayError
-from l2ray.eval.config import PromotionGate
-from l2ray.eval.tracking import Evaluation
+from l2ray.eval.mlflow_log import Evaluation
+from l2ray.recipe import PromotionGate
 
 CHAMPION = "champion"
 DECISION_TAG = "l2ray.promotion.decision"
@@ -241,7 +241,7 @@ def load_base_evaluation(
 ) -> Evaluation | None:
     """The latest ``eval`` run of ``base_uri`` in ``experiment`` that is comparable
     (``comparable_hash``) with the candidate's; ``None`` when there is none."""
-    from l2ray.eval.tracking import EVAL_HASH_TAG, STAGE_TAG, download_evaluation
+    from l2ray.eval.mlflow_log import EVAL_HASH_TAG, STAGE_TAG, download_evaluation
 
     found = client.get_experiment_by_name(experiment)
     if found is None or '"' in base_uri:  # MLflow's filter strings cannot quote a double quote

@@ -15,8 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from l2ray._schema import Section
-from l2ray.decode.config import InterventionConfig
-from l2ray.student.config import StudentConfig
+from l2ray.recipe import InterventionConfig, StudentConfig
 
 LAB_LANGUAGES = ("en", "zh", "ja", "de", "fr", "ru")
 """The languages the lab's renderers write (l2ray/lab/render.py), English first."""
@@ -61,7 +60,7 @@ class BaseStudentConfig(Section):
 class LabConfig(Section):
     """The study: arms × k × training seeds, decoding sweeps, the pilot.
 
-    ``recipe`` is merged into every arm's recipe (train/eval knobs; see `l2ray.config.Recipe`).
+    ``recipe`` is merged into every arm's recipe (train/eval knobs; see `l2ray.recipe.Recipe`).
     ``teacher`` is the lab teacher's model string, error rates included (`l2ray.lab.teacher`).
     """
 

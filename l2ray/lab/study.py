@@ -32,7 +32,6 @@ from typing import Any
 import yaml
 
 from l2ray._schema import format_validation_error
-from l2ray.config import Recipe, recipe_from_dict
 from l2ray.console import LineDisplay, StageDisplay
 from l2ray.errors import L2rayError
 from l2ray.lab.base import ensure_base
@@ -40,6 +39,7 @@ from l2ray.lab.config import LabConfig
 from l2ray.lab.data import benchmark_records, paraphrase_rows, seed_records, write_jsonl, write_traces
 from l2ray.lab.render import translate_text
 from l2ray.lab.tasks import make_problems
+from l2ray.recipe import Recipe, recipe_from_dict
 
 ARM_KINDS: dict[str, list[str]] = {
     "english": ["original"],
@@ -58,7 +58,7 @@ def load_lab_config(path: str | Path, overrides: list[str] | None = None) -> Lab
     """Read ``configs/lab.yaml`` (plus ``key.sub=value`` overrides) into a `LabConfig`."""
     from pydantic import ValidationError
 
-    from l2ray.config import apply_override
+    from l2ray.recipe import apply_override
 
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 from l2ray._lazy import lazy_exports
 
 _EXPORTS = {
-    "ServeConfig": "config",
     "build_app": "app",
     "run_server": "api",
 }

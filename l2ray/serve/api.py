@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from l2ray.config import Recipe
 from l2ray.errors import L2rayError
+from l2ray.recipe import Recipe
 
 APP_NAME = "l2ray"
 

@@ -25,7 +25,7 @@ from ray.serve import Application
 
 from l2ray._schema import format_validation_error
 from l2ray.errors import L2rayError
-from l2ray.serve.config import ServeConfig
+from l2ray.recipe import ServeConfig
 from l2ray.student.model_ref import ModelRef, resolve_model
 
 logger = logging.getLogger("ray.serve")

@@ -33,9 +33,9 @@ from l2ray.decode.policy import opens_thinking
 from l2ray.decode.segment import Sampling, SegmentLoop
 from l2ray.decode.spec import PolicyError
 from l2ray.decode.types import DecodeRequest, TokenStep
+from l2ray.recipe import ServeConfig
 from l2ray.serve.backends import OpenAICompletionsBackend
 from l2ray.serve.choices import ChoiceText, Plan, new_choice
-from l2ray.serve.config import ServeConfig
 from l2ray.serve.protocol import OpenAIRequest, RequestError, unavailable
 from l2ray.serve.responses import choice_body, delta_body, envelope, usage_body
 

@@ -24,7 +24,7 @@ from ray.exceptions import TaskCancelledError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from l2ray.serve.config import ServeConfig
+from l2ray.recipe import ServeConfig
 from l2ray.serve.controller import REPLICA_LOST
 from l2ray.serve.protocol import SCHEMAS, RequestError, check_limits, parse_request, unavailable
 from l2ray.serve.security import ConcurrencyLimiter, KeyGuard, load_keys, read_body

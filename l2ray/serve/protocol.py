@@ -24,9 +24,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.errors import L2rayError
-from l2ray.serve.config import ServeConfig
+from l2ray.recipe import InterventionConfig, ServeConfig
 
 MAX_SEED = 2**63 - 1
 MAX_STOP = 4

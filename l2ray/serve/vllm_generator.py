@@ -19,9 +19,9 @@ from typing import Any
 from ray import serve
 
 from l2ray.decode.codec import Codec
-from l2ray.decode.config import VllmEngineConfig
 from l2ray.decode.types import DecodeRequest, TokenStep
 from l2ray.decode.vllm_engine import engine_kwargs, sampling_params, token_steps
+from l2ray.recipe import VllmEngineConfig
 
 logger = logging.getLogger("ray.serve")
 

@@ -9,7 +9,6 @@ from l2ray._lazy import lazy_exports
 
 _EXPORTS = {
     "ModelRef": "model_ref",
-    "StudentConfig": "config",
     "StudentNotFoundError": "resolve",
     "build_student": "build",
     "ensure_reasoning_tokens": "tokens",

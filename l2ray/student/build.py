@@ -17,7 +17,7 @@ from pathlib import Path
 from l2ray.data.seeds import bundled_file
 from l2ray.hashing import stable_id
 from l2ray.languages import LANGUAGES
-from l2ray.student.config import StudentConfig
+from l2ray.recipe import StudentConfig
 from l2ray.student.tokens import reasoning_tokens
 
 PAD_TOKEN = "<|endoftext|>"

@@ -30,10 +30,10 @@ from typing import Any
 from l2ray.data.seeds import bundled_file
 from l2ray.errors import L2rayError
 from l2ray.hashing import stable_id
+from l2ray.mlflow_store import RegistryPermissionError, current_user, mlflow_client, permission_denied
+from l2ray.recipe import BUILTIN_STUDENT, LAB_STUDENT, StudentConfig
 from l2ray.student.cache import build_once
-from l2ray.student.config import BUILTIN_STUDENT, LAB_STUDENT, StudentConfig
 from l2ray.student.smollm2 import SMOLLM2_STUDENT, smollm2_folder
-from l2ray.tracking import RegistryPermissionError, current_user, mlflow_client, permission_denied
 
 _MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

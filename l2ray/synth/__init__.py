@@ -1,8 +1,7 @@
 """Multilingual trace synthesis: whole-CoT annotation and step-wise code-switching on Ray Data.
 
 Entry points (`l2ray.synth.api`): `synthesize` (``l2ray synth``), `translate_questions` and
-`translator`. Exports are imported on first use (`l2ray._lazy`): the recipe schema imports this
-package for its section, which must stay light.
+`translator`. Exports are imported on first use (`l2ray._lazy`): ``import l2ray.synth`` stays light.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from l2ray._lazy import lazy_exports
 
 _EXPORTS = {
     "MissingResponsesError": "api",
-    "SynthConfig": "config",
     "SynthResult": "api",
     "synthesize": "api",
     "translate_questions": "api",

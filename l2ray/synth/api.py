@@ -2,7 +2,7 @@
 (from `l2ray.synth.translate`) for the pilot.
 
 Example:
-    >>> from l2ray.config import recipe_from_dict
+    >>> from l2ray.recipe import recipe_from_dict
     >>> result = synthesize(recipe_from_dict({"name": "demo"}))  # doctest: +SKIP
     >>> result.summary["rows_by_kind"]  # doctest: +SKIP
     {'original': 10, 'whole': 40, 'mixed': 10}
@@ -24,11 +24,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from l2ray.cluster import ensure_ray
-from l2ray.config import Recipe
 from l2ray.data.seeds import SeedRow, load_seeds
+from l2ray.recipe import Recipe
 from l2ray.synth.batch_stage import batch_cost, run_batches
 from l2ray.synth.output import SynthOutput
-from l2ray.synth.plan import expand_seed, recipe_fingerprint
 from l2ray.synth.roles import (
     MissingResponsesError,
     check_offline_roles,
@@ -38,6 +37,7 @@ from l2ray.synth.roles import (
 )
 from l2ray.synth.summary import Progress, add_batch_costs, synth_summary
 from l2ray.synth.task import SynthTask
+from l2ray.synth.task_plan import expand_seed, recipe_fingerprint
 from l2ray.synth.translate import translate_questions, translator
 from l2ray.teacher.base import require_key
 from l2ray.teacher.client import BudgetSoFar
@@ -58,7 +58,7 @@ class SynthResult(BaseModel):
 
 def synthesize(recipe: Recipe) -> SynthResult:
     """Run (or resume) synthesis for ``recipe`` on the current Ray cluster (started if needed)."""
-    from l2ray.synth.pipeline import run_tasks
+    from l2ray.synth.dataflow import run_tasks
 
     started = time.perf_counter()
     out = SynthOutput(recipe.run_dir)

@@ -57,7 +57,7 @@ def assemble(
     """Build and check the trace of ``task`` from the worker's ``outcome``.
 
     Args:
-        task: a task from `l2ray.synth.plan.expand_seed`.
+        task: a task from `l2ray.synth.task_plan.expand_seed`.
         outcome: ``{"responses": {...}, "requests": [...], "error": None | {"reason", "detail"},
             "teacher": provenance}`` (provenance: per role the model asked for, the models that
             answered and the parameters applied; kept as the ``teacher`` column).

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import asyncio
 
-from l2ray.config import Recipe
-from l2ray.synth.plan import task_requests
+from l2ray.recipe import ROLES, Recipe, Role, TeacherConfig
 from l2ray.synth.recorded import RecordedLoad
 from l2ray.synth.roles import prompt_version, role_setups
 from l2ray.synth.task import SynthTask
+from l2ray.synth.task_plan import task_requests
 from l2ray.synth.translate import translation_of
 from l2ray.teacher.base import Secret
 from l2ray.teacher.batch import BatchReport, BatchRequest, run_batch
 from l2ray.teacher.client import RoleClients, TeacherClient, build_teacher
-from l2ray.teacher.config import ROLES, Role, TeacherConfig
 from l2ray.teacher.prices import price_of
 
 

@@ -3,16 +3,16 @@
 For every task a run would still do (finished traces are skipped, as a run skips them) the plan lists
 the requests of each role, once per distinct request: those the response cache or the recorded
 content answers are free (``cache_hits``); the others are estimated
-(`l2ray.synth.plan.PlannedRequest.estimated_tokens`, which batch mode's budget uses too). Prompt
+(`l2ray.synth.task_plan.PlannedRequest.estimated_tokens`, which batch mode's budget uses too). Prompt
 tokens come from the text (`l2ray.teacher.base.estimate_tokens`); a translation's completion from its
-source (`l2ray.synth.plan.TRANSLATION_GROWTH` × its tokens); a solve's completion from the seed's own
+source (`l2ray.synth.task_plan.TRANSLATION_GROWTH` × its tokens); a solve's completion from the seed's own
 chain of thought (the nearest thing to the reasoning it will write), capped at the role's
 ``max_tokens``. Dollars use the role's price (`l2ray.teacher.prices.price_of`; a batch role at the
 batch price), with ``usd_at_most`` where every completion runs to ``max_tokens``. A solve whose
 question translation is not cached yet is estimated from the English question.
 
 Example:
-    >>> from l2ray.config import recipe_from_dict
+    >>> from l2ray.recipe import recipe_from_dict
     >>> plan = plan_cost(recipe_from_dict({"name": "demo"}))  # doctest: +SKIP
     >>> plan["roles"]["reasoner"]["requests"]  # doctest: +SKIP
     0
@@ -26,15 +26,14 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from l2ray.config import Recipe
 from l2ray.data.seeds import load_seeds
+from l2ray.recipe import Recipe, Role
 from l2ray.synth.api import plan_tasks
 from l2ray.synth.output import SynthOutput
-from l2ray.synth.plan import PlannedRequest, task_requests
 from l2ray.synth.roles import recorded_content, role_setups
+from l2ray.synth.task_plan import PlannedRequest, task_requests
 from l2ray.synth.translate import translation_of
 from l2ray.teacher.client import RoleClients, TeacherClient
-from l2ray.teacher.config import Role
 from l2ray.teacher.prices import price_of
 
 

@@ -10,7 +10,7 @@ skipped and reported in ``problems``; the requests it would have answered stay c
 
 Example:
     >>> from l2ray.data.seeds import load_seeds
-    >>> from l2ray.teacher.config import Role, TeacherConfig
+    >>> from l2ray.recipe import Role, TeacherConfig
     >>> one = TeacherConfig()
     >>> loaded = load_recorded(load_seeds().rows, {"translator": one, "reasoner": one}, "v1", ["zh"])
     >>> isinstance(loaded.entries, list)
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from l2ray.data.seeds import SeedRow, bundled_file
+from l2ray.recipe import Role, TeacherConfig
 from l2ray.synth.prompts import (
     parse_translation,
     solve_messages,
@@ -34,7 +35,6 @@ from l2ray.synth.prompts import (
 )
 from l2ray.teacher.base import Message, SamplingParams, request_fingerprint
 from l2ray.teacher.cache import CacheEntry
-from l2ray.teacher.config import Role, TeacherConfig
 from l2ray.text import segment
 from l2ray.thinking import assistant_turn
 

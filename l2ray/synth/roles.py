@@ -7,16 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from l2ray.config import Recipe
 from l2ray.data.seeds import SeedRow
 from l2ray.errors import L2rayError
-from l2ray.synth.plan import fragment_requests
+from l2ray.recipe import Recipe, Role, TeacherConfig
 from l2ray.synth.prompts import parse_translation, solve_messages, translate_question_messages
 from l2ray.synth.recorded import RecordedLoad, load_recorded
 from l2ray.synth.task import SynthTask
+from l2ray.synth.task_plan import fragment_requests
 from l2ray.teacher.base import Secret
 from l2ray.teacher.client import BudgetSoFar, RoleClients, RoleSetup
-from l2ray.teacher.config import Role, TeacherConfig
 
 MAX_LISTED = 20
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from l2ray.config import Recipe
 from l2ray.data.seeds import SeedRow
+from l2ray.recipe import Recipe, Role, TeacherConfig
 from l2ray.synth.batch_stage import batch_cost
 from l2ray.synth.output import SynthOutput, table_counts, usage_totals
 from l2ray.teacher.batch import BatchReport
 from l2ray.teacher.client import BUDGET_REASON
-from l2ray.teacher.config import Role, TeacherConfig
 from l2ray.teacher.prices import price_of
 
 

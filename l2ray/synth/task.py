@@ -24,7 +24,7 @@ class SynthTask(BaseModel):
     """One trace to build.
 
     Args:
-        id: the id of the trace it becomes (see `l2ray.synth.plan.expand_seed`).
+        id: the id of the trace it becomes (see `l2ray.synth.task_plan.expand_seed`).
         kind: ``original``, ``whole`` (one language) or ``mixed`` (a language per fragment).
         index: which of the seed's mixed traces (0 for the others).
         languages: the trace's language (``whole``) or each fragment's (``mixed``); ``["en"]`` for
@@ -58,7 +58,7 @@ _GROUP = TypeAdapter(list[SynthTask])
 
 
 def group_row(group: list[SynthTask]) -> dict[str, str]:
-    """A group of tasks (`l2ray.synth.plan.group_tasks`) as the teacher stage's input row."""
+    """A group of tasks (`l2ray.synth.task_plan.group_tasks`) as the teacher stage's input row."""
     return {"tasks": _GROUP.dump_json(group).decode()}
 
 

@@ -9,8 +9,8 @@ import asyncio
 import functools
 from collections.abc import Callable
 
-from l2ray.config import Recipe
 from l2ray.data.seeds import load_seeds
+from l2ray.recipe import Recipe
 from l2ray.synth.prompts import parse_translation, translate_question_messages
 from l2ray.synth.roles import MissingResponsesError, cache_dirs, prompt_version, recorded_content, section_of
 from l2ray.teacher.base import Message, require_key

@@ -16,17 +16,17 @@ import asyncio
 import json
 from typing import Any
 
-from l2ray.synth.plan import fragment_requests
+from l2ray.recipe import Role
 from l2ray.synth.prompts import (
     parse_translation,
     solve_messages,
     translate_question_messages,
 )
 from l2ray.synth.task import SynthTask, tasks_of
+from l2ray.synth.task_plan import fragment_requests
 from l2ray.teacher.base import TeacherError
 from l2ray.teacher.cache import CacheEntry
 from l2ray.teacher.client import Answer, CacheMissError, RoleClients, RoleSetup
-from l2ray.teacher.config import Role
 from l2ray.teacher.prices import ignored_params
 
 

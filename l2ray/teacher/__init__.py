@@ -4,7 +4,6 @@ content-addressed response cache in front of them."""
 from l2ray.teacher.base import SamplingParams, Teacher, TeacherError, TeacherReply, Usage, request_fingerprint
 from l2ray.teacher.cache import CacheEntry, ResponseCache
 from l2ray.teacher.client import Answer, CacheMissError, TeacherClient, build_teacher
-from l2ray.teacher.config import TeacherConfig
 
 __all__ = [
     "Answer",
@@ -14,7 +13,6 @@ __all__ = [
     "SamplingParams",
     "Teacher",
     "TeacherClient",
-    "TeacherConfig",
     "TeacherError",
     "TeacherReply",
     "Usage",

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
 from l2ray.errors import L2rayError
-from l2ray.teacher.config import TeacherConfig
+from l2ray.recipe import TeacherConfig
 from l2ray.teacher.prices import price_of
 
 Message = dict[str, str]

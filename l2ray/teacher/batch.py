@@ -37,9 +37,9 @@ from typing import Any, TypeVar
 import openai
 from openai.types import Batch
 
+from l2ray.recipe import TeacherConfig
 from l2ray.teacher.base import Message, SamplingParams, Secret, TeacherError
 from l2ray.teacher.cache import CacheEntry, ResponseCache
-from l2ray.teacher.config import TeacherConfig
 from l2ray.teacher.openai_http import parse_reply
 from l2ray.teacher.prices import Price, price_of
 

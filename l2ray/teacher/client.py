@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from l2ray.errors import L2rayError
+from l2ray.recipe import ROLES, Role, TeacherConfig
 from l2ray.teacher.base import (
     Message,
     SamplingParams,
@@ -33,7 +34,6 @@ from l2ray.teacher.base import (
     request_fingerprint,
 )
 from l2ray.teacher.cache import CacheEntry, ResponseCache
-from l2ray.teacher.config import ROLES, Role, TeacherConfig
 from l2ray.teacher.prices import price_of
 from l2ray.teacher.ratelimit import RateLimiter
 

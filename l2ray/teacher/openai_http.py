@@ -38,6 +38,7 @@ from typing import Literal
 
 import aiohttp
 
+from l2ray.recipe import TeacherConfig
 from l2ray.teacher.base import (
     Message,
     SamplingParams,
@@ -47,7 +48,6 @@ from l2ray.teacher.base import (
     Usage,
     estimate_tokens,
 )
-from l2ray.teacher.config import TeacherConfig
 from l2ray.teacher.ratelimit import AdaptiveWindow, RateLimiter
 from l2ray.thinking import assistant_turn
 

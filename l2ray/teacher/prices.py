@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from l2ray.teacher.config import TeacherConfig
+from l2ray.recipe import TeacherConfig
 
 
 @dataclass(frozen=True)

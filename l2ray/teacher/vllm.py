@@ -64,8 +64,8 @@ class VllmTeacher:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
 
-            from l2ray.decode.config import VllmEngineConfig
             from l2ray.decode.vllm_engine import engine_kwargs
+            from l2ray.recipe import VllmEngineConfig
 
             kwargs = engine_kwargs(self.model, VllmEngineConfig.model_validate(self.engine_settings))
             kwargs.pop("logits_processors")  # a teacher decodes without the student's intervention

@@ -1,7 +1,7 @@
 """Fine-tuning on Ray Train with MLflow tracking and the model registry.
 
 Entry point (`l2ray.train.api`): `train` (``l2ray train``). Exports are imported on first use
-(`l2ray._lazy`): the recipe schema imports this package for its section.
+(`l2ray._lazy`): ``import l2ray.train`` pulls in neither Ray nor torch.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 from l2ray._lazy import lazy_exports
 
 _EXPORTS = {
-    "TrainConfig": "config",
     "TrainDataError": "mix",
     "TrainResult": "result",
     "train": "api",

@@ -25,18 +25,17 @@ import yaml
 
 from l2ray.clock import utc_stamp
 from l2ray.cluster import ensure_ray
-from l2ray.config import Recipe
 from l2ray.console import polled_progress
+from l2ray.mlflow_store import logged_steps
+from l2ray.recipe import Recipe, TrainConfig
 from l2ray.student.resolve import resolve_student
-from l2ray.tracking import logged_steps
-from l2ray.train.config import TrainConfig
 from l2ray.train.loop import LoopSettings, train_loop_per_worker
+from l2ray.train.memory_plan import MemoryPlan, memory_plan, refuse_unless_fits, shape_of
 from l2ray.train.mix import Mix, TrainDataError, read_traces, select_mix
+from l2ray.train.mlflow_run import CANDIDATE_ALIAS, REGISTERED_FOR_TAG, Tracker, code_version
 from l2ray.train.model import training_tokenizer
-from l2ray.train.plan import MemoryPlan, memory_plan, refuse_unless_fits, shape_of
 from l2ray.train.result import TrainResult
 from l2ray.train.schedule import StepPlan, run_steps
-from l2ray.train.tracking import CANDIDATE_ALIAS, REGISTERED_FOR_TAG, Tracker, code_version
 
 if TYPE_CHECKING:
     from ray.train import Result

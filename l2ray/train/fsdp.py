@@ -16,8 +16,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from l2ray.recipe import TrainConfig
 from l2ray.student.tokens import ensure_reasoning_tokens
-from l2ray.train.config import TrainConfig
 from l2ray.train.loss import LossModel
 
 

@@ -22,8 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from l2ray.train.config import TrainConfig
+from l2ray.recipe import TrainConfig
 from l2ray.train.examples import collate, micro_batch
+from l2ray.train.mlflow_run import StepMetricWriter, Tracker
 from l2ray.train.model import (
     load_for_training,
     read_state,
@@ -34,7 +35,6 @@ from l2ray.train.model import (
 from l2ray.train.packing import collate_packed
 from l2ray.train.schedule import StepPlan, rank_items
 from l2ray.train.step import all_reduce_sum, optimizer_step
-from l2ray.train.tracking import StepMetricWriter, Tracker
 
 
 class LoopSettings(BaseModel):

@@ -25,9 +25,9 @@ from pydantic import ValidationError
 from l2ray.errors import L2rayError
 from l2ray.hashing import stable_id
 from l2ray.languages import LANGUAGES
+from l2ray.recipe import MixConfig
 from l2ray.text.tags import tag_languages
 from l2ray.traces import TRACE_COLUMNS, TraceRow
-from l2ray.train.config import MixConfig
 
 
 class TrainDataError(L2rayError, ValueError):

@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from l2ray.recipe import LoraConfig
 from l2ray.student.tokens import ensure_reasoning_tokens
-from l2ray.train.config import LoraConfig
 
 MODEL_DIR = "model"
 TRAINER_STATE = "trainer_state.pt"

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from l2ray.train.config import TrainConfig
+from l2ray.recipe import TrainConfig
 from l2ray.train.examples import Example, encode_example, without_targets
 from l2ray.train.mix import rank_share
 from l2ray.train.packing import pack_examples

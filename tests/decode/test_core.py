@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2ray.decode import reference
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.core import PolicyCore
 from l2ray.decode.policy import RequestPolicy
 from l2ray.decode.slots import Col, Status
 from l2ray.decode.spec import PolicySpec, ReasoningVocab, switch_draw
+from l2ray.recipe import InterventionConfig
 
 # ids: 0 pad, 1 eos, 2 <think>, 3 </think>, 4 plain, 5 en, 6 zh, 7 fr, 8..15 plain ("Wait" = 9, 10)
 VOCAB = ReasoningVocab(tag_ids={"en": 5, "zh": 6, "fr": 7}, think_end_id=3, stop_ids=(1, 0), think_start_id=2)

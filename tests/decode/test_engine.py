@@ -8,11 +8,11 @@ import asyncio
 import pytest
 from engine_support import EngineBackend, LocalGenerator, LoopResult, run_segment_loop
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.processors import BudgetForcingLogitsProcessor, LanguageTagLogitsProcessor, PolicyBatch
 from l2ray.decode.segment import Sampling, SegmentLoop
 from l2ray.decode.types import Completion, DecodeRequest, TokenStep
 from l2ray.languages import tag_token
+from l2ray.recipe import InterventionConfig
 from l2ray.text import tag_languages
 
 CHATS = [

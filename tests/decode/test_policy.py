@@ -9,7 +9,6 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.detok import ThinkingSplitter
 from l2ray.decode.policy import RequestPolicy, opens_thinking
 from l2ray.decode.processors import (
@@ -22,6 +21,7 @@ from l2ray.decode.processors import (
 from l2ray.decode.segment import to_http_bias
 from l2ray.decode.slots import Col
 from l2ray.decode.spec import PolicyError, PolicySpec, ReasoningVocab
+from l2ray.recipe import InterventionConfig
 
 # ids: 0 pad, 1 eos, 2 <think>, 3 </think>, 4 plain, 5 en, 6 zh, 7 fr, 8..11 plain ("Wait" = 9, 10)
 VOCAB = ReasoningVocab(tag_ids={"en": 5, "zh": 6, "fr": 7}, think_end_id=3, stop_ids=(1, 0), think_start_id=2)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.processors import BudgetForcingLogitsProcessor, LanguageTagLogitsProcessor, PolicyBatch
 from l2ray.decode.slots import Col
 from l2ray.decode.spec import PolicyError, PolicySpec, ReasoningVocab
 from l2ray.decode.types import DecodeRequest
+from l2ray.recipe import InterventionConfig
 
 vllm = pytest.importorskip("vllm")
 from vllm import SamplingParams  # noqa: E402
@@ -311,8 +311,8 @@ def test_vllm_loads_the_one_class_as_the_adapter_of_either_model_runner(student_
 def test_a_model_whose_head_size_the_cpu_backend_lacks_is_refused_before_an_engine_starts(student_path):
     from vllm.platforms import current_platform
 
-    from l2ray.decode.config import VllmEngineConfig
     from l2ray.decode.vllm_engine import EngineModelError, engine_kwargs
+    from l2ray.recipe import VllmEngineConfig
     from l2ray.student.resolve import resolve_student
 
     if not current_platform.is_cpu():

@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from l2ray.config import Recipe, recipe_from_dict
 from l2ray.eval.benchmarks import load_benchmark
-from l2ray.train.tracking import Tracker
+from l2ray.recipe import Recipe, recipe_from_dict
+from l2ray.train.mlflow_run import Tracker
 
 Behaviour = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 

@@ -10,8 +10,8 @@ from datasets import Dataset, DatasetDict
 
 from l2ray.decode.types import Completion
 from l2ray.eval.benchmarks import BenchmarkError, load_benchmark, resolve_spec
-from l2ray.eval.config import BenchmarkSpec
 from l2ray.eval.metrics import pass_at_k, score_sample, summarise
+from l2ray.recipe import BenchmarkSpec
 from l2ray.thinking import split_thinking
 
 

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from l2ray.cli import app
 from l2ray.eval.api import run_eval
 from l2ray.eval.engines import EndpointError
+from l2ray.eval.mlflow_log import EVAL_RUN_TAG
 from l2ray.eval.report import read_samples
-from l2ray.eval.tracking import EVAL_RUN_TAG
-from l2ray.tracking import mlflow_client
+from l2ray.mlflow_store import mlflow_client
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from evalkit import completion, make_recipe
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.types import Completion
 from l2ray.eval.api import run_eval
 from l2ray.eval.engines import (
@@ -21,6 +20,7 @@ from l2ray.eval.engines import (
 )
 from l2ray.eval.metrics import score_sample
 from l2ray.eval.pool import served_model_for
+from l2ray.recipe import InterventionConfig
 from l2ray.student.model_ref import resolve_model
 
 ROW = {

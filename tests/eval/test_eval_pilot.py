@@ -9,11 +9,11 @@ from evalkit import completion, make_recipe, mini_answers, question_of, register
 from transformers import AutoTokenizer
 
 from l2ray.eval.api import promote, run_eval, run_pilot
+from l2ray.eval.mlflow_log import EVAL_HASH_TAG, EVAL_RUN_TAG, STAGE_TAG
 from l2ray.eval.pilot import per_language, pilot_problems, tokenizer_compression
-from l2ray.eval.tracking import EVAL_HASH_TAG, EVAL_RUN_TAG, STAGE_TAG
 from l2ray.languages import LANGUAGES
+from l2ray.mlflow_store import mlflow_client
 from l2ray.synth.api import translate_questions, translator
-from l2ray.tracking import mlflow_client
 
 
 def test_compression_counts_tokens_per_character_of_the_same_questions(student_path, tmp_path: Path) -> None:

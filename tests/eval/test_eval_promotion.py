@@ -17,12 +17,12 @@ from registry_support import gate_summary
 
 from l2ray.decode.types import Completion
 from l2ray.eval.api import promote, run_eval
-from l2ray.eval.config import PromotionGate
 from l2ray.eval.metrics import score_sample, summarise
+from l2ray.eval.mlflow_log import EVAL_RUN_TAG, log_evaluation
 from l2ray.eval.promotion import CHAMPION, DECISION_TAG, REASONS_TAG, PromotionError, decide
-from l2ray.eval.tracking import EVAL_RUN_TAG, log_evaluation
+from l2ray.mlflow_store import mlflow_client
+from l2ray.recipe import PromotionGate
 from l2ray.student.model_ref import ModelRef
-from l2ray.tracking import mlflow_client
 
 MODEL = "l2ray-eval-test"
 GATE = {"max_accuracy_drop": 0.0, "min_thinking_token_reduction": 0.2}

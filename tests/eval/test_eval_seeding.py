@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from evalkit import make_recipe
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.eval.api import run_eval
 from l2ray.eval.benchmarks import Problem
 from l2ray.eval.engines import LocalEngine, SampleRequest
 from l2ray.eval.report import read_samples
 from l2ray.eval.tasks import sample_seed, task_row
+from l2ray.recipe import InterventionConfig
 
 # A partial intervention draws from the policy's own RNG even where the model would decide alone.
 CONFIGURATIONS = {"off": {}, "half_zh": {"boost": ["zh"], "beta": 8.0, "alpha": 0.5}}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from registry_support import gate_summary
 
-from l2ray.eval.config import PromotionGate
 from l2ray.eval.promotion import decide
+from l2ray.recipe import PromotionGate
 
 
 def test_a_student_no_better_than_its_base_is_not_promoted():
@@ -36,8 +36,8 @@ def test_the_base_evaluation_is_found_by_model_uri_and_comparable_hash(tmp_path)
     from mlflow import MlflowClient
     from mlflow.entities import Param
 
+    from l2ray.eval.mlflow_log import EVAL_HASH_TAG, STAGE_TAG
     from l2ray.eval.promotion import load_base_evaluation
-    from l2ray.eval.tracking import EVAL_HASH_TAG, STAGE_TAG
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from l2ray.cli import app
-from l2ray.config import load_recipe
 from l2ray.console import WIDTH
 from l2ray.pipeline import STAGES, run_pipeline, stage_fingerprints
+from l2ray.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

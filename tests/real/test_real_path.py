@@ -15,8 +15,8 @@ import pytest
 import torch
 from local_servers import free_port
 
-from l2ray.config import load_recipe
 from l2ray.languages import tag_token
+from l2ray.recipe import load_recipe
 from l2ray.student.tokens import reasoning_tokens
 from l2ray.thinking import THINK_START
 

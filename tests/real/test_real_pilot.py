@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from l2ray.config import load_recipe
+from l2ray.recipe import load_recipe
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from l2ray.config import load_recipe
+from l2ray.recipe import load_recipe
 from l2ray.synth.prompts import translate_question_messages
 from l2ray.text.langmix import measure_language_mix
 

@@ -16,7 +16,7 @@ def registry(trained_student, tmp_path_factory) -> tuple[str, str]:
     by the code `l2ray train` publishes with."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from l2ray.train.tracking import Tracker
+    from l2ray.train.mlflow_run import Tracker
 
     root = tmp_path_factory.mktemp("mlflow")
     tracker = Tracker(f"sqlite:///{root / 'mlflow.db'}")

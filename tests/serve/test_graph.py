@@ -15,9 +15,9 @@ import pytest
 from engine_support import LocalGenerator, run_segment_loop
 from serve_support import API_KEY, MODEL_NAME, a_stop_string_from, first_tag
 
-from l2ray.decode.config import InterventionConfig
 from l2ray.decode.types import DecodeRequest
 from l2ray.languages import tag_token
+from l2ray.recipe import InterventionConfig
 from l2ray.serve.backends import OpenAICompletionsBackend
 from l2ray.serve.protocol import ChatRequest, parse_request
 from l2ray.text import tag_languages
@@ -422,7 +422,7 @@ def test_replicas_serve_the_version_pinned_at_deploy_after_the_alias_moves(serve
     version, and a replica that restarts after the alias moved loads that version, not the new one."""
     from ray import serve
 
-    from l2ray.tracking import mlflow_client
+    from l2ray.mlflow_store import mlflow_client
 
     tracking_uri, model_uri = registry
     headers = {"Authorization": f"Bearer {API_KEY}"}

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from l2ray.serve.config import ServeConfig
+from l2ray.recipe import ServeConfig
 from l2ray.serve.ingress import Ingress, sse_events
 from l2ray.serve.security import ApiKeyConfigError, load_keys
 

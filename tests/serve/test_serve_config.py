@@ -9,8 +9,8 @@ import pytest
 import yaml
 from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 
+from l2ray.recipe import ServeConfig
 from l2ray.serve.app import ServeArgsError, validate_args
-from l2ray.serve.config import ServeConfig
 
 CONFIG = Path(__file__).resolve().parents[2] / "serve_config.yaml"
 DEPLOYMENTS = {"Ingress", "ReasoningController", "Generator"}

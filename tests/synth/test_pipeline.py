@@ -17,7 +17,7 @@ import yaml
 from fake_teacher import FakeTeacher
 from synth_helpers import API_KEY, seed_record, teacher_section, write_seeds
 
-from l2ray.config import recipe_from_dict
+from l2ray.recipe import recipe_from_dict
 from l2ray.synth.api import MissingResponsesError, synthesize
 from l2ray.text import segment
 

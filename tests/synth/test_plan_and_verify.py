@@ -9,9 +9,8 @@ import random
 from synth_helpers import seed_record
 
 from l2ray.data.seeds import SeedRow
+from l2ray.recipe import SynthConfig, TeacherConfig
 from l2ray.synth.assemble import assemble
-from l2ray.synth.config import SynthConfig
-from l2ray.synth.plan import expand_seed, group_tasks, plan_languages, recipe_fingerprint, request_keys
 from l2ray.synth.prompts import (
     parse_solution,
     restore_whitespace,
@@ -21,7 +20,8 @@ from l2ray.synth.prompts import (
 )
 from l2ray.synth.recorded import load_recorded
 from l2ray.synth.task import SynthTask
-from l2ray.teacher import ResponseCache, TeacherClient, TeacherConfig
+from l2ray.synth.task_plan import expand_seed, group_tasks, plan_languages, recipe_fingerprint, request_keys
+from l2ray.teacher import ResponseCache, TeacherClient
 from l2ray.text import parse_tagged, segment
 
 

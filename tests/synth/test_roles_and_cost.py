@@ -10,7 +10,7 @@ import pytest
 from fake_teacher import FakeTeacher
 from synth_helpers import API_KEY, seed_record, teacher_section, write_seeds
 
-from l2ray.config import RecipeError, recipe_from_dict
+from l2ray.recipe import RecipeError, recipe_from_dict
 from l2ray.synth.api import synthesize
 from l2ray.synth.estimate import plan_cost
 from l2ray.teacher.base import MissingKeyError, SamplingParams

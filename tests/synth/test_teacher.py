@@ -11,6 +11,7 @@ from fake_teacher import FakeTeacher
 from synth_helpers import API_KEY, teacher_section
 
 from l2ray.data.seeds import SeedRow
+from l2ray.recipe import ROLES, TeacherConfig
 from l2ray.synth.task import SynthTask
 from l2ray.synth.worker import run_task
 from l2ray.teacher import (
@@ -18,14 +19,12 @@ from l2ray.teacher import (
     ResponseCache,
     SamplingParams,
     TeacherClient,
-    TeacherConfig,
     TeacherError,
     build_teacher,
     ratelimit,
 )
 from l2ray.teacher.base import estimate_tokens
 from l2ray.teacher.client import RoleClients, RoleSetup
-from l2ray.teacher.config import ROLES
 from l2ray.teacher.local import TransformersTeacher
 from l2ray.teacher.ratelimit import RateLimiter, TokenBucket
 from l2ray.text import segment
@@ -204,7 +203,7 @@ def test_local_transformers_teacher_generates_with_the_offline_student(student_p
 
 
 def test_translate_questions_shares_the_synthesis_prompt_and_cache(api_key, tmp_path):
-    from l2ray.config import recipe_from_dict
+    from l2ray.recipe import recipe_from_dict
     from l2ray.synth.api import MissingResponsesError, translate_questions
 
     questions = ["Let $a = 3$. What is $a$?", "Compute $2 + 2$."]

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from synth_helpers import seed_record, write_seeds
 
-from l2ray.config import recipe_from_dict
+from l2ray.recipe import recipe_from_dict
 from l2ray.synth.prompts import translate_question_messages
 from l2ray.teacher.base import SamplingParams
 from l2ray.teacher.client import RoleClients

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from l2ray.config import Recipe, recipe_from_dict
 from l2ray.data.seeds import load_seeds
+from l2ray.recipe import Recipe, recipe_from_dict
 from l2ray.text.tags import insert_tags
 from l2ray.traces import TraceRow
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
+from l2ray.recipe import MixConfig, TrainConfig
 from l2ray.train.api import train
-from l2ray.train.config import MixConfig, TrainConfig
 from l2ray.train.examples import (
     IGNORE_INDEX,
     Example,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from transformers import AutoModelForCausalLM
 
+from l2ray.recipe import LoraConfig
 from l2ray.student.resolve import StudentNotFoundError, resolve_student
-from l2ray.train.config import LoraConfig
 from l2ray.train.model import wrap_lora
 
 

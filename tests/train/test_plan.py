@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from l2ray.config import load_recipe
-from l2ray.train.config import TrainConfig
+from l2ray.recipe import TrainConfig, load_recipe
 from l2ray.train.local_ranks import run_ranks
-from l2ray.train.plan import GIB, TrainPlanError, memory_plan, refuse_unless_fits, shape_of
+from l2ray.train.memory_plan import GIB, TrainPlanError, memory_plan, refuse_unless_fits, shape_of
 
 PAPER = sorted((Path(__file__).resolve().parents[2] / "configs" / "paper").glob("[!_]*.yaml"))
 

@@ -11,7 +11,7 @@ import pytest
 from local_servers import acting_as
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from l2ray.train.tracking import CANDIDATE_ALIAS, RegistrationError, Tracker
+from l2ray.train.mlflow_run import CANDIDATE_ALIAS, RegistrationError, Tracker
 
 MODEL = "registration-faults"
 

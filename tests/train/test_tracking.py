@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from l2ray.train.tracking import StepMetricWriter, Tracker
+from l2ray.train.mlflow_run import StepMetricWriter, Tracker
 
 
 def _history(tracker: Tracker, run_id: str, name: str) -> dict[int, float]:

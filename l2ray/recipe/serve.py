@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from l2ray._schema import Section
-from l2ray.decode.config import VllmEngineConfig
+from l2ray.recipe.vllm import VllmEngineConfig
 
 
 class ServeConfig(Section):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from l2ray.errors import L2rayError
-from l2ray.tracking import ensure_experiment, mlflow_client
+from l2ray.mlflow_store import ensure_experiment, mlflow_client
 
 CANDIDATE_ALIAS = "candidate"
 REGISTERED_FOR_TAG = "checkpoint"

@@ -20,14 +20,13 @@ from typing import Any
 import ray
 
 from l2ray.grading import grade_answer
+from l2ray.recipe import Role, SynthConfig
 from l2ray.synth.assemble import assemble
-from l2ray.synth.config import SynthConfig
-from l2ray.synth.plan import group_tasks
 from l2ray.synth.task import SynthTask, group_row
+from l2ray.synth.task_plan import group_tasks
 from l2ray.synth.worker import TeacherWorker
 from l2ray.teacher.cache import CacheEntry
 from l2ray.teacher.client import RoleSetup
-from l2ray.teacher.config import Role
 from l2ray.text import detect_segment_language
 
 

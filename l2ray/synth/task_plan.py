@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from l2ray.data.seeds import SeedRow
 from l2ray.hashing import stable_id
-from l2ray.synth.config import SynthConfig
+from l2ray.recipe import Role, SynthConfig, TeacherConfig
 from l2ray.synth.prompts import (
     parse_translation,
     solve_messages,
@@ -29,7 +29,6 @@ from l2ray.synth.prompts import (
 )
 from l2ray.synth.task import SynthTask
 from l2ray.teacher.base import Message, estimate_tokens
-from l2ray.teacher.config import Role, TeacherConfig
 from l2ray.text import segment
 from l2ray.traces import TraceKind
 

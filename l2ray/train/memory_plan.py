@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from l2ray.errors import L2rayError
-from l2ray.train.config import TrainConfig
+from l2ray.recipe import TrainConfig
 
 GIB = 1024**3
 _WORKSPACE_FIXED = 2 * GIB

@@ -19,8 +19,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from l2ray._schema import Section
-from l2ray.decode.config import InterventionConfig, VllmEngineConfig
 from l2ray.languages import validate_codes
+from l2ray.recipe.intervention import InterventionConfig
+from l2ray.recipe.vllm import VllmEngineConfig
 
 
 class BenchmarkSpec(Section):

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from l2ray.config import Recipe
+from l2ray.mlflow_store import ensure_experiment, mlflow_client
+from l2ray.recipe import Recipe
 from l2ray.student.model_ref import ModelRef
-from l2ray.tracking import ensure_experiment, mlflow_client
 
 EVAL_RUN_TAG = "l2ray.eval.run_id"
 EVAL_HASH_TAG = "l2ray.eval.comparable_hash"

@@ -1,4 +1,4 @@
-"""The recipe: one validated schema for a whole l2ray run, loaded from YAML with dotted overrides.
+"""The recipe: the sections together in one validated schema, loaded from YAML with dotted overrides.
 
 Example:
     >>> recipe = load_recipe("configs/demo.yaml", overrides=["train.lr=1e-5"])  # doctest: +SKIP
@@ -19,15 +19,15 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from l2ray._schema import Section, format_validation_error
-from l2ray.data.config import SeedsConfig
 from l2ray.errors import L2rayError
-from l2ray.eval.config import EvalConfig
-from l2ray.languages import LANGUAGES, validate_codes
-from l2ray.serve.config import ServeConfig
-from l2ray.student.config import StudentConfig
-from l2ray.synth.config import SynthConfig
-from l2ray.teacher.config import Role, TeacherConfig, TeachersConfig, teacher_roles
-from l2ray.train.config import TrainConfig
+from l2ray.languages import validate_codes
+from l2ray.recipe.eval import EvalConfig
+from l2ray.recipe.seeds import SeedsConfig
+from l2ray.recipe.serve import ServeConfig
+from l2ray.recipe.student import StudentConfig
+from l2ray.recipe.synth import SynthConfig
+from l2ray.recipe.teacher import Role, TeacherConfig, TeachersConfig, teacher_roles
+from l2ray.recipe.train import TrainConfig
 
 DEFAULT_LANGUAGES = ["zh", "ja", "fr", "de"]
 
@@ -41,7 +41,7 @@ class TrackingConfig(Section):
 
 
 class Recipe(Section):
-    """Everything that decides a run. Stage sections are documented in their own modules."""
+    """Everything that decides a run. Each section is documented in its own module of `l2ray.recipe`."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
     seed: int = 0
@@ -177,4 +177,4 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
-__all__ = ["LANGUAGES", "Recipe", "RecipeError", "TrackingConfig", "load_recipe", "recipe_from_dict"]
+__all__ = ["Recipe", "RecipeError", "TrackingConfig", "apply_override", "load_recipe", "recipe_from_dict"]

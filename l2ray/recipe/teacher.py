@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from l2ray._schema import Section
-from l2ray.decode.config import VllmEngineConfig
+from l2ray.recipe.vllm import VllmEngineConfig
 
 Role = Literal["translator", "reasoner"]
 ROLES: tuple[Role, ...] = ("translator", "reasoner")
