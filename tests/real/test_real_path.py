@@ -107,7 +107,7 @@ def test_lora_on_a_real_llm_trains_registers_and_reloads(trained, tmp_path):
             "train.mode=lora",
             "train.max_seq_len=256",
             "train.max_steps=4",
-            "train.num_workers=1",  # LoRA is what this asserts; two ranks are the full run's (and tests/train's)
+            "train.num_workers=1",  # LoRA is what this asserts; two ranks: the full run and tests/train
             "train.cpus_per_worker=1",
             "name=real-lora",
         ],
