@@ -42,7 +42,6 @@ def build_app(args: dict[str, Any]) -> Application:
 
     config = validate_args(args)
     served = pin_model(config)
-    settings = config.model_dump()
     router = {"ray_actor_options": {"num_cpus": config.router_num_cpus}, "max_ongoing_requests": 256}
     generator = None
     if config.generator_url is None:
@@ -56,8 +55,9 @@ def build_app(args: dict[str, Any]) -> Application:
         else:
             options["num_replicas"] = config.replicas
         generator = _generator(config, served.uri, options)
-    controller = ReasoningController.options(**router).bind(generator, settings)
-    return Ingress.options(**router).bind(controller, settings, served.to_dict())
+    # The typed objects travel to the replicas as they are (pickled), not re-validated from dicts there.
+    controller = ReasoningController.options(**router).bind(generator, config)
+    return Ingress.options(**router).bind(controller, config, served)
 
 
 def pin_model(config: ServeConfig) -> ModelRef:
@@ -83,7 +83,7 @@ def _generator(config: ServeConfig, model: str, options: dict[str, Any]) -> Any:
     if config.engine == "vllm":
         from l2ray.serve.vllm_generator import VllmGenerator  # imports vllm only when asked for
 
-        return VllmGenerator.options(**options).bind(model, config.tracking_uri, config.vllm.model_dump())
+        return VllmGenerator.options(**options).bind(model, config.tracking_uri, config.vllm)
     from l2ray.serve.generator import Generator
 
     return Generator.options(**options).bind(

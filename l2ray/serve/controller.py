@@ -50,8 +50,8 @@ logger = logging.getLogger("ray.serve")
 class ReasoningController:
     """Turns validated OpenAI requests into policies and decodes them (see the module doc)."""
 
-    def __init__(self, generator: DeploymentHandle | None, settings: dict[str, Any]) -> None:
-        self.config = ServeConfig.model_validate(settings)
+    def __init__(self, generator: DeploymentHandle | None, config: ServeConfig) -> None:
+        self.config = config
         self.generator = generator
         self.backend = None
         if self.config.generator_url:

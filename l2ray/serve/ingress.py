@@ -28,6 +28,7 @@ from l2ray.recipe import ServeConfig
 from l2ray.serve.controller import REPLICA_LOST
 from l2ray.serve.protocol import SCHEMAS, RequestError, check_limits, parse_request, unavailable
 from l2ray.serve.security import ConcurrencyLimiter, KeyGuard, load_keys, read_body
+from l2ray.student.model_ref import ModelRef
 
 logger = logging.getLogger("ray.serve")
 
@@ -141,12 +142,12 @@ class Ingress:
     """Authenticates, validates and forwards to the `ReasoningController`."""
 
     def __init__(
-        self, controller: DeploymentHandle, settings: dict[str, Any], served: dict[str, Any] | None = None
+        self, controller: DeploymentHandle, config: ServeConfig, served: ModelRef | None = None
     ) -> None:
-        self.config = ServeConfig.model_validate(settings)
+        self.config = config
         self.controller = controller
         # What the Generator replicas load (`app.pin_model`): reported by /v1/models.
-        self.served = served or {"uri": self.config.model}
+        self.served = served or ModelRef(self.config.model or "")
         # Raises ApiKeyConfigError (the replica does not start) when configured keys cannot be read.
         self.guard = KeyGuard(load_keys(self.config.api_keys_env, self.config.api_keys_file))
         self.limiter = ConcurrencyLimiter(self.config.max_concurrency_per_key)
@@ -202,7 +203,7 @@ class Ingress:
             "object": "model",
             "created": 0,
             "owned_by": "l2ray",
-            "l2ray": {"model": self.config.model, **self.served},
+            "l2ray": {"model": self.config.model, **self.served.to_dict()},
         }
 
     @api.post("/v1/chat/completions")

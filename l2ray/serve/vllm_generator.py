@@ -30,7 +30,7 @@ logger = logging.getLogger("ray.serve")
 class VllmGenerator:
     """Resolves the student (as `Generator` does) and serves it from one vLLM `AsyncLLM`."""
 
-    def __init__(self, model: str, tracking_uri: str | None, engine: dict[str, Any]) -> None:
+    def __init__(self, model: str, tracking_uri: str | None, engine: VllmEngineConfig) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -40,7 +40,7 @@ class VllmGenerator:
         self._warm = False
         path = str(resolve_student(model, tracking_uri=tracking_uri))
         self.codec = Codec.from_pretrained(path)
-        args = AsyncEngineArgs(**engine_kwargs(path, VllmEngineConfig.model_validate(engine)))
+        args = AsyncEngineArgs(**engine_kwargs(path, engine))
         self.engine = AsyncLLM.from_engine_args(args)
         logger.info("Generator replica (vLLM) serves %s", model)
 

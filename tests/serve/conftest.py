@@ -75,8 +75,9 @@ def engine(student_path):
 @pytest.fixture
 def fast(engine):
     """The controller over the stand-in Generator handle: the in-replica fast path, no cluster."""
+    from l2ray.recipe import ServeConfig
     from l2ray.serve.controller import ReasoningController
 
-    controller = ReasoningController.func_or_class(InProcessGenerator(engine), {})
+    controller = ReasoningController.func_or_class(InProcessGenerator(engine), ServeConfig())
     controller._codec = engine.codec  # what the handle's info() would give it
     return controller

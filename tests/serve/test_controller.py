@@ -12,6 +12,7 @@ from engine_support import EngineBackend
 from serve_support import a_stop_string_from
 
 from l2ray.decode.types import TokenStep
+from l2ray.recipe import ServeConfig
 from l2ray.serve.controller import ReasoningController
 from l2ray.serve.protocol import SCHEMAS, parse_request
 
@@ -33,7 +34,7 @@ class CountingBackend(EngineBackend):
 def http(engine, student_path) -> ReasoningController:
     """The controller with generator_url, its HTTP backend replaced by the in-process one."""
     settings = {"model": str(student_path), "generator_url": "http://127.0.0.1:9/v1"}
-    controller = ReasoningController.func_or_class(None, settings)
+    controller = ReasoningController.func_or_class(None, ServeConfig(**settings))
     controller.backend = CountingBackend(engine)
     return controller
 

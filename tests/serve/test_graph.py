@@ -17,7 +17,7 @@ from serve_support import API_KEY, MODEL_NAME, a_stop_string_from, first_tag
 
 from l2ray.decode.types import DecodeRequest
 from l2ray.languages import tag_token
-from l2ray.recipe import InterventionConfig
+from l2ray.recipe import InterventionConfig, ServeConfig
 from l2ray.serve.backends import OpenAICompletionsBackend
 from l2ray.serve.protocol import ChatRequest, parse_request
 from l2ray.text import tag_languages
@@ -389,7 +389,7 @@ def test_controller_with_an_http_only_generator_answers_like_the_graph(
         "generator_url": server,
         "generator_api_key_env": "L2RAY_TEST_GENERATOR_KEY",
     }
-    controller = ReasoningController.func_or_class(None, settings)
+    controller = ReasoningController.func_or_class(None, ServeConfig(**settings))
     payload = {
         "model": "l2ray",
         "messages": QUESTION,

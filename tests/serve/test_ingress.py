@@ -44,9 +44,9 @@ def test_the_ingress_replica_does_not_start_open(monkeypatch):
     monkeypatch.delenv(KEYS_ENV, raising=False)
     ingress_class = Ingress.func_or_class.__mro__[1]  # the class under Serve's ASGI wrapper
     with pytest.raises(ApiKeyConfigError, match=KEYS_ENV):
-        ingress_class(None, {"api_keys_env": KEYS_ENV})
+        ingress_class(None, ServeConfig(api_keys_env=KEYS_ENV))
     monkeypatch.setenv(KEYS_ENV, "sk-one, sk-two")
-    assert ingress_class(None, {"api_keys_env": KEYS_ENV}).guard.enabled
+    assert ingress_class(None, ServeConfig(api_keys_env=KEYS_ENV)).guard.enabled
 
 
 def test_keys_come_from_the_variable_and_the_file(monkeypatch, tmp_path):
