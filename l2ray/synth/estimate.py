@@ -132,11 +132,6 @@ def _role_line(recipe: Recipe, role: Role, tally: _RoleTally) -> dict[str, Any]:
         "completion_tokens": tally.completion_tokens,
         "usd": round(price.cost(tally.prompt_tokens, tally.completion_tokens, config.batch), 4),
         "usd_at_most": round(price.cost(tally.prompt_tokens, tally.completion_at_most, config.batch), 4),
-        "price_per_mtok": {
-            "input": price.input,
-            "output": price.output,
-            "known": price.known,
-            "as_of": price.as_of,
-        },
+        "price_per_mtok": price.per_mtok(),
         "max_cost_usd": config.max_cost_usd,
     }

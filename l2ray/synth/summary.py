@@ -97,11 +97,6 @@ def _teacher_line(config: TeacherConfig) -> dict[str, Any]:
         "kind": config.kind,
         "model": config.model,
         "base_url": config.base_url,
-        "price_per_mtok": {
-            "input": price.input,
-            "output": price.output,
-            "known": price.known,
-            "as_of": price.as_of,
-        },
+        "price_per_mtok": price.per_mtok(),
         "max_cost_usd": config.max_cost_usd,
     }

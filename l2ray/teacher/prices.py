@@ -62,6 +62,10 @@ class Price:
         full = (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
         return full * (1.0 - self.batch_discount) if batch else full
 
+    def per_mtok(self) -> dict[str, float | bool | str]:
+        """USD per million tokens, as summaries and cost plans report it."""
+        return {"input": self.input, "output": self.output, "known": self.known, "as_of": self.as_of}
+
 
 def price_of(config: TeacherConfig) -> Price:
     """The recipe's prices where set, else the table's for ``config.model``, else 0 (unknown)."""
