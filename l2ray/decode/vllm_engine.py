@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +44,12 @@ class EngineModelError(L2rayError, ValueError):
 def engine_kwargs(model_path: str, config: VllmEngineConfig) -> dict[str, Any]:
     """Keyword arguments of `vllm.LLM` / `AsyncEngineArgs` for ``model_path`` with the l2ray processor.
 
-    Also sets the environment vLLM reads when its engine process starts (unless already set), and
-    refuses a local model whose attention head size vLLM's CPU backend has no kernel for.
+    Refuses a local model whose attention head size vLLM's CPU backend has no kernel for. Build the
+    engine inside `engine_environment`.
     """
     from l2ray.decode.vllm_processor import L2rayLogitsProcessor
 
     check_cpu_head_size(model_path)
-
-    for name, value in {**ENV_DEFAULTS, "VLLM_CPU_KVCACHE_SPACE": f"{config.cpu_kv_cache_gib:g}"}.items():
-        os.environ.setdefault(name, value)
     return {
         "model": model_path,
         "dtype": config.dtype,
@@ -64,6 +62,28 @@ def engine_kwargs(model_path: str, config: VllmEngineConfig) -> dict[str, Any]:
         "stream_interval": config.stream_interval,
         "logits_processors": [L2rayLogitsProcessor],
     }
+
+
+@contextmanager
+def engine_environment(config: VllmEngineConfig) -> Iterator[None]:
+    """The environment vLLM's engine processes start in, for as long as an engine is being built; this
+    process's own environment is restored afterwards.
+
+    l2ray's defaults (`ENV_DEFAULTS`, the CPU KV-cache size) are set unless already set. vLLM's CPU
+    platform writes its own into ``os.environ`` while it configures an engine (``LD_PRELOAD`` of
+    torch's libgomp, thread and world-size variables), meant for the processes it spawns; left there,
+    they reach every process started afterwards. A Ray cluster started after an engine in the same
+    process inherited them, and its training workers ran 3 × slower (the CI lab study's training:
+    180 s instead of 60 s).
+    """
+    saved = dict(os.environ)
+    for name, value in {**ENV_DEFAULTS, "VLLM_CPU_KVCACHE_SPACE": f"{config.cpu_kv_cache_gib:g}"}.items():
+        os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def check_cpu_head_size(model_path: str) -> None:
@@ -169,7 +189,9 @@ class VllmEngine:
 
         self.model_path = model_path
         self.codec = Codec.from_pretrained(model_path)
-        self.llm = LLM(**engine_kwargs(model_path, config or VllmEngineConfig()))
+        config = config or VllmEngineConfig()
+        with engine_environment(config):
+            self.llm = LLM(**engine_kwargs(model_path, config))
         wake_on_engine_death(self.llm.llm_engine.engine_core)
 
     def complete(self, requests: Sequence[DecodeRequest]) -> list[Completion]:
@@ -235,6 +257,7 @@ __all__ = [
     "VllmEngine",
     "check_cpu_head_size",
     "completion_of",
+    "engine_environment",
     "engine_kwargs",
     "sampling_params",
     "token_steps",

@@ -20,7 +20,7 @@ from ray import serve
 
 from l2ray.decode.codec import Codec
 from l2ray.decode.types import DecodeRequest, TokenStep
-from l2ray.decode.vllm_engine import engine_kwargs, sampling_params, token_steps
+from l2ray.decode.vllm_engine import engine_environment, engine_kwargs, sampling_params, token_steps
 from l2ray.recipe import VllmEngineConfig
 
 logger = logging.getLogger("ray.serve")
@@ -40,8 +40,8 @@ class VllmGenerator:
         self._warm = False
         path = str(resolve_student(model, tracking_uri=tracking_uri))
         self.codec = Codec.from_pretrained(path)
-        args = AsyncEngineArgs(**engine_kwargs(path, engine))
-        self.engine = AsyncLLM.from_engine_args(args)
+        with engine_environment(engine):
+            self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(path, engine)))
         logger.info("Generator replica (vLLM) serves %s", model)
 
     async def ready(self) -> dict[str, Any]:

@@ -64,11 +64,13 @@ class VllmTeacher:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
 
-            from l2ray.decode.vllm_engine import engine_kwargs
+            from l2ray.decode.vllm_engine import engine_environment, engine_kwargs
             from l2ray.recipe import VllmEngineConfig
 
-            kwargs = engine_kwargs(self.model, VllmEngineConfig.model_validate(self.engine_settings))
+            config = VllmEngineConfig.model_validate(self.engine_settings)
+            kwargs = engine_kwargs(self.model, config)
             kwargs.pop("logits_processors")  # a teacher decodes without the student's intervention
             self._tokenizer = AutoTokenizer.from_pretrained(self.model)
-            self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+            with engine_environment(config):
+                self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         return self._engine

@@ -359,3 +359,35 @@ def test_vllm_and_transformers_make_the_same_tag_choices_and_budget_cuts(vllm_en
     assert share[4].get("en", 0.0) > share[0].get("en", 0.0)  # boost en
     assert share[0].get("ru", 0.0) + share[0].get("ja", 0.0) > 0.0
     assert share[3].get("ru", 0.0) + share[3].get("ja", 0.0) == 0.0  # suppress ru, ja
+
+
+@pytest.mark.slow
+def test_an_engine_leaves_this_processs_environment_as_it_found_it(vllm_engine):
+    """vLLM's CPU platform writes LD_PRELOAD (torch's libgomp), LOCAL_WORLD_SIZE and thread variables
+    into os.environ for its engine processes; left there, every process started later inherits them
+    (a Ray cluster started after an engine trained 3 × slower). The session's engine is built: none
+    of it stayed."""
+    import os
+
+    assert vllm_engine.complete([DecodeRequest([1, 2, 3], 2)])[0].completion_tokens == 2
+    leaked = {
+        name: os.environ.get(name) for name in ("LD_PRELOAD", "LOCAL_WORLD_SIZE", "NUMEXPR_MAX_THREADS")
+    }
+    assert "libgomp" not in (leaked["LD_PRELOAD"] or "") and leaked["LOCAL_WORLD_SIZE"] is None, leaked
+    assert (
+        "VLLM_CPU_KVCACHE_SPACE" not in os.environ and "TORCHINDUCTOR_CPP_DYNAMIC_THREADS" not in os.environ
+    )
+
+
+def test_the_engine_environment_is_set_while_an_engine_starts_and_undone_after():
+    import os
+
+    from l2ray.decode.vllm_engine import engine_environment
+    from l2ray.recipe import VllmEngineConfig
+
+    before = dict(os.environ)
+    with engine_environment(VllmEngineConfig(cpu_kv_cache_gib=2)):
+        assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
+        assert os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+        os.environ["LD_PRELOAD"] = "libgomp.so.1"  # what vLLM's CPU platform does meanwhile
+    assert dict(os.environ) == before
