@@ -1,6 +1,6 @@
 """Synthesis throughput against a local teacher with a fixed latency: l2ray vs the teacher-bound ideal.
 
-Starts ``tests/synth/fake_teacher.py`` as a separate process (fixed latency, no faults), then measures
+Starts ``tests/fake_teacher.py`` as a separate process (fixed latency, no faults), then measures
 in one run, with the same total concurrency:
 
 - ideal: ``N * latency / concurrency`` (the teacher is the only cost);
@@ -81,7 +81,7 @@ def main() -> None:
 
 def _start_server(latency: float) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen(
-        [sys.executable, str(REPO / "tests/synth/fake_teacher.py"), "--latency", str(latency)],
+        [sys.executable, str(REPO / "tests/fake_teacher.py"), "--latency", str(latency)],
         stdout=subprocess.PIPE,
         text=True,
     )

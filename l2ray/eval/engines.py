@@ -32,7 +32,8 @@ from typing import Any
 
 from l2ray.decode.types import Completion, DecodeRequest
 from l2ray.errors import L2rayError
-from l2ray.recipe import InterventionConfig
+from l2ray.recipe import HttpClientSettings, InterventionConfig
+from l2ray.teacher.transport import Attempts, ChatReply, ChatTransport, Fault
 from l2ray.thinking import THINK_END
 
 
@@ -210,10 +211,15 @@ class VllmLocalEngine:
 
 
 class HttpEngine:
-    """An OpenAI-compatible ``/chat/completions`` endpoint, called with aiohttp and bounded concurrency.
+    """An OpenAI-compatible ``/chat/completions`` endpoint on the teachers' transport
+    (`l2ray.teacher.transport`), ``concurrency`` requests in flight.
 
-    Retries 429/5xx and connection errors ``max_retries`` times with exponential backoff; then the
-    request counts as failed (``Generation.error``).
+    Waits and retries as ``settings`` say (`l2ray.recipe.HttpClientSettings`, the eval section's):
+    connect + idle-read timeouts, never a total, so a long generation that keeps arriving is not cut
+    (``stream: true`` makes every token count as arriving); 429/5xx, timeouts and dropped connections
+    retried with backoff and ``Retry-After``; a reply that arrived but is malformed retried once (it
+    was generated, and on a paid endpoint billed); other 4xx not at all. A request that still fails
+    becomes a `Completion` with ``error`` (what the endpoint said, the reason code and the attempts).
     """
 
     kind = "http"
@@ -224,36 +230,25 @@ class HttpEngine:
         served_model: str,
         api_key: str | None = None,
         concurrency: int = 8,
-        timeout_s: float = 600.0,
-        max_retries: int = 2,
+        settings: HttpClientSettings | dict[str, Any] | None = None,
         l2ray_body: bool = True,
     ) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.settings = HttpClientSettings.model_validate(
+            settings or {"read_timeout_s": 600, "max_retries": 2}
+        )
+        self.transport = ChatTransport(base_url, self.settings, api_key)
         self.served_model = served_model
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.concurrency = concurrency
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
         self.l2ray_body = l2ray_body
-        self._session: Any = None
         self._semaphore: asyncio.Semaphore | None = None
 
     async def agenerate(self, requests: list[SampleRequest]) -> list[Completion]:
-        import aiohttp
-
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers=self.headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                connector=aiohttp.TCPConnector(limit=self.concurrency),
-            )
+        if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.concurrency)
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.transport.aclose()
 
     def generate(self, requests: list[SampleRequest]) -> list[Completion]:
         """Synchronous wrapper (own event loop); inside Ray the async `agenerate` is used."""
@@ -263,31 +258,42 @@ class HttpEngine:
                 return await self.agenerate(requests)
             finally:
                 await self.aclose()
+                self._semaphore = None
 
         return asyncio.run(run())
 
     async def _one(self, request: SampleRequest) -> Completion:
-        import aiohttp
-
         assert self._semaphore is not None
         body = chat_body(request, self.served_model, self.l2ray_body)
-        error = "not sent"
+        attempts = Attempts(self.settings)
         async with self._semaphore:
-            for attempt in range(self.max_retries + 1):
-                if attempt:
-                    await asyncio.sleep(min(0.25 * 2**attempt, 8.0))
+            while True:
                 start = time.perf_counter()
                 try:
-                    async with self._session.post(self.url, json=body) as response:
-                        raw = await response.text()
-                        if response.status == 200:
-                            return _parse_chat(raw, time.perf_counter() - start)
-                        error = f"HTTP {response.status}: {raw[:300]}"
-                        if response.status != 429 and response.status < 500:
-                            break  # a 4xx other than 429 will not get better by retrying
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-        return Completion(None, error=error)
+                    return completion_of(await self.transport.send(body), time.perf_counter() - start)
+                except Fault as fault:
+                    delay = attempts.after(fault)
+                    if delay is None:
+                        attempt = f"{fault.reason} after {attempts.made} attempt(s)"
+                        return Completion(None, error=f"{fault.detail} [{attempt}]")
+                await asyncio.sleep(delay)
+
+
+def completion_of(reply: ChatReply, latency: float) -> Completion:
+    """A chat reply as evaluation's `Completion`. Servers that split the reasoning out (vLLM's
+    reasoning parsers, l2ray's own) have opened the thinking: it is joined back before the content.
+    No content then means the model stopped inside the thinking (cut off, or an end token
+    mid-thought): it stays unclosed and is graded as no answer, as the in-process engine grades it."""
+    content = reply.content
+    if reply.reasoning and THINK_END not in content:
+        content = f"{reply.reasoning}{THINK_END}\n\n{content}" if content.strip() else reply.reasoning
+    return Completion(
+        content,
+        reply.finish_reason,
+        reply.usage,
+        latency_s=latency,
+        starts_in_thinking=bool(reply.reasoning),
+    )
 
 
 def check_endpoint(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> None:
@@ -343,31 +349,6 @@ def _get_models(base_url: str, api_key: str | None, timeout_s: float) -> Any:
             f"endpoint {base_url} is unreachable ({type(exc).__name__}: {exc}); start the server "
             "(l2ray serve) or fix eval.endpoint"
         ) from None
-
-
-def _parse_chat(raw: str, latency: float) -> Completion:
-    try:
-        data = json.loads(raw)
-        choice = data["choices"][0]
-        message = choice["message"]
-        content = message.get("content") or ""
-        # Servers that split reasoning out (vLLM's reasoning parsers) return it separately.
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
-        finish = choice.get("finish_reason")
-        if reasoning and THINK_END not in content:
-            # The server split the thinking out at its </think>. No content means the model stopped
-            # inside the thinking (cut off, or an end token mid-thought): it stays unclosed, so it is
-            # graded as no answer — as the in-process engine grades the same output.
-            content = f"{reasoning}{THINK_END}\n\n{content}" if content.strip() else reasoning
-        return Completion(
-            content,
-            finish,
-            data.get("usage") or {},
-            latency_s=latency,
-            starts_in_thinking=bool(reasoning),
-        )
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return Completion(None, error=f"malformed response ({type(exc).__name__}: {exc}): {raw[:300]}")
 
 
 __all__ = [

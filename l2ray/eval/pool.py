@@ -169,8 +169,7 @@ def _engine_spec(
         "served_model": served or served_model_for(recipe, ref, endpoint),
         "api_key": _api_key(recipe),
         "concurrency": cfg.concurrency,
-        "timeout_s": cfg.request_timeout_s,
-        "max_retries": cfg.max_retries,
+        "settings": cfg.http_settings().model_dump(),
         "l2ray_body": cfg.l2ray_body,
     }
     return engine, None

@@ -2,9 +2,10 @@
 the loader (YAML, ``extends:``, dotted ``--set`` overrides).
 
 One module per section: `seeds`, `teacher` (one endpoint and the two roles), `synth`, `student`,
-`train`, `eval` (benchmarks, the promotion gate), `serve`, `intervention` (the decoding knobs) and
-`vllm` (the engine settings serving, evaluation and a local teacher share); `recipe` puts them
-together. The package imports no stage: a stage reads its section from here.
+`train`, `eval` (benchmarks, the promotion gate), `serve`, `intervention` (the decoding knobs),
+`http` (how an endpoint's client waits and retries) and `vllm` (the engine settings serving,
+evaluation and a local teacher share); `recipe` puts them together. The package imports no stage:
+a stage reads its section from here.
 
 Exports are imported on first use (`l2ray._lazy`): the decoding layer reads `InterventionConfig`
 without loading the whole schema.
@@ -20,6 +21,7 @@ _EXPORTS = {
     "ROLES": "teacher",
     "BenchmarkSpec": "eval",
     "EvalConfig": "eval",
+    "HttpClientSettings": "http",
     "InterventionConfig": "intervention",
     "LoraConfig": "train",
     "MixConfig": "train",

@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from l2ray._schema import Section
 from l2ray.languages import validate_codes
+from l2ray.recipe.http import HttpClientSettings
 from l2ray.recipe.intervention import InterventionConfig
 from l2ray.recipe.vllm import VllmEngineConfig
 
@@ -67,8 +68,9 @@ class PromotionGate(Section):
     )
 
 
-class EvalConfig(Section):
-    """Benchmarks, samples and decoding configurations to compare."""
+class EvalConfig(HttpClientSettings):
+    """Benchmarks, samples and decoding configurations to compare; with ``endpoint``, how its HTTP
+    client waits and retries (`HttpClientSettings`: connect + silence timeouts, ``stream``, backoff)."""
 
     benchmarks: list[str | BenchmarkSpec] = Field(default_factory=lambda: ["mini"], min_length=1)
     limit: int | None = Field(default=None, ge=1, description="problems per benchmark")
@@ -99,7 +101,12 @@ class EvalConfig(Section):
     )
     l2ray_body: bool = Field(default=True, description='send {"l2ray": {intervention}} in request bodies')
     api_key_env: str | None = Field(default="OPENAI_API_KEY", description="env var holding the bearer key")
-    request_timeout_s: float = Field(default=600.0, gt=0.0)
+    read_timeout_s: float = Field(
+        default=600.0,
+        gt=0.0,
+        description="longest silence within one reply (without stream: the whole generation, since a "
+        "server sends nothing until it is done)",
+    )
     max_retries: int = Field(default=2, ge=0, description="retries of a failed request before it counts")
     tokenizer: str | None = Field(default=None, description="tokenizer for counting (default: the model's)")
     device: str | None = Field(default=None, description="in-process device (default: cuda if available)")

@@ -13,13 +13,14 @@ from typing import Literal
 from pydantic import Field
 
 from l2ray._schema import Section
+from l2ray.recipe.http import HttpClientSettings
 from l2ray.recipe.vllm import VllmEngineConfig
 
 Role = Literal["translator", "reasoner"]
 ROLES: tuple[Role, ...] = ("translator", "reasoner")
 
 
-class TeacherConfig(Section):
+class TeacherConfig(HttpClientSettings):
     """An OpenAI-compatible endpoint or a local transformers model, behind a response cache.
 
     ``kind: openai`` talks to any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, DeepSeek,
@@ -28,10 +29,8 @@ class TeacherConfig(Section):
     written anywhere. With ``base_url`` unset only cached and recorded responses can be used, and a
     cache miss is an error.
 
-    Timeouts fit long replies: ``connect_timeout_s`` bounds opening a connection and
-    ``read_timeout_s`` the longest *silence* while a reply arrives, not the whole reply (a 16k-token
-    reasoning reply takes minutes; DeepSeek keeps a slow reply alive by sending blank lines; with
-    ``stream: true`` every token counts as arriving, for endpoints silent until they are done).
+    Timeouts, streaming and retries are `l2ray.recipe.http.HttpClientSettings`' (connect + silence,
+    never a total: a long reasoning reply that keeps arriving is not cut).
 
     Finished requests are kept in ``cache_dir`` (JSONL shards, one writer per actor); on a cluster
     of several nodes it must be storage every node shares (NFS, a mounted bucket).
@@ -62,16 +61,6 @@ class TeacherConfig(Section):
     temperature: float = Field(default=0.6, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(default=8192, ge=1)
-    connect_timeout_s: float = Field(default=30.0, gt=0)
-    read_timeout_s: float = Field(default=300.0, gt=0, description="longest silence within one reply")
-    stream: bool = Field(
-        default=False,
-        description="ask for server-sent events: every token resets read_timeout_s (for endpoints that "
-        "send nothing until a long reply is done)",
-    )
-    max_retries: int = Field(default=6, ge=0)
-    backoff_base_s: float = Field(default=1.0, ge=0, description="first retry waits about this long")
-    backoff_max_s: float = Field(default=60.0, ge=0, description="no retry waits longer (Retry-After too)")
     requests_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_minute: int | None = Field(default=None, ge=1)
     concurrency: int = Field(default=64, ge=1, description="requests in flight per actor")

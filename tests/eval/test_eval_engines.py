@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from evalkit import completion, make_recipe
+from fake_teacher import FAULTS, FakeTeacher
 
 from l2ray.decode.types import Completion
 from l2ray.eval.api import run_eval
@@ -20,7 +21,7 @@ from l2ray.eval.engines import (
 )
 from l2ray.eval.metrics import score_sample
 from l2ray.eval.pool import served_model_for
-from l2ray.recipe import InterventionConfig
+from l2ray.recipe import HttpClientSettings, InterventionConfig
 from l2ray.student.model_ref import resolve_model
 
 ROW = {
@@ -204,3 +205,54 @@ def test_an_engine_process_killed_mid_run_fails_the_run_with_one_clear_error(vll
     assert "eval.vllm.max_num_seqs" in message
     with pytest.raises(EngineFailedError, match="the vLLM engine failed"):  # and stays failed
         engine.generate([_request(0, 4)])
+
+
+def _asking(question: str, key: str) -> SampleRequest:
+    return SampleRequest(key, [{"role": "user", "content": question}], InterventionConfig(), 64, 0.0, 0)
+
+
+def test_over_http_a_fault_is_sent_again_as_the_teacher_would_and_an_empty_answer_is_kept() -> None:
+    # The teachers' misbehaving endpoint: each request's first attempt fails in one of six ways
+    # (429 with Retry-After, 500, a reply held back past the idle timeout, a dropped connection,
+    # malformed JSON, empty content), the second succeeds.
+    with FakeTeacher(faults=True) as server:
+        settings = HttpClientSettings(
+            read_timeout_s=server.client_timeout_s, max_retries=3, backoff_base_s=0.01, backoff_max_s=0.2
+        )
+        engine = HttpEngine(server.base_url, "m", settings=settings, l2ray_body=False)
+        done = engine.generate([_asking(f"What is 3 + {n}?", str(n)) for n in range(30)])
+    assert set(server.fault_counts) == set(FAULTS)
+    assert not [d.error for d in done if d.failed]
+    # Empty content is the model's answer (graded as none), not a fault to sample again until it is
+    # not: sent once. Every other request was sent twice, its fault then its answer.
+    empty = [n for n, d in enumerate(done) if d.text == ""]
+    assert len(empty) == server.fault_counts["empty"] > 0
+    assert sorted(server.by_fingerprint.values()) == [1] * len(empty) + [2] * (30 - len(empty))
+    assert all(rf"\boxed{{{n}}}" in d.text for n, d in enumerate(done) if n not in empty)
+
+
+def test_over_http_a_stream_outlives_the_idle_timeout_and_failures_say_why_without_the_key() -> None:
+    key = "sk-eval-secret-123"
+    with FakeTeacher(trickle_chunks=30, trickle_gap_s=0.1, expected_key=key) as server:
+        settings = HttpClientSettings(read_timeout_s=1.0, stream=True, max_retries=3, backoff_base_s=0.01)
+        engine = HttpEngine(server.base_url, "m", api_key=key, settings=settings, l2ray_body=False)
+        # 30 words 0.1 s apart: 3 s in all, three times the idle timeout, and never silent for 1 s.
+        trickle, stall, always_500 = engine.generate(
+            [
+                _asking("[[TRICKLE]] What is 3 + 4?", "t"),
+                _asking("[[STALL]] x", "s"),
+                _asking("[[ALWAYS500]] x", "e"),
+            ]
+        )
+        wrong_key = HttpEngine(server.base_url, "m", api_key="sk-wrong-456", settings=settings)
+        [refused] = wrong_key.generate([_asking("What is 3 + 4?", "k")])
+    assert (
+        not trickle.failed and r"\boxed{4}" in (trickle.text or "") and trickle.usage["completion_tokens"] > 0
+    )
+    # A stream that went silent after words arrived was paid for: sent again once, never more.
+    assert stall.error is not None and stall.error.endswith("[stream_broken after 2 attempt(s)]")
+    assert always_500.error is not None and always_500.error.startswith("HTTP 500")
+    assert always_500.error.endswith("[http_500 after 4 attempt(s)]")
+    # A 401 is not retried, and the key the gateway echoed back is scrubbed.
+    assert refused.error is not None and refused.error.endswith("[http_401 after 1 attempt(s)]")
+    assert "sk-wrong-456" not in refused.error and "***" in refused.error

@@ -224,17 +224,21 @@ def test_translate_questions_shares_the_synthesis_prompt_and_cache(api_key, tmp_
 def test_retry_after_is_honoured_and_capped_and_backoff_is_jittered():
     import email.utils
 
-    from l2ray.teacher.openai_http import OpenAITeacher, _retry_after
+    from l2ray.teacher.transport import Attempts, Fault, _retry_after
 
     assert _retry_after("1.5") == 1.5 and _retry_after(None) is None and _retry_after("soon") is None
     in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
     assert 55 < _retry_after(in_a_minute) <= 60
-    teacher = OpenAITeacher(
-        TeacherConfig(base_url="http://127.0.0.1:9/v1", backoff_base_s=1, backoff_max_s=10)
-    )
-    assert teacher._delay(0, retry_after=3.0) == 3.0 and teacher._delay(0, retry_after=600) == 10
-    delays = {teacher._delay(5, None) for _ in range(20)}
-    assert len(delays) > 1 and all(0 <= d <= 10 for d in delays)
+    config = TeacherConfig(base_url="http://127.0.0.1:9/v1", backoff_base_s=1, backoff_max_s=10)
+    assert Attempts(config).after(Fault("rate_limited", "HTTP 429", retry_after=3.0)) == 3.0
+    assert Attempts(config).after(Fault("rate_limited", "HTTP 429", retry_after=600)) == 10
+
+    def after_six_failures() -> float | None:
+        attempts = Attempts(config)
+        return [attempts.after(Fault("http_503", "HTTP 503")) for _ in range(6)][-1]
+
+    delays = {after_six_failures() for _ in range(20)}
+    assert len(delays) > 1 and all(d is not None and 0 <= d <= 10 for d in delays)
 
 
 def test_a_cut_off_reply_is_paid_once_and_an_empty_one_at_most_twice(api_key, tmp_path):

@@ -31,7 +31,7 @@ whose prompt holds ``[[BATCHFAIL]]`` lands in the error file. ``batch_lines`` co
 the batches that carried it.
 
 Run in a thread (tests: ``with FakeTeacher() as server: server.base_url``) or as a process
-(bench: ``python tests/synth/fake_teacher.py --latency 0.1`` prints the base URL).
+(bench: ``python tests/fake_teacher.py --latency 0.1`` prints the base URL).
 """
 
 from __future__ import annotations
