@@ -1,13 +1,16 @@
 """Engines behind the serve graph: tokens/s and p50/p99 latency at 1, 8 and 32 concurrent clients.
 
-Three targets on the same machine and student, all up at once and measured in interleaved rounds
+Four targets on the same machine and student, all up at once and measured in interleaved rounds
 (each round takes every target at every client count, the target order rotating), so a change in
 the machine's load hits them alike; the report gives each figure's median over the rounds:
   (a) bare vLLM           — vLLM's own OpenAI HTTP server (``vllm.entrypoints.openai.api_server``,
                             a subprocess): the baseline every ratio is against;
-  (b) graph on vLLM       — our Ingress → Controller → Generator with ``engine: vllm`` (`AsyncLLM` in
-                            the replica), intervention off and on (boost zh + a thinking budget);
-  (c) graph on transformers — the same graph with ``engine: transformers`` (static batches).
+  (b) graph on vLLM       — our Ingress (with the reasoning controller) → Generator with
+                            ``engine: vllm`` (`AsyncLLM` in the replica), intervention off and on
+                            (boost zh + a thinking budget);
+  (c) graph on transformers — the same graph with ``engine: transformers`` (static batches);
+  (d) Ray Serve LLM       — Ray's own ``ray.serve.llm.build_openai_app`` on the same vLLM settings
+                            (proxy → OpenAiIngress → LLMServer): what a Ray user would deploy instead.
 Prompt and answer lengths are mixed (short and long questions; ``max_tokens`` cycles 8/32/96), so a
 static batch waits for its longest row while continuous batching does not. Where the cores go is
 measured too (Linux ``/proc``): per target at the largest client count, the CPU of each process
@@ -52,6 +55,7 @@ QUESTIONS = [
 ANSWER_LENGTHS = [8, 32, 96]
 INTERVENTION = {"boost": ["zh"], "beta": 5.0, "max_thinking_tokens": 48}
 BASELINE = "(a) bare vLLM"
+SERVE_LLM = "(d) Ray Serve LLM"
 BARE_SERVER = "vllm.entrypoints.openai.api_server"
 """What the bare server's command line holds (its processes are told from the graph's by it)."""
 GROUPS = [
@@ -59,8 +63,9 @@ GROUPS = [
     ("VLLM::Worker", "vLLM worker"),
     ("VLLM::EngineCore", "engine core"),
     ("ray::ProxyActor", "Serve proxy"),
+    (":OpenAiIngress", "Serve LLM ingress"),
+    (":LLMServer", "Serve LLM server"),
     (":Ingress", "ingress"),
-    (":ReasoningController", "controller"),
     (":Generator", "generator replica"),
 ]
 """Command-line markers of the process groups `CpuMeter` reports, first match wins."""
@@ -87,6 +92,8 @@ def main() -> None:
                 "(b) graph/vLLM, on": (graph["vllm"], INTERVENTION),
                 "(c) graph/transformers, on": (graph["transformers"], INTERVENTION),
             }
+            if not args.skip_serve_llm:
+                targets[SERVE_LLM] = (_serve_llm(model, args, engine), None)
             rounds = measure_rounds(targets, args)
         finally:
             serve.shutdown()
@@ -134,6 +141,10 @@ def report(rounds: list[dict[str, dict[int, dict[str, float]]]], client_counts: 
     for clients in client_counts:
         ratios = _ratios(rounds, "(b) graph/vLLM, on", "(c) graph/transformers, on", clients)
         print(f"(b, on) / (c) at {clients} clients: {_ratio_text(ratios)}")
+    for clients in client_counts if SERVE_LLM in rounds[0] else []:
+        for name in ("(b) graph/vLLM, on", "(b) graph/vLLM, off"):
+            ratios = _ratios(rounds, name, SERVE_LLM, clients)
+            print(f"{name[4:]} / (d) Ray Serve LLM at {clients} clients: {_ratio_text(ratios)}")
     most = max(client_counts)
     print(f"\nwhere the cores go at {most} clients (% of one core, median over rounds)")
     for name in rounds[0]:
@@ -270,6 +281,31 @@ def _graph(model: str, engine: str, args: argparse.Namespace, settings: dict) ->
     return f"{base}/v1"
 
 
+def _serve_llm(model: str, args: argparse.Namespace, settings: dict) -> str:
+    """Deploy Ray Serve LLM's OpenAI app on the same engine settings under ``/rayllm``; its ``/v1`` URL.
+
+    On CPU its accelerator is told (else it asks for a GPU) and its placement group asks one CPU (its
+    default asks two, which never schedules beside the other targets on 2 cores)."""
+    from ray import serve
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    cpu = args.device == "cpu"
+    config = LLMConfig(
+        model_loading_config={"model_id": "l2ray", "model_source": model},
+        engine_kwargs=dict(settings),
+        accelerator_config={"kind": "cpu"} if cpu else None,
+        # On a GPU the engines share it (a third each, as _graph's); not run here.
+        placement_group_config={"bundles": [{"CPU": 1} if cpu else {"CPU": 1, "GPU": 0.3}]},
+        deployment_config={"num_replicas": 1},
+    )
+    ingress = {"ray_actor_options": {"num_cpus": 0}}  # 2 cores: the placement group holds one
+    app = build_openai_app({"llm_configs": [config], "ingress_deployment_config": ingress})
+    serve.run(app, name="bench-serve-llm", route_prefix="/rayllm")
+    base = f"http://127.0.0.1:{args.port + 1}/rayllm"
+    _wait_ready(f"{base}/v1/models")
+    return f"{base}/v1"
+
+
 def _engine_settings(args: argparse.Namespace) -> dict:
     """vLLM settings for (a) and (b): fp32 eager on CPU (parity, fast start); bf16 compiled on GPU, each
     of the two vLLM engines with a third of the memory."""
@@ -329,6 +365,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=64, help="per target, client count and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=8300)
+    parser.add_argument("--skip-serve-llm", action="store_true", help="leave (d) Ray Serve LLM out")
     return parser.parse_args()
 
 

@@ -29,7 +29,7 @@ def test_cpu_meter_counts_each_process_in_its_group_and_tells_the_bare_server_by
     commands = {
         "bare vLLM worker": [BARE, "vllm.entrypoints.openai.api_server"],
         "vLLM worker": [BURN, "VLLM::Worker"],
-        "controller": [BURN, "ray::ServeReplica:app:ReasoningController"],
+        "ingress": [BURN, "ray::ServeReplica:app:Ingress"],
     }
     processes = []
     try:

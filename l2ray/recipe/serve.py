@@ -42,7 +42,9 @@ class ServeConfig(Section):
     )
     num_cpus: float = Field(default=0.5, gt=0.0)
     num_gpus: float = Field(default=0.0, ge=0.0)
-    router_num_cpus: float = Field(default=0.1, gt=0.0, description="CPUs of the ingress and controller")
+    router_num_cpus: float = Field(
+        default=0.1, gt=0.0, description="CPUs of each Ingress replica (it runs the reasoning controller)"
+    )
     max_batch_size: int = Field(default=8, ge=1)
     batch_wait_timeout_s: float = Field(default=0.01, ge=0.0)
     max_ongoing_requests: int = Field(default=64, ge=1)

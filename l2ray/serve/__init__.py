@@ -1,4 +1,4 @@
-"""The Ray Serve graph: OpenAI-compatible Ingress -> ReasoningController -> Generator.
+"""The Ray Serve graph: the OpenAI-compatible Ingress (with the reasoning controller) -> Generator.
 
 Entry points: `run_server` (``l2ray serve``) and `build_app` (what ``serve_config.yaml`` imports).
 Exports are imported on first use (`l2ray._lazy`): the deployments import Ray.

@@ -1,8 +1,10 @@
 """`build_app`: the one builder of every composition of the graph (what ``serve_config.yaml`` imports).
 
-    Ingress → ReasoningController → Generator        (default: the replica runs the intervention)
-    Ingress → ReasoningController → VllmGenerator    (engine: vllm; the processor runs it)
-    Ingress → ReasoningController → generator_url    (an HTTP-only generator; segment loop)
+    Ingress → Generator        (default: the replica runs the intervention)
+    Ingress → VllmGenerator    (engine: vllm; the processor runs it)
+    Ingress → generator_url    (an HTTP-only generator; segment loop)
+
+The Ingress holds the `ReasoningController` in its own process (one hop to the model, not two).
 
 A registry model (``models:/NAME@champion``) is resolved to its version *here*, once per deploy, and
 every Generator replica is bound to that version (``models:/NAME/N``): replicas started later (a
@@ -37,12 +39,11 @@ class ServeArgsError(L2rayError, ValueError):
 
 def build_app(args: dict[str, Any]) -> Application:
     """Validate ``args`` (the `ServeConfig` fields) and bind the deployment graph."""
-    from l2ray.serve.controller import ReasoningController
     from l2ray.serve.ingress import Ingress
 
     config = validate_args(args)
     served = pin_model(config)
-    router = {"ray_actor_options": {"num_cpus": config.router_num_cpus}, "max_ongoing_requests": 256}
+    ingress = {"ray_actor_options": {"num_cpus": config.router_num_cpus}, "max_ongoing_requests": 256}
     generator = None
     if config.generator_url is None:
         options: dict[str, Any] = {
@@ -56,8 +57,7 @@ def build_app(args: dict[str, Any]) -> Application:
             options["num_replicas"] = config.replicas
         generator = _generator(config, served.uri, options)
     # The typed objects travel to the replicas as they are (pickled), not re-validated from dicts there.
-    controller = ReasoningController.options(**router).bind(generator, config)
-    return Ingress.options(**router).bind(controller, config, served)
+    return Ingress.options(**ingress).bind(generator, config, served)
 
 
 def pin_model(config: ServeConfig) -> ModelRef:

@@ -1,5 +1,10 @@
 """The reasoning controller: a validated request → policies → tokens → an OpenAI response.
 
+It lives inside each Ingress replica (an object, not a deployment of its own): a request crosses one
+process boundary between the HTTP front door and the model, as in Ray Serve LLM (proxy → ingress →
+LLM server). As a deployment between the two it cost every token a second hop — about a fifth of a
+core under load on 2 cores, taken from the engine (bench/serve_engine.py's CPU accounting).
+
 It also answers for the Generator's health as a client sees it: a request that finds no replica
 ready (the model loading, a replica being replaced) gets a 503 with ``Retry-After`` at once, after a
 short probe (`READY_PROBE_S`), instead of waiting in a queue for minutes; a replica lost mid-request
@@ -23,7 +28,6 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
@@ -46,7 +50,6 @@ REPLICA_LOST = (RayActorError, ActorUnavailableError, BackPressureError, Deploym
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(name="ReasoningController", max_ongoing_requests=64)
 class ReasoningController:
     """Turns validated OpenAI requests into policies and decodes them (see the module doc)."""
 

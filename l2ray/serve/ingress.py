@@ -25,7 +25,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from l2ray.recipe import ServeConfig
-from l2ray.serve.controller import REPLICA_LOST
+from l2ray.serve.controller import REPLICA_LOST, ReasoningController
 from l2ray.serve.protocol import SCHEMAS, RequestError, check_limits, parse_request, unavailable
 from l2ray.serve.security import ConcurrencyLimiter, KeyGuard, load_keys, read_body
 from l2ray.student.model_ref import ModelRef
@@ -139,13 +139,14 @@ async def sse_events(
 @serve.deployment(name="Ingress", max_ongoing_requests=256)
 @serve.ingress(api)
 class Ingress:
-    """Authenticates, validates and forwards to the `ReasoningController`."""
+    """Authenticates, validates and hands the request to its `ReasoningController` (in this process),
+    which calls the Generator deployment (``generator``; None with ``generator_url``)."""
 
     def __init__(
-        self, controller: DeploymentHandle, config: ServeConfig, served: ModelRef | None = None
+        self, generator: DeploymentHandle | None, config: ServeConfig, served: ModelRef | None = None
     ) -> None:
         self.config = config
-        self.controller = controller
+        self.controller = ReasoningController(generator, config)
         # What the Generator replicas load (`app.pin_model`): reported by /v1/models.
         self.served = served or ModelRef(self.config.model or "")
         # Raises ApiKeyConfigError (the replica does not start) when configured keys cannot be read.
@@ -169,7 +170,7 @@ class Ingress:
     async def readyz(self) -> JSONResponse:
         """Readiness: 200 only while a Generator replica can take a request now."""
         try:
-            return _answer(*await self.controller.readiness.remote())
+            return _answer(*await self.controller.readiness())
         except (TaskCancelledError, *REPLICA_LOST) as exc:
             return _downstream_failure(exc, "/readyz")
 
@@ -235,9 +236,9 @@ class Ingress:
         streaming = False
         try:
             if not parsed.stream:
-                return _answer(*await self.controller.respond.remote(parsed))
-            chunks = self.controller.options(stream=True).stream.remote(parsed)
-            head = await chunks.__anext__()
+                return _answer(*await self.controller.respond(parsed))
+            chunks = self.controller.stream(parsed)
+            head = await anext(chunks)
             if head["status"] != 200:
                 return _answer(head["status"], head["body"])
             streaming = True

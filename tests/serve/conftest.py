@@ -78,6 +78,6 @@ def fast(engine):
     from l2ray.recipe import ServeConfig
     from l2ray.serve.controller import ReasoningController
 
-    controller = ReasoningController.func_or_class(InProcessGenerator(engine), ServeConfig())
+    controller = ReasoningController(InProcessGenerator(engine), ServeConfig())
     controller._codec = engine.codec  # what the handle's info() would give it
     return controller

@@ -34,7 +34,7 @@ class CountingBackend(EngineBackend):
 def http(engine, student_path) -> ReasoningController:
     """The controller with generator_url, its HTTP backend replaced by the in-process one."""
     settings = {"model": str(student_path), "generator_url": "http://127.0.0.1:9/v1"}
-    controller = ReasoningController.func_or_class(None, ServeConfig(**settings))
+    controller = ReasoningController(None, ServeConfig(**settings))
     controller.backend = CountingBackend(engine)
     return controller
 

@@ -389,7 +389,7 @@ def test_controller_with_an_http_only_generator_answers_like_the_graph(
         "generator_url": server,
         "generator_api_key_env": "L2RAY_TEST_GENERATOR_KEY",
     }
-    controller = ReasoningController.func_or_class(None, ServeConfig(**settings))
+    controller = ReasoningController(None, ServeConfig(**settings))
     payload = {
         "model": "l2ray",
         "messages": QUESTION,

@@ -120,13 +120,13 @@ class Loading:
 
 
 def test_no_ready_replica_means_503_with_retry_after_at_once(engine):
-    controller = ReasoningController.func_or_class(SlowToLoad(engine), ServeConfig())
+    controller = ReasoningController(SlowToLoad(engine), ServeConfig())
     status, body = ask(controller, "chat", messages=QUESTION, max_tokens=4)
     assert status == 503 and body["error"]["type"] == "server_error"
     assert (
         f"retry in {RETRY_AFTER_S} s" in body["error"]["message"] and "Error" not in body["error"]["message"]
     )
     assert asyncio.run(controller.readiness())[0] == 503
-    ready = ReasoningController.func_or_class(InProcessGenerator(engine), ServeConfig())
+    ready = ReasoningController(InProcessGenerator(engine), ServeConfig())
     ready._codec = engine.codec
     assert asyncio.run(ready.readiness()) == (200, {"status": "ready", "model": "in-process"})
