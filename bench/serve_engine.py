@@ -277,15 +277,16 @@ def _graph(model: str, engine: str, args: argparse.Namespace, settings: dict) ->
     prefix = f"/{engine}"
     serve.run(build_app(app_args), name=f"bench-{engine}", route_prefix=prefix)
     base = f"http://127.0.0.1:{args.port + 1}{prefix}"
-    _wait_ready(f"{base}/healthz")
+    _wait_ready(f"{base}/readyz")  # 200 once a Generator replica has produced a token
     return f"{base}/v1"
 
 
 def _serve_llm(model: str, args: argparse.Namespace, settings: dict) -> str:
     """Deploy Ray Serve LLM's OpenAI app on the same engine settings under ``/rayllm``; its ``/v1`` URL.
 
-    On CPU its accelerator is told (else it asks for a GPU) and its placement group asks one CPU (its
-    default asks two, which never schedules beside the other targets on 2 cores)."""
+    On CPU its accelerator is told (else it asks for a GPU), and its replica's placement group (the
+    replica's own CPUs plus the engine's bundle; two CPUs by default, which never schedule beside the
+    other targets on 2 cores) holds 0.5 CPU, as the graph's vLLM Generator does."""
     from ray import serve
     from ray.serve.llm import LLMConfig, build_openai_app
 
@@ -295,8 +296,8 @@ def _serve_llm(model: str, args: argparse.Namespace, settings: dict) -> str:
         engine_kwargs=dict(settings),
         accelerator_config={"kind": "cpu"} if cpu else None,
         # On a GPU the engines share it (a third each, as _graph's); not run here.
-        placement_group_config={"bundles": [{"CPU": 1} if cpu else {"CPU": 1, "GPU": 0.3}]},
-        deployment_config={"num_replicas": 1},
+        placement_group_config={"bundles": [{"CPU": 0.5} if cpu else {"CPU": 0.5, "GPU": 0.3}]},
+        deployment_config={"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
     )
     ingress = {"ray_actor_options": {"num_cpus": 0}}  # 2 cores: the placement group holds one
     app = build_openai_app({"llm_configs": [config], "ingress_deployment_config": ingress})

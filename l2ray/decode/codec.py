@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from l2ray.decode.policy import RequestPolicy, opens_thinking
@@ -24,6 +25,21 @@ UNBOUNDED_CONTEXT = 1 << 30
 """The context length of a model whose config states none."""
 SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
 """OpenAI's defaults, for a request and a model that set none."""
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    """A `Codec` as it travels between processes (a Generator replica's ``info`` to the controller):
+    the tokenizer, the stop ids, the context length and the sampling defaults, typed, no weights."""
+
+    tokenizer: Any
+    stop_ids: tuple[int, ...]
+    context_length: int
+    sampling: dict[str, float]
+    model: str = ""
+
+    def codec(self) -> Codec:
+        return Codec(self.tokenizer, self.stop_ids, self.context_length, self.sampling)
 
 
 class Codec:
@@ -71,19 +87,12 @@ class Codec:
             sampling_defaults(generation),
         )
 
-    def info(self) -> dict[str, Any]:
-        """What another process rebuilds this codec from (`Codec.from_info`): no weights."""
-        return {
-            "tokenizer": self.tokenizer,
-            "stop_ids": list(self.vocab.stop_ids),
-            "context_length": self.context_length,
-            "sampling": dict(self.sampling),
-        }
-
-    @classmethod
-    def from_info(cls, info: dict[str, Any]) -> Codec:
-        """The codec `info` described (the serve controller's, from its Generator replica)."""
-        return cls(info["tokenizer"], info["stop_ids"], info["context_length"], info.get("sampling"))
+    def info(self, model: str = "") -> CodecInfo:
+        """What another process rebuilds this codec from (`CodecInfo.codec`), without weights;
+        ``model`` names what it belongs to (a Serve replica reports the version it loaded)."""
+        return CodecInfo(
+            self.tokenizer, tuple(self.vocab.stop_ids), self.context_length, dict(self.sampling), model
+        )
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a conversation's generation prompt; a reasoning student's ends inside ``<think>``.

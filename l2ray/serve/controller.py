@@ -224,7 +224,7 @@ class ReasoningController:
     async def _load_codec(self) -> Codec:
         """The replica's tokenizer side (its `info`), or the model's files for ``generator_url``."""
         if self.generator is not None:
-            return Codec.from_info(await self.generator.info.remote())
+            return (await self.generator.info.remote()).codec()
         return await asyncio.to_thread(_codec_of, self.config.model, self.config.tracking_uri)
 
     # -- decoding ----------------------------------------------------------------------------------

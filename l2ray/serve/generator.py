@@ -13,6 +13,7 @@ from typing import Any
 
 from ray import serve
 
+from l2ray.decode.codec import CodecInfo
 from l2ray.decode.engine import DecodeEngine
 from l2ray.decode.types import DecodeRequest, TokenStep
 
@@ -52,9 +53,9 @@ class Generator:
             self._warm = True
         return {"model": self.model}
 
-    def info(self) -> dict[str, Any]:
-        """What a controller needs to tokenize for this replica (`Codec.info`) and the model it loaded."""
-        return {**self.engine.codec.info(), "model": self.model}
+    def info(self) -> CodecInfo:
+        """What a controller needs to tokenize for this replica, and the model it loaded."""
+        return self.engine.codec.info(self.model)
 
     async def generate(self, request: DecodeRequest) -> AsyncIterator[list[TokenStep]]:
         """Stream one request's tokens (batched with whatever else is in flight), in small groups.

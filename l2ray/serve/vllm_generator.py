@@ -18,7 +18,7 @@ from typing import Any
 
 from ray import serve
 
-from l2ray.decode.codec import Codec
+from l2ray.decode.codec import Codec, CodecInfo
 from l2ray.decode.types import DecodeRequest, TokenStep
 from l2ray.decode.vllm_engine import engine_environment, engine_kwargs, sampling_params, token_steps
 from l2ray.recipe import VllmEngineConfig
@@ -58,9 +58,9 @@ class VllmGenerator:
         """Serve's periodic health check: a dead engine fails it, and Serve replaces the replica."""
         await self.engine.check_health()
 
-    def info(self) -> dict[str, Any]:
-        """What a controller needs to tokenize for this replica (`Codec.info`) and the model it loaded."""
-        return {**self.codec.info(), "model": self.model}
+    def info(self) -> CodecInfo:
+        """What a controller needs to tokenize for this replica, and the model it loaded."""
+        return self.codec.info(self.model)
 
     async def generate(self, request: DecodeRequest) -> AsyncIterator[list[TokenStep]]:
         """Stream one request's tokens in groups of ``vllm.stream_interval`` (the first token alone).

@@ -457,7 +457,7 @@ def test_replicas_serve_the_version_pinned_at_deploy_after_the_alias_moves(serve
             except Exception:
                 assert time.monotonic() < deadline, "no Generator replica came back"
                 time.sleep(1)
-        assert info["model"] == pinned
+        assert info.model == pinned
         assert httpx.get(f"{server}/models", headers=headers).json()["data"][0]["l2ray"]["uri"] == pinned
         assert chat(client=openai.OpenAI(base_url=server, api_key=API_KEY, max_retries=2)).choices
     finally:
