@@ -299,7 +299,7 @@ def _serve_llm(model: str, args: argparse.Namespace, settings: dict) -> str:
         placement_group_config={"bundles": [{"CPU": 0.5} if cpu else {"CPU": 0.5, "GPU": 0.3}]},
         deployment_config={"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
     )
-    ingress = {"ray_actor_options": {"num_cpus": 0}}  # 2 cores: the placement group holds one
+    ingress = {"ray_actor_options": {"num_cpus": 0}}  # 2 cores: the targets share what is left
     app = build_openai_app({"llm_configs": [config], "ingress_deployment_config": ingress})
     serve.run(app, name="bench-serve-llm", route_prefix="/rayllm")
     base = f"http://127.0.0.1:{args.port + 1}/rayllm"

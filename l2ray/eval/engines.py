@@ -32,7 +32,7 @@ from typing import Any
 
 from l2ray.decode.types import Completion, DecodeRequest
 from l2ray.errors import L2rayError
-from l2ray.recipe import HttpClientSettings, InterventionConfig
+from l2ray.recipe import EvalConfig, HttpClientSettings, InterventionConfig
 from l2ray.teacher.transport import Attempts, ChatReply, ChatTransport, Fault
 from l2ray.thinking import THINK_END
 
@@ -233,9 +233,8 @@ class HttpEngine:
         settings: HttpClientSettings | dict[str, Any] | None = None,
         l2ray_body: bool = True,
     ) -> None:
-        self.settings = HttpClientSettings.model_validate(
-            settings or {"read_timeout_s": 600, "max_retries": 2}
-        )
+        # Without settings, the eval section's defaults (the one place they are written).
+        self.settings = HttpClientSettings.model_validate(settings or EvalConfig().http_settings())
         self.transport = ChatTransport(base_url, self.settings, api_key)
         self.served_model = served_model
         self.concurrency = concurrency

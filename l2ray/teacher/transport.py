@@ -195,7 +195,7 @@ async def read_stream(resp: aiohttp.ClientResponse) -> ChatReply:
             if data == "[DONE]":
                 break
             chunk = _stream_chunk(data, arrived)
-            model = chunk.get("model") or model
+            model = chunk.get("model") if isinstance(chunk.get("model"), str) else model
             usage = chunk.get("usage") or usage
             for choice in chunk.get("choices") or []:
                 if choice.get("index", 0) != 0:
