@@ -54,7 +54,7 @@ def alias_lock(client: Any, model: str, lease_s: float = LEASE_S, wait_s: float 
     name = lock_name(model)
     deadline = time.monotonic() + wait_s
     while not _try_lock(client, name, lease_s):
-        holder = _holder(client, name)
+        holder = _holder(client, name, lease_s)
         if holder is not None and holder[1] < time.time():
             log.warning("breaking the expired lock %s of %s", name, holder[0])
             _delete(client, name)
@@ -116,15 +116,20 @@ def _try_lock(client: Any, name: str, lease_s: float) -> bool:
     return True
 
 
-def _holder(client: Any, name: str) -> tuple[str, float] | None:
-    """``(holder, lease end in Unix seconds)`` of the lock, ``None`` when it is gone."""
+def _holder(client: Any, name: str, lease_s: float) -> tuple[str, float] | None:
+    """``(holder, lease end in Unix seconds)`` of the lock, ``None`` when it is gone.
+
+    A lock read back without its tags (an authenticated server has answered so, just after another
+    writer created it) ends its lease ``lease_s`` after its creation, not at once: breaking it would
+    be breaking a live writer's lock."""
     from mlflow.exceptions import MlflowException
 
     try:
-        tags = client.get_registered_model(name).tags
+        lock = client.get_registered_model(name)
     except MlflowException:
         return None
-    return tags.get(HOLDER_TAG, "unknown"), float(tags.get(EXPIRES_TAG, "0"))
+    created_s = (lock.creation_timestamp or 0) / 1000
+    return lock.tags.get(HOLDER_TAG, "unknown"), float(lock.tags.get(EXPIRES_TAG, created_s + lease_s))
 
 
 def _delete(client: Any, name: str) -> bool:

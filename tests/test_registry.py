@@ -26,7 +26,7 @@ from l2ray.eval.promotion import (
 )
 from l2ray.mlflow_store import RegistryPermissionError, TrackingAuthError, TrackingStoreError, mlflow_client
 from l2ray.recipe import Recipe, recipe_from_dict
-from l2ray.registry import alias_lock, lock_name
+from l2ray.registry import RegistryLockError, alias_lock, lock_name
 from l2ray.serve.app import build_app
 from l2ray.student.resolve import resolve_student
 from l2ray.train.api import train
@@ -208,6 +208,18 @@ def _collect(events, wanted, count: int, timeout_s: float = 180.0) -> list:
         if wanted(event):
             found.append(event)
     return found
+
+
+def test_a_lock_without_its_lease_tags_ends_a_lease_after_its_creation(tmp_path):
+    """A lock read back without its holder and lease is a live writer's until a lease has passed since
+    it was created: waited for (and named), then broken."""
+    client = mlflow_client(f"sqlite:///{tmp_path}/locks.db")
+    client.create_registered_model(lock_name("m"))  # what a reader saw: the lock, none of its tags
+    with pytest.raises(RegistryLockError, match="held by unknown"), alias_lock(client, "m", 60.0, 0.5):
+        pass
+    with alias_lock(client, "m", lease_s=0.0, wait_s=30.0):  # its lease, from its creation, is over
+        assert client.get_registered_model(lock_name("m")).tags  # broken and taken: this writer's now
+    assert not client.search_registered_models(f"name = '{lock_name('m')}'")
 
 
 def test_a_model_the_user_cannot_see_is_named_with_the_grant_it_needs(auth_mlflow, accounts, tmp_path):
