@@ -25,13 +25,12 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from ray.serve import Application, Deployment
-from ray.serve.handle import DeploymentHandle
+from ray.serve import Application
 
 from l2ray._schema import format_validation_error
 from l2ray.errors import L2rayError
 from l2ray.recipe import ServeConfig
-from l2ray.serve.links import HandleLink, LocalLink, ModelLink
+from l2ray.serve.links import generator_parts
 from l2ray.student.model_ref import ModelRef, resolve_model
 
 logger = logging.getLogger("ray.serve")
@@ -56,35 +55,6 @@ def build_app(args: dict[str, Any]) -> Application:
         generator = deployment.options(**_replica_options(config)).bind(*generator_args)
     ingress = {"ray_actor_options": {"num_cpus": config.router_num_cpus}, "max_ongoing_requests": 256}
     return Ingress.options(**ingress).bind(generator, config, served)
-
-
-def model_link(generator: DeploymentHandle | None, config: ServeConfig, model: str) -> ModelLink | None:
-    """How an Ingress replica reaches its model: the Generator deployment's handle; in the direct graph
-    a generator built in this process (loading ``model``); None with ``generator_url``."""
-    if generator is not None:
-        return HandleLink(generator)
-    if config.generator_url is not None:
-        return None
-    deployment, generator_args = generator_parts(config, model)
-    return LocalLink(deployment.func_or_class(*generator_args))
-
-
-def generator_parts(config: ServeConfig, model: str) -> tuple[Deployment, tuple[Any, ...]]:
-    """The Generator deployment of ``config.engine`` and its constructor's arguments, loading ``model``."""
-    if config.engine == "vllm":
-        from l2ray.serve.vllm_generator import VllmGenerator  # imports vllm only when asked for
-
-        return VllmGenerator, (model, config.tracking_uri, config.vllm)
-    from l2ray.serve.generator import Generator
-
-    generator_args = (
-        model,
-        config.tracking_uri,
-        config.device,
-        config.max_batch_size,
-        config.batch_wait_timeout_s,
-    )
-    return Generator, generator_args
 
 
 def pin_model(config: ServeConfig) -> ModelRef:

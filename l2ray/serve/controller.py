@@ -42,8 +42,8 @@ from l2ray.decode.types import DecodeRequest, TokenStep
 from l2ray.recipe import ServeConfig
 from l2ray.serve.backends import OpenAICompletionsBackend
 from l2ray.serve.choices import ChoiceText, Plan, new_choice
-from l2ray.serve.links import ModelLink, ModelLost
-from l2ray.serve.protocol import OpenAIRequest, RequestError, unavailable
+from l2ray.serve.links import ModelLink
+from l2ray.serve.protocol import ModelLost, OpenAIRequest, RequestError, unavailable
 from l2ray.serve.responses import choice_body, delta_body, envelope, usage_body
 
 READY_PROBE_S = 2.0

@@ -25,8 +25,8 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from l2ray.recipe import ServeConfig
-from l2ray.serve.app import model_link
 from l2ray.serve.controller import REPLICA_LOST, ReasoningController
+from l2ray.serve.links import model_link
 from l2ray.serve.protocol import SCHEMAS, RequestError, check_limits, parse_request, unavailable
 from l2ray.serve.security import ConcurrencyLimiter, KeyGuard, load_keys, read_body
 from l2ray.student.model_ref import ModelRef
@@ -148,11 +148,12 @@ class Ingress:
         self, generator: DeploymentHandle | None, config: ServeConfig, served: ModelRef | None = None
     ) -> None:
         self.config = config
+        # Raises ApiKeyConfigError (the replica does not start) when configured keys cannot be read:
+        # before a direct graph's engine loads for nothing.
+        self.guard = KeyGuard(load_keys(self.config.api_keys_env, self.config.api_keys_file))
         # What the Generator replicas load (`app.pin_model`): reported by /v1/models.
         self.served = served or ModelRef(self.config.model or "")
         self.controller = ReasoningController(model_link(generator, config, self.served.uri), config)
-        # Raises ApiKeyConfigError (the replica does not start) when configured keys cannot be read.
-        self.guard = KeyGuard(load_keys(self.config.api_keys_env, self.config.api_keys_file))
         self.limiter = ConcurrencyLimiter(self.config.max_concurrency_per_key)
         self.names = {self.config.served_model_name} | ({self.config.model} if self.config.model else set())
         if self.guard.enabled:

@@ -16,15 +16,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from ray.serve import Deployment
 from ray.serve.handle import DeploymentHandle
 
 from l2ray.decode.codec import CodecInfo
 from l2ray.decode.types import DecodeRequest, TokenStep
-from l2ray.errors import L2rayError
-
-
-class ModelLost(L2rayError, RuntimeError):
-    """The replica's engine died while it answered (a client sees 503 and retries)."""
+from l2ray.recipe import ServeConfig
 
 
 class ModelLink(Protocol):
@@ -98,3 +95,32 @@ class LocalLink:
         check = getattr(self.generator, "check_health", None)  # the transformers engine has none
         if check is not None:
             await check()
+
+
+def model_link(generator: DeploymentHandle | None, config: ServeConfig, model: str) -> ModelLink | None:
+    """How an Ingress replica reaches its model: the Generator deployment's handle; in the direct graph
+    a generator built in this process (loading ``model``); None with ``generator_url``."""
+    if generator is not None:
+        return HandleLink(generator)
+    if config.graph != "direct" or config.generator_url is not None:
+        return None
+    deployment, generator_args = generator_parts(config, model)
+    return LocalLink(deployment.func_or_class(*generator_args))
+
+
+def generator_parts(config: ServeConfig, model: str) -> tuple[Deployment, tuple[Any, ...]]:
+    """The Generator deployment of ``config.engine`` and its constructor's arguments, loading ``model``."""
+    if config.engine == "vllm":
+        from l2ray.serve.vllm_generator import VllmGenerator  # imports vllm only when asked for
+
+        return VllmGenerator, (model, config.tracking_uri, config.vllm)
+    from l2ray.serve.generator import Generator
+
+    generator_args = (
+        model,
+        config.tracking_uri,
+        config.device,
+        config.max_batch_size,
+        config.batch_wait_timeout_s,
+    )
+    return Generator, generator_args

@@ -23,7 +23,7 @@ from l2ray.decode.codec import Codec, CodecInfo
 from l2ray.decode.types import DecodeRequest, TokenStep
 from l2ray.decode.vllm_engine import engine_environment, engine_kwargs, sampling_params, token_steps
 from l2ray.recipe import VllmEngineConfig
-from l2ray.serve.links import ModelLost
+from l2ray.serve.protocol import ModelLost
 
 logger = logging.getLogger("ray.serve")
 
