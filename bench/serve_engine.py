@@ -1,6 +1,6 @@
 """Engines behind the serve graph: tokens/s and p50/p99 latency at 1, 8 and 32 concurrent clients.
 
-Four targets on the same machine and student, all up at once and measured in interleaved rounds
+Five targets on the same machine and student, all up at once and measured in interleaved rounds
 (each round takes every target at every client count, the target order rotating), so a change in
 the machine's load hits them alike; the report gives each figure's median over the rounds:
   (a) bare vLLM           — vLLM's own OpenAI HTTP server (``vllm.entrypoints.openai.api_server``,
@@ -10,7 +10,9 @@ the machine's load hits them alike; the report gives each figure's median over t
                             (boost zh + a thinking budget);
   (c) graph on transformers — the same graph with ``engine: transformers`` (static batches);
   (d) Ray Serve LLM       — Ray's own ``ray.serve.llm.build_openai_app`` on the same vLLM settings
-                            (proxy → OpenAiIngress → LLMServer): what a Ray user would deploy instead.
+                            (proxy → OpenAiIngress → LLMServer): what a Ray user would deploy instead;
+  (e) direct graph on vLLM — ``graph: direct``: the vLLM Generator inside the Ingress replica (proxy →
+                            Ingress ⊃ AsyncLLM), intervention on.
 Prompt and answer lengths are mixed (short and long questions; ``max_tokens`` cycles 8/32/96), so a
 static batch waits for its longest row while continuous batching does not. Where the cores go is
 measured too (Linux ``/proc``): per target at the largest client count, the CPU of each process
@@ -56,6 +58,7 @@ ANSWER_LENGTHS = [8, 32, 96]
 INTERVENTION = {"boost": ["zh"], "beta": 5.0, "max_thinking_tokens": 48}
 BASELINE = "(a) bare vLLM"
 SERVE_LLM = "(d) Ray Serve LLM"
+DIRECT = "(e) direct graph/vLLM, on"
 BARE_SERVER = "vllm.entrypoints.openai.api_server"
 """What the bare server's command line holds (its processes are told from the graph's by it)."""
 GROUPS = [
@@ -65,6 +68,7 @@ GROUPS = [
     ("ray::ProxyActor", "Serve proxy"),
     (":OpenAiIngress", "Serve LLM ingress"),
     (":LLMServer", "Serve LLM server"),
+    ("bench-vllm-direct:Ingress", "direct ingress + engine front"),
     (":Ingress", "ingress"),
     (":Generator", "generator replica"),
 ]
@@ -91,6 +95,7 @@ def main() -> None:
                 "(b) graph/vLLM, off": (graph["vllm"], None),
                 "(b) graph/vLLM, on": (graph["vllm"], INTERVENTION),
                 "(c) graph/transformers, on": (graph["transformers"], INTERVENTION),
+                DIRECT: (_graph(model, "vllm", args, engine, shape="direct"), INTERVENTION),
             }
             if not args.skip_serve_llm:
                 targets[SERVE_LLM] = (_serve_llm(model, args, engine), None)
@@ -142,7 +147,7 @@ def report(rounds: list[dict[str, dict[int, dict[str, float]]]], client_counts: 
         ratios = _ratios(rounds, "(b) graph/vLLM, on", "(c) graph/transformers, on", clients)
         print(f"(b, on) / (c) at {clients} clients: {_ratio_text(ratios)}")
     for clients in client_counts if SERVE_LLM in rounds[0] else []:
-        for name in ("(b) graph/vLLM, on", "(b) graph/vLLM, off"):
+        for name in (DIRECT, "(b) graph/vLLM, on", "(b) graph/vLLM, off"):
             ratios = _ratios(rounds, name, SERVE_LLM, clients)
             print(f"{name[4:]} / (d) Ray Serve LLM at {clients} clients: {_ratio_text(ratios)}")
     most = max(client_counts)
@@ -262,20 +267,22 @@ class _bare_vllm:
         self.process.wait(timeout=120)
 
 
-def _graph(model: str, engine: str, args: argparse.Namespace, settings: dict) -> str:
-    """Deploy the graph on ``engine`` under its own route prefix; return its ``/v1`` URL."""
+def _graph(model: str, engine: str, args: argparse.Namespace, settings: dict, shape: str = "split") -> str:
+    """Deploy the graph (``shape``: split or direct) on ``engine`` under its own route prefix; return its
+    ``/v1`` URL."""
     from ray import serve
 
     from l2ray.serve.app import build_app
 
     gpus = 0.3 if args.device == "cuda" else 0.0  # three engines share one GPU
+    # Reservations, not limits (Ray pins no cores): small enough that every target schedules on 2 CPUs.
     app_args = {
-        "model": model, "engine": engine, "vllm": settings, "device": args.device, "num_cpus": 0.5,
+        "model": model, "engine": engine, "vllm": settings, "device": args.device, "num_cpus": 0.25,
         "num_gpus": gpus, "router_num_cpus": 0.1, "api_keys_env": None, "max_concurrency_per_key": 64,
-        "max_batch_size": 32,
+        "max_batch_size": 32, "graph": shape,
     }  # fmt: skip
-    prefix = f"/{engine}"
-    serve.run(build_app(app_args), name=f"bench-{engine}", route_prefix=prefix)
+    prefix = f"/{engine}" if shape == "split" else f"/{engine}-{shape}"
+    serve.run(build_app(app_args), name=f"bench{prefix.replace('/', '-')}", route_prefix=prefix)
     base = f"http://127.0.0.1:{args.port + 1}{prefix}"
     _wait_ready(f"{base}/readyz")  # 200 once a Generator replica has produced a token
     return f"{base}/v1"
@@ -286,7 +293,7 @@ def _serve_llm(model: str, args: argparse.Namespace, settings: dict) -> str:
 
     On CPU its accelerator is told (else it asks for a GPU), and its replica's placement group (the
     replica's own CPUs plus the engine's bundle; two CPUs by default, which never schedule beside the
-    other targets on 2 cores) holds 0.5 CPU, as the graph's vLLM Generator does."""
+    other targets on 2 cores) holds 0.5 CPU (a reservation: Ray pins no cores)."""
     from ray import serve
     from ray.serve.llm import LLMConfig, build_openai_app
 

@@ -17,7 +17,9 @@ class ServeConfig(Section):
     generator is the ``Generator`` deployment — on ``engine: transformers`` (default; tiny students,
     machines without vLLM: static batches) or ``engine: vllm`` (`AsyncLLM`: continuous batching, paged
     KV cache, prefix caching; settings in ``vllm``) — or, with ``generator_url``, any
-    OpenAI-compatible ``/v1/completions`` server driven by the controller's segment loop.
+    OpenAI-compatible ``/v1/completions`` server driven by the controller's segment loop. ``graph``
+    says whether the Generator is a deployment of its own (``split``) or lives in the Ingress replica
+    (``direct``; its ``num_cpus``, ``num_gpus``, replicas and queue are then the Ingress's).
     """
 
     model: str | None = Field(default=None, description="default: models:/<registered model>@champion")
@@ -28,6 +30,12 @@ class ServeConfig(Section):
         default="transformers", description="what the Generator replica decodes with"
     )
     vllm: VllmEngineConfig = Field(default_factory=VllmEngineConfig, description="settings of engine: vllm")
+    graph: Literal["split", "direct"] = Field(
+        default="split",
+        description="split: Ingress -> Generator deployments (the Ingress answers 503 for a lost replica); "
+        "direct: the Generator runs inside the Ingress replica (no Ray hop per token; Serve's proxy "
+        "answers for a lost replica)",
+    )
     generator_url: str | None = Field(
         default=None, description="an OpenAI-compatible base URL (…/v1) to generate with instead of a replica"
     )
@@ -65,6 +73,15 @@ class ServeConfig(Section):
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_concurrency_per_key: int = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _direct_needs_a_replica(self) -> ServeConfig:
+        if self.graph == "direct" and self.generator_url:
+            raise ValueError(
+                "graph: direct runs the Generator inside the Ingress; with generator_url there is no "
+                "Generator to run (use graph: split)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _replicas_hold_their_tensor_parallel_shards(self) -> ServeConfig:

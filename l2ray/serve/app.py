@@ -1,10 +1,12 @@
 """`build_app`: the one builder of every composition of the graph (what ``serve_config.yaml`` imports).
 
-    Ingress → Generator        (default: the replica runs the intervention)
+    Ingress → Generator        (default, graph: split; the replica runs the intervention)
     Ingress → VllmGenerator    (engine: vllm; the processor runs it)
+    Ingress ⊃ Generator        (graph: direct; the generator lives in the Ingress replica)
     Ingress → generator_url    (an HTTP-only generator; segment loop)
 
-The Ingress holds the `ReasoningController` in its own process (one hop to the model, not two).
+The Ingress holds the `ReasoningController` in its own process (one hop to the model, not two; none
+in the direct graph: `l2ray.serve.links`).
 
 A registry model (``models:/NAME@champion``) is resolved to its version *here*, once per deploy, and
 every Generator replica is bound to that version (``models:/NAME/N``): replicas started later (a
@@ -28,6 +30,7 @@ from ray.serve import Application
 from l2ray._schema import format_validation_error
 from l2ray.errors import L2rayError
 from l2ray.recipe import ServeConfig
+from l2ray.serve.links import generator_parts
 from l2ray.student.model_ref import ModelRef, resolve_model
 
 logger = logging.getLogger("ray.serve")
@@ -43,20 +46,14 @@ def build_app(args: dict[str, Any]) -> Application:
 
     config = validate_args(args)
     served = pin_model(config)
-    ingress = {"ray_actor_options": {"num_cpus": config.router_num_cpus}, "max_ongoing_requests": 256}
+    # The typed objects travel to the replicas as they are (pickled), not re-validated from dicts there.
+    if config.generator_url is None and config.graph == "direct":  # the Ingress replica is the model's
+        return Ingress.options(**_replica_options(config)).bind(None, config, served)
     generator = None
     if config.generator_url is None:
-        options: dict[str, Any] = {
-            "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
-            "max_ongoing_requests": config.max_ongoing_requests,
-            "max_queued_requests": config.max_queued_requests,
-        }
-        if config.autoscaling is not None:
-            options["autoscaling_config"] = config.autoscaling
-        else:
-            options["num_replicas"] = config.replicas
-        generator = _generator(config, served.uri, options)
-    # The typed objects travel to the replicas as they are (pickled), not re-validated from dicts there.
+        deployment, generator_args = generator_parts(config, served.uri)
+        generator = deployment.options(**_replica_options(config)).bind(*generator_args)
+    ingress = {"ray_actor_options": {"num_cpus": config.router_num_cpus}, "max_ongoing_requests": 256}
     return Ingress.options(**ingress).bind(generator, config, served)
 
 
@@ -78,21 +75,18 @@ def pin_model(config: ServeConfig) -> ModelRef:
     return served
 
 
-def _generator(config: ServeConfig, model: str, options: dict[str, Any]) -> Any:
-    """The bound Generator deployment of ``config.engine``, loading ``model``."""
-    if config.engine == "vllm":
-        from l2ray.serve.vllm_generator import VllmGenerator  # imports vllm only when asked for
-
-        return VllmGenerator.options(**options).bind(model, config.tracking_uri, config.vllm)
-    from l2ray.serve.generator import Generator
-
-    return Generator.options(**options).bind(
-        model,
-        config.tracking_uri,
-        config.device,
-        config.max_batch_size,
-        config.batch_wait_timeout_s,
-    )
+def _replica_options(config: ServeConfig) -> dict[str, Any]:
+    """Serve options of the deployment that holds the model (the Generator; the Ingress when direct)."""
+    options: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+        "max_ongoing_requests": config.max_ongoing_requests,
+        "max_queued_requests": config.max_queued_requests,
+    }
+    if config.autoscaling is not None:
+        options["autoscaling_config"] = config.autoscaling
+    else:
+        options["num_replicas"] = config.replicas
+    return options
 
 
 def validate_args(args: dict[str, Any]) -> ServeConfig:

@@ -3,14 +3,17 @@
 It lives inside each Ingress replica (an object, not a deployment of its own): a request crosses one
 process boundary between the HTTP front door and the model, as in Ray Serve LLM (proxy → ingress →
 LLM server). As a deployment between the two it cost every token a second hop — about a fifth of a
-core under load on 2 cores, taken from the engine (bench/serve_engine.py's CPU accounting).
+core under load on 2 cores, taken from the engine (bench/serve_engine.py's CPU accounting). In the
+direct graph (``serve.graph: direct``) the generator lives in that process too, and no token crosses
+a process boundary before the HTTP proxy (`l2ray.serve.links`).
 
 It also answers for the Generator's health as a client sees it: a request that finds no replica
 ready (the model loading, a replica being replaced) gets a 503 with ``Retry-After`` at once, after a
 short probe (`READY_PROBE_S`), instead of waiting in a queue for minutes; a replica lost mid-request
 is a 503 too (a stream ends with that error event), never a 500 naming Ray's exceptions.
 
-With a ``Generator`` handle the policy runs inside the replica's logits processors; with
+With a model link (`l2ray.serve.links`: a Generator deployment's handle, or the generator in this
+very process) the policy runs inside the replica's logits processors; with
 ``generator_url`` the controller drives an HTTP-only generator through the segment loop. Either way
 it tokenizes, checks the context, splits thinking from answer and applies ``stop`` strings to the
 answer (`l2ray.serve.choices`, stopping the generator early), and builds the bodies
@@ -30,7 +33,6 @@ from typing import Any
 
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-from ray.serve.handle import DeploymentHandle
 
 from l2ray.decode.codec import Codec
 from l2ray.decode.policy import opens_thinking
@@ -40,22 +42,30 @@ from l2ray.decode.types import DecodeRequest, TokenStep
 from l2ray.recipe import ServeConfig
 from l2ray.serve.backends import OpenAICompletionsBackend
 from l2ray.serve.choices import ChoiceText, Plan, new_choice
-from l2ray.serve.protocol import OpenAIRequest, RequestError, unavailable
+from l2ray.serve.links import ModelLink
+from l2ray.serve.protocol import ModelLost, OpenAIRequest, RequestError, unavailable
 from l2ray.serve.responses import choice_body, delta_body, envelope, usage_body
 
 READY_PROBE_S = 2.0
 """How long a request (or ``/readyz``) waits for a Generator replica to answer before it is told 503."""
-REPLICA_LOST = (RayActorError, ActorUnavailableError, BackPressureError, DeploymentUnavailableError)
-"""What a handle call raises when its replica died, is being replaced, or its queue is full."""
+REPLICA_LOST = (
+    RayActorError,
+    ActorUnavailableError,
+    BackPressureError,
+    DeploymentUnavailableError,
+    ModelLost,
+)
+"""What a model call raises when its replica (or its engine) died, is being replaced, or its queue is
+full."""
 logger = logging.getLogger("ray.serve")
 
 
 class ReasoningController:
     """Turns validated OpenAI requests into policies and decodes them (see the module doc)."""
 
-    def __init__(self, generator: DeploymentHandle | None, config: ServeConfig) -> None:
+    def __init__(self, model: ModelLink | None, config: ServeConfig) -> None:
         self.config = config
-        self.generator = generator
+        self.model = model
         self.backend = None
         if self.config.generator_url:
             key_env = self.config.generator_api_key_env
@@ -179,14 +189,12 @@ class ReasoningController:
 
     async def _probe(self) -> dict[str, Any]:
         """Ask a Generator replica whether it is ready (at most `READY_PROBE_S`); 503 when none answers."""
-        if self.generator is None:
+        if self.model is None:
             self._ready = True  # an HTTP generator: its own failures are the segment loop's to report
             return {"model": self.config.model or "", "generator_url": self.config.generator_url}
-        response = self.generator.ready.remote()
         try:
-            found = await asyncio.wait_for(asyncio.ensure_future(response), READY_PROBE_S)
+            found = await asyncio.wait_for(self.model.ready(), READY_PROBE_S)
         except (TimeoutError, *REPLICA_LOST):
-            response.cancel()
             self._ready = False
             raise unavailable("the model is not ready: its replica is loading or being replaced") from None
         self._ready = True
@@ -223,8 +231,8 @@ class ReasoningController:
 
     async def _load_codec(self) -> Codec:
         """The replica's tokenizer side (its `info`), or the model's files for ``generator_url``."""
-        if self.generator is not None:
-            return (await self.generator.info.remote()).codec()
+        if self.model is not None:
+            return (await self.model.info()).codec()
         return await asyncio.to_thread(_codec_of, self.config.model, self.config.tracking_uri)
 
     # -- decoding ----------------------------------------------------------------------------------
@@ -241,19 +249,9 @@ class ReasoningController:
     def _groups(self, plan: Plan) -> AsyncIterator[list[TokenStep]]:
         """The plan's tokens in groups as they come; closing this early (stop string, disconnect) stops
         the generator too."""
-        return self._replica_groups(plan) if self.backend is None else self._loop_groups(plan)
-
-    async def _replica_groups(self, plan: Plan) -> AsyncIterator[list[TokenStep]]:
-        """Token groups from the Generator replica (the policy runs in its processors)."""
-        response = self.generator.options(stream=True).generate.remote(plan.request)
-        finished = False
-        try:
-            async for group in response:
-                finished = finished or any(step.finish_reason is not None for step in group)
-                yield group
-        finally:
-            if not finished:
-                response.cancel()  # the replica frees the row (see Generator.generate)
+        if self.backend is None:  # the replica's processors run the policy
+            return self.model.generate(plan.request)
+        return self._loop_groups(plan)
 
     async def _loop_groups(self, plan: Plan) -> AsyncIterator[list[TokenStep]]:
         """Token groups from the segment loop over ``generator_url``, one per generator call."""

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from l2ray.recipe import ServeConfig
 from l2ray.serve.controller import REPLICA_LOST, ReasoningController
+from l2ray.serve.links import model_link
 from l2ray.serve.protocol import SCHEMAS, RequestError, check_limits, parse_request, unavailable
 from l2ray.serve.security import ConcurrencyLimiter, KeyGuard, load_keys, read_body
 from l2ray.student.model_ref import ModelRef
@@ -140,17 +141,19 @@ async def sse_events(
 @serve.ingress(api)
 class Ingress:
     """Authenticates, validates and hands the request to its `ReasoningController` (in this process),
-    which calls the Generator deployment (``generator``; None with ``generator_url``)."""
+    which calls the Generator deployment (``generator``), or in the direct graph the generator this
+    replica builds and holds (``generator`` None; also None with ``generator_url``)."""
 
     def __init__(
         self, generator: DeploymentHandle | None, config: ServeConfig, served: ModelRef | None = None
     ) -> None:
         self.config = config
-        self.controller = ReasoningController(generator, config)
+        # Raises ApiKeyConfigError (the replica does not start) when configured keys cannot be read:
+        # before a direct graph's engine loads for nothing.
+        self.guard = KeyGuard(load_keys(self.config.api_keys_env, self.config.api_keys_file))
         # What the Generator replicas load (`app.pin_model`): reported by /v1/models.
         self.served = served or ModelRef(self.config.model or "")
-        # Raises ApiKeyConfigError (the replica does not start) when configured keys cannot be read.
-        self.guard = KeyGuard(load_keys(self.config.api_keys_env, self.config.api_keys_file))
+        self.controller = ReasoningController(model_link(generator, config, self.served.uri), config)
         self.limiter = ConcurrencyLimiter(self.config.max_concurrency_per_key)
         self.names = {self.config.served_model_name} | ({self.config.model} if self.config.model else set())
         if self.guard.enabled:
@@ -160,6 +163,12 @@ class Ingress:
                 "l2ray ingress up WITHOUT API keys: anyone who reaches this port can use it "
                 "(set serve.api_keys_env or serve.api_keys_file to require keys)"
             )
+
+    async def check_health(self) -> None:
+        """Serve's periodic health check: in the direct graph, of the engine in this process (a dead
+        one fails it, and Serve replaces the replica)."""
+        if self.controller.model is not None:
+            await self.controller.model.check_health()
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:

@@ -262,6 +262,10 @@ class RequestError(L2rayError):
         return {"Retry-After": str(RETRY_AFTER_S)} if self.status == 503 else {}
 
 
+class ModelLost(L2rayError, RuntimeError):
+    """A model replica's engine died while it answered: the client is told `unavailable` (503)."""
+
+
 def unavailable(message: str) -> RequestError:
     """A 503 a client can act on: the model is loading, or a replica was lost and is being replaced."""
     return RequestError(503, f"{message}; retry in {RETRY_AFTER_S} s", code="model_unavailable")

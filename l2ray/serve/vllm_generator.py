@@ -1,6 +1,7 @@
 """The model replica on vLLM: `AsyncLLM` with continuous batching and the intervention as a logits
 processor (`l2ray.decode.vllm_processor`), behind the same interface as the transformers `Generator`
-(``info``, ``generate``), so the Ingress → ReasoningController graph does not change.
+(``ready``, ``info``, ``generate``): the controller reaches either through the same `ModelLink`, as a
+deployment of its own (``graph: split``) or built inside the Ingress replica (``graph: direct``).
 
 Why `AsyncLLM` and not `ray.serve.llm`'s server: that server is itself an OpenAI ingress over its own
 engine deployment; our graph needs the controller between the HTTP surface and the engine (it
@@ -22,6 +23,7 @@ from l2ray.decode.codec import Codec, CodecInfo
 from l2ray.decode.types import DecodeRequest, TokenStep
 from l2ray.decode.vllm_engine import engine_environment, engine_kwargs, sampling_params, token_steps
 from l2ray.recipe import VllmEngineConfig
+from l2ray.serve.protocol import ModelLost
 
 logger = logging.getLogger("ray.serve")
 
@@ -66,11 +68,12 @@ class VllmGenerator:
         """Stream one request's tokens in groups of ``vllm.stream_interval`` (the first token alone).
 
         A caller that goes away early cancels this call; the request is then aborted in the engine so
-        its row stops decoding. An engine that died raises (the controller answers 500) instead of
-        pretending the request finished.
+        its row stops decoding. An engine that died raises `ModelLost` (the client gets 503) instead
+        of pretending the request finished.
         """
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         params = sampling_params(request, self.codec)
         params.output_kind = RequestOutputKind.DELTA
@@ -86,6 +89,8 @@ class VllmGenerator:
                 steps = token_steps(self.codec, out.outputs[0], policy, request.logprobs, finished)
                 if steps:
                     yield steps
+        except EngineDeadError as exc:
+            raise ModelLost(f"the vLLM engine of {self.model} died: {exc}") from exc
         finally:
             if not finished:
                 await self.engine.abort(request_id)

@@ -135,7 +135,7 @@ class ChatTransport:
         try:
             async with self._open().post(self.endpoint, json=body, headers=headers) as resp:
                 if resp.status == 200 and body.get("stream"):
-                    return await read_stream(resp)
+                    return await read_stream(resp, self._api_key)
                 raw = await resp.read()
                 if resp.status != 200:
                     raise _status_fault(resp, self.scrub(raw.decode("utf-8", "replace")))
@@ -144,7 +144,7 @@ class ChatTransport:
             raise Fault("timeout", f"the endpoint went quiet ({limits})") from None
         except aiohttp.ClientError as exc:
             raise Fault("connection", f"{type(exc).__name__}: {exc}") from None
-        return parse_chat_completion(raw)
+        return parse_chat_completion(raw, self._api_key)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -164,8 +164,9 @@ class ChatTransport:
         return self._session
 
 
-def parse_chat_completion(raw: bytes) -> ChatReply:
-    """The first choice of a whole (not streamed) chat completion; ``malformed_json`` if it is none."""
+def parse_chat_completion(raw: bytes, secret: str | None = None) -> ChatReply:
+    """The first choice of a whole (not streamed) chat completion; ``malformed_json`` if it is none
+    (quoting the body without ``secret``)."""
     try:
         data = json.loads(raw)
         choice = data["choices"][0]
@@ -174,11 +175,11 @@ def parse_chat_completion(raw: bytes) -> ChatReply:
         reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
         finish = str(choice.get("finish_reason") or "stop")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError, AttributeError):
-        raise Fault("malformed_json", f"not a chat completion: {raw[:120]!r}") from None
+        raise Fault("malformed_json", f"not a chat completion: {_quote(raw, secret)}") from None
     return _reply(content, reasoning, finish, data.get("usage"), data.get("model"))
 
 
-async def read_stream(resp: aiohttp.ClientResponse) -> ChatReply:
+async def read_stream(resp: aiohttp.ClientResponse, secret: str | None = None) -> ChatReply:
     """A streamed chat completion (server-sent events): the content and reasoning deltas of the first
     choice joined, its last ``finish_reason``, the usage chunk and the model. A stream that ends
     before its finish reason is ``stream_broken`` once text arrived (paid), else ``connection``."""
@@ -194,7 +195,7 @@ async def read_stream(resp: aiohttp.ClientResponse) -> ChatReply:
             data = data[len("data:") :].strip()
             if data == "[DONE]":
                 break
-            chunk = _stream_chunk(data, arrived)
+            chunk = _stream_chunk(data, arrived, secret)
             model = chunk.get("model") if isinstance(chunk.get("model"), str) else model
             usage = chunk.get("usage") or usage
             for choice in chunk.get("choices") or []:
@@ -217,15 +218,22 @@ async def read_stream(resp: aiohttp.ClientResponse) -> ChatReply:
     return _reply("".join(content), "".join(reasoning), str(finish), usage, model)
 
 
-def _stream_chunk(data: str, paid: bool) -> dict:
+def _stream_chunk(data: str, paid: bool, secret: str | None) -> dict:
     """One event's JSON; an error event or garbage ends the attempt (retried once if text arrived)."""
     try:
         chunk = json.loads(data)
     except json.JSONDecodeError:
         chunk = None
     if not isinstance(chunk, dict) or "error" in chunk:
-        raise Fault("stream_broken" if paid else "malformed_json", f"the stream sent {data[:120]!r}")
+        raise Fault("stream_broken" if paid else "malformed_json", f"the stream sent {_quote(data, secret)}")
     return chunk
+
+
+def _quote(data: bytes | str, secret: str | None) -> str:
+    """The start of what an endpoint sent, for an error: ``secret`` replaced *before* the cut, so no
+    piece of a key survives the cut either."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return repr((text.replace(secret, "***") if secret else text)[:120])
 
 
 def _reply(content: object, reasoning: object, finish: str, usage: object, model: object) -> ChatReply:

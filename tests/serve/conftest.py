@@ -74,7 +74,7 @@ def engine(student_path):
 
 @pytest.fixture
 def fast(engine):
-    """The controller over the stand-in Generator handle: the in-replica fast path, no cluster."""
+    """The controller over the stand-in model link: the in-replica fast path, no cluster."""
     from l2ray.recipe import ServeConfig
     from l2ray.serve.controller import ReasoningController
 

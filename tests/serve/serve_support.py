@@ -30,12 +30,13 @@ def a_stop_string_from(text: str) -> tuple[str, str]:
 
 
 class GeneratorCall:
-    """One streaming call of the stand-in handle: the real engine, one step per group."""
+    """One ``generate`` call of the stand-in link: the real engine, one step per group."""
 
     def __init__(self, engine: DecodeEngine, request: DecodeRequest) -> None:
         self.request = request
         self.events = engine.stream([request])  # the last step carries the usage counters
         self.steps = 0
+        self.finished = False
         self.cancelled = False
 
     def __aiter__(self) -> GeneratorCall:
@@ -46,36 +47,33 @@ class GeneratorCall:
         if steps is None or steps[0] is None:
             raise StopAsyncIteration
         self.steps += 1
+        self.finished = steps[0].finish_reason is not None
         return [steps[0]]
 
-    def cancel(self) -> None:
-        self.cancelled = True
-        self.request.cancelled = True  # what the Generator replica does when its call is cancelled
-
-
-class ReadyMethod:
-    """``ready.remote()`` of the stand-in handle: the replica is up."""
-
-    def remote(self) -> Any:
-        async def answer() -> dict[str, Any]:
-            return {"model": "in-process"}
-
-        return answer()
+    async def aclose(self) -> None:
+        """Closed before its last step: the row is dropped, as a Generator replica drops it."""
+        if not self.finished:
+            self.cancelled = True
+            self.request.cancelled = True
 
 
 class InProcessGenerator:
-    """Stands in for the Generator deployment handle (``options(stream=True).generate.remote``)."""
+    """Stands in for the controller's model link (`l2ray.serve.links.ModelLink`) over the real engine,
+    recording its calls."""
 
     def __init__(self, engine: DecodeEngine) -> None:
         self.engine = engine
         self.calls: list[GeneratorCall] = []
-        self.generate = self
-        self.ready = ReadyMethod()
 
-    def options(self, stream: bool) -> InProcessGenerator:
-        assert stream
-        return self
+    async def ready(self) -> dict[str, Any]:
+        return {"model": "in-process"}
 
-    def remote(self, request: DecodeRequest) -> GeneratorCall:
+    async def info(self) -> Any:
+        return self.engine.codec.info("in-process")
+
+    def generate(self, request: DecodeRequest) -> GeneratorCall:
         self.calls.append(GeneratorCall(self.engine, request))
         return self.calls[-1]
+
+    async def check_health(self) -> None:
+        """The engine is in this process: alive while the test runs."""

@@ -84,7 +84,7 @@ def test_the_generator_stops_decoding_when_a_stop_string_ends_the_answer(fast):
     text = respond(fast, "completion", prompt=PROMPT, max_tokens=40)["choices"][0]["text"]
     stop, _ = a_stop_string_from(text[: len(text) // 2])
     respond(fast, "completion", prompt=PROMPT, max_tokens=40, stop=stop)
-    call = fast.generator.calls[-1]
+    call = fast.model.calls[-1]
     assert call.cancelled and call.request.cancelled
     assert call.steps < 40  # the row was dropped, not decoded to max_tokens
 

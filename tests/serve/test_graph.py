@@ -462,3 +462,39 @@ def test_replicas_serve_the_version_pinned_at_deploy_after_the_alias_moves(serve
         assert chat(client=openai.OpenAI(base_url=server, api_key=API_KEY, max_retries=2)).choices
     finally:
         client.set_registered_model_alias(MODEL_NAME, "champion", first.version)
+
+
+def test_the_direct_graph_answers_as_the_split_one_from_one_deployment(server, registry):
+    """``graph: direct`` (the Generator inside the Ingress replica: no Ray hop per token) answers what
+    the split graph answers — the same greedy thinking and answer under a forced language and a
+    budget, streamed or not — from an application of one deployment, ready once it has decoded."""
+    from ray import serve
+
+    from l2ray.serve.app import build_app
+
+    tracking_uri, model_uri = registry
+    args = {"model": model_uri, "tracking_uri": tracking_uri, "device": "cpu", "num_cpus": 0.25}
+    serve.run(
+        build_app({**args, "api_keys_env": None, "graph": "direct"}), name="direct", route_prefix="/direct"
+    )
+    try:
+        base = server.removesuffix("/v1") + "/direct"
+        assert set(serve.status().applications["direct"].deployments) == {"Ingress"}
+        assert httpx.get(f"{base}/readyz", timeout=60).json()["status"] == "ready"
+        direct = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        split = openai.OpenAI(base_url=server, api_key=API_KEY, max_retries=0)
+        ask = {"model": "l2ray", "temperature": 0, "messages": QUESTION, "max_tokens": 32}
+        knobs = {"extra_body": {"l2ray": {"force": "zh", "max_thinking_tokens": 12}}}
+        want, got = (c.chat.completions.create(**ask, **knobs) for c in (split, direct))
+        assert got.choices[0].message.model_dump() == want.choices[0].message.model_dump()
+        assert got.usage.model_dump() == want.usage.model_dump()
+        assert got.usage.model_dump()["thinking_tokens"] <= 12
+        assert first_tag(got.choices[0].message.model_dump()["reasoning_content"]) == "zh"
+        streamed = "".join(
+            chunk.choices[0].delta.model_dump().get("reasoning_content") or ""
+            for chunk in direct.chat.completions.create(**ask, **knobs, stream=True)
+            if chunk.choices
+        )
+        assert streamed == want.choices[0].message.model_dump()["reasoning_content"]
+    finally:
+        serve.delete("direct")

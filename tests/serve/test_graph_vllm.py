@@ -1,10 +1,16 @@
-"""The graph with ``engine: vllm``: the Generator replica wraps vLLM's AsyncLLM and the intervention
-runs as its logits processor. Official openai client: plain, streaming with the final usage chunk,
-``extra_body`` intervention; budgets hold for 8 concurrent requests in one continuous batch."""
+"""The graph with ``engine: vllm`` in its direct shape (``graph: direct``: vLLM's AsyncLLM inside the
+Ingress replica; the split shape is served on vLLM in tests/real) and the intervention as its logits
+processor. Official openai client: plain, streaming with the final usage chunk, ``extra_body``
+intervention; budgets hold for 8 concurrent requests in one continuous batch; an engine that dies is
+a 503 to retry and fails the replica's health check."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -26,6 +32,7 @@ def vllm_server(ray_cluster, switching_student_path):
     args = {
         "model": str(switching_student_path),
         "engine": "vllm",
+        "graph": "direct",
         "vllm": {"dtype": "float32", "enforce_eager": True, "max_num_seqs": 16, "stream_interval": 4},
         "num_cpus": 0.5,
         "router_num_cpus": 0.1,
@@ -126,3 +133,48 @@ def test_model_cards_media_type_and_depth_on_the_wire(vllm_server):
         f"{vllm_server}/chat/completions", content=nested, headers={"Content-Type": "application/json"}
     )
     assert deep.status_code == 400 and "nests deeper" in deep.json()["error"]["message"]
+
+
+def test_an_engine_that_dies_is_a_503_to_retry_and_fails_the_health_check(vllm_server, ray_cluster):
+    """Runs last here: it kills the engine core process of the app's replica."""
+    import httpx
+    from ray import serve
+
+    [replica] = processes_named("ray::ServeReplica:l2ray-vllm:Ingress")
+    cores = [pid for pid in processes_named("VLLM::EngineCore") if replica in ancestors(pid)]
+    assert len(cores) == 1, cores
+    os.kill(cores[0], signal.SIGKILL)
+    body = {"model": "l2ray", "messages": QUESTION, "max_tokens": 8, "temperature": 0}
+    deadline = time.monotonic() + 60
+    while (reply := httpx.post(f"{vllm_server}/chat/completions", json=body, timeout=60)).status_code == 200:
+        assert time.monotonic() < deadline, "the engine's death went unnoticed"
+        time.sleep(0.5)
+    error = reply.json()["error"]
+    assert reply.status_code == 503 and reply.headers["retry-after"].isdigit(), reply.text
+    assert error["type"] == "server_error" and "Error" not in error["message"]
+    ingress = serve.get_deployment_handle("Ingress", app_name="l2ray-vllm")
+    with pytest.raises(Exception, match=r"EngineDeadError"):  # what Serve's periodic check calls
+        ingress.check_health.remote().result(timeout_s=30)
+
+
+def processes_named(prefix: str) -> list[int]:
+    """Processes whose command line starts with ``prefix``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and command.startswith(prefix):
+            found.append(int(entry.name))
+    return found
+
+
+def ancestors(pid: int) -> list[int]:
+    """The parents of ``pid`` up to init."""
+    chain = []
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        chain.append(pid)
+    return chain

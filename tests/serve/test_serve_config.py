@@ -13,7 +13,7 @@ from l2ray.recipe import ServeConfig
 from l2ray.serve.app import ServeArgsError, validate_args
 
 CONFIG = Path(__file__).resolve().parents[2] / "serve_config.yaml"
-DEPLOYMENTS = {"Ingress", "ReasoningController", "Generator"}
+DEPLOYMENTS = {"Ingress", "Generator"}
 
 
 def test_serve_config_keys_are_all_known():
@@ -42,6 +42,10 @@ def test_serve_config_keys_are_all_known():
         ({"model": "builtin:tiny", "num_cpus": -1}, "num_cpus"),
         ({"model": "builtin:tiny", "autoscaling": {"min_replicas": 3, "max_replicas": 1}}, "autoscaling"),
         ({"num_cpus": 1}, "'model' is required"),
+        (
+            {"model": "builtin:tiny", "graph": "direct", "generator_url": "http://127.0.0.1:1/v1"},
+            "with generator_url there is no Generator",
+        ),
     ],
 )
 def test_builder_rejects_bad_args(args, needle):

@@ -13,7 +13,6 @@ from serve_support import InProcessGenerator
 from test_controller import PROMPT, QUESTION, respond, stream
 
 from l2ray.decode.detok import ThinkingSplitter
-from l2ray.decode.engine import DecodeEngine
 from l2ray.recipe import ServeConfig
 from l2ray.serve.choices import ChoiceText
 from l2ray.serve.controller import ReasoningController
@@ -23,7 +22,7 @@ from l2ray.serve.responses import usage_body
 
 @pytest.fixture
 def controller(fast) -> ReasoningController:
-    return fast  # the controller over the stand-in Generator handle (tests/serve/test_controller.py)
+    return fast  # the controller over the stand-in model link (tests/serve/test_controller.py)
 
 
 def ask(controller: ReasoningController, kind: str, **fields: Any) -> tuple[int, dict[str, Any]]:
@@ -31,7 +30,7 @@ def ask(controller: ReasoningController, kind: str, **fields: Any) -> tuple[int,
 
 
 def test_sampling_left_out_takes_the_models_defaults_then_openais(controller, engine):
-    generator = controller.generator
+    generator = controller.model
     assert engine.codec.sampling == {"temperature": 1.0, "top_p": 1.0}  # its generation config sets none
     ask(controller, "chat", messages=QUESTION, max_tokens=4)
     assert (generator.calls[-1].request.temperature, generator.calls[-1].request.top_p) == (1.0, 1.0)
@@ -101,22 +100,9 @@ def test_usage_adds_up_and_names_what_it_measures(controller):
 class SlowToLoad(InProcessGenerator):
     """A Generator whose replica is still loading: ``ready`` never answers in time."""
 
-    def __init__(self, engine: DecodeEngine) -> None:
-        super().__init__(engine)
-        self.ready = self
-
-    def remote(self, *args: Any) -> Any:
-        if args:  # generate.remote(request)
-            return super().remote(*args)
-        return Loading()
-
-
-class Loading:
-    def __await__(self):  # a response that never arrives within the probe
-        return asyncio.sleep(3600).__await__()
-
-    def cancel(self) -> None:
-        self.cancelled = True
+    async def ready(self) -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {}
 
 
 def test_no_ready_replica_means_503_with_retry_after_at_once(engine):

@@ -318,3 +318,14 @@ def test_bare_429s_shrink_the_in_flight_window_until_they_stop_and_every_request
     early, late = sum(refused[:third]) / third, sum(refused[-third:]) / third
     assert late < early / 2, (early, late)  # the 429 rate falls as the window adapts
     assert window.limit < 32 and window.in_flight == 0
+
+
+def test_a_malformed_reply_is_quoted_without_any_piece_of_the_key():
+    """The quote of a body is cut after the key is replaced: a key across the cut leaves no prefix."""
+    from l2ray.teacher.transport import Fault, parse_chat_completion
+
+    raw = ("x" * 110 + API_KEY + " echoed").encode()  # the key straddles the 120-character quote
+    with pytest.raises(Fault) as caught:
+        parse_chat_completion(raw, API_KEY)
+    assert caught.value.reason == "malformed_json" and "***" in caught.value.detail
+    assert API_KEY[:6] not in caught.value.detail
