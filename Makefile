@@ -50,9 +50,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Every CPU bench (gpu_check.py needs a GPU; students.py is the benches' helper).
+# Every CPU bench (gpu_check.py needs a GPU; students.py is the benches' helper; client_conformance.py
+# runs third-party clients from their own virtualenv, see its docstring).
 bench: $(STAMP)
-	@for b in $(filter-out bench/gpu_check.py bench/students.py,$(wildcard bench/*.py)); do \
+	@for b in $(filter-out bench/gpu_check.py bench/students.py bench/client_conformance.py,$(wildcard bench/*.py)); do \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # What bench/gpu_check.py needs beside the GPU image's torch and transformers: pydantic (for l2ray's

@@ -369,7 +369,8 @@ def serve_command(
     model: Annotated[str | None, typer.Option(help="Student URI (default: serve.model, @champion).")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (default: serve.port).")] = None,
 ) -> None:
-    """Serve the student OpenAI-compatibly on Ray Serve (Ingress → Controller → Generator) until Ctrl-C."""
+    """Serve the student OpenAI-compatibly on Ray Serve (Ingress → Generator; one deployment with
+    serve.graph=direct) until Ctrl-C."""
     import signal
     import time
 
