@@ -127,6 +127,7 @@ class FakeTeacher:
         app.router.add_get("/v1/files/{file_id}/content", self._file_content)
         app.router.add_post("/v1/batches", self._create_batch)
         app.router.add_get("/v1/batches/{batch_id}", self._get_batch)
+        app.router.add_get("/v1/batches", self._list_batches)
         return app
 
     async def start_async(self) -> None:
@@ -271,6 +272,8 @@ class FakeTeacher:
             "status": "validating",
             "output_file_id": None,
             "error_file_id": None,
+            "created_at": int(time.time()),
+            "metadata": body.get("metadata"),
         }
         self._polls[batch_id] = 0
         return web.json_response(self.batches[batch_id])
@@ -283,6 +286,11 @@ class FakeTeacher:
         elif batch["status"] == "validating":
             batch["status"] = "in_progress"
         return web.json_response(batch)
+
+    async def _list_batches(self, request: web.Request) -> web.Response:
+        """Every batch, newest first, on one page (as the provider lists them)."""
+        newest_first = list(reversed(self.batches.values()))
+        return web.json_response({"object": "list", "data": newest_first, "has_more": False})
 
     async def _file_content(self, request: web.Request) -> web.Response:
         return web.Response(body=self.files[request.match_info["file_id"]], content_type="application/jsonl")

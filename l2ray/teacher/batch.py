@@ -1,14 +1,17 @@
 """The OpenAI-compatible batch API as a way to fill the response cache: upload, submit, poll, collect.
 
-`run_batch` takes the requests a role still needs (fingerprint, messages, meta), skips those the cache
-answers, and sends the rest as JSONL batches (``custom_id`` = the request fingerprint) through the
-``openai`` client's files and batches calls (``/v1/files`` + ``/v1/batches``). Each submitted batch
-is remembered in a small state file under ``<cache dir>/batches/`` the moment it exists, so a killed
-run resumes by polling and collecting the batches it already paid for instead of submitting them
-again. Collected replies are classified like
-live ones (`l2ray.teacher.openai_http.parse_reply`: a cut-off reply is final) and written to the same
-cache, where the pipeline then finds them; failed lines are reported and stay cache misses (a rerun
-submits them again, in a new batch, and nothing else).
+`run_batch` takes the requests a role still needs (fingerprint, messages, meta), skips those the
+cache answers, and sends the rest as JSONL batches (``custom_id`` = the request fingerprint) through
+the ``openai`` client's files and batches calls (``/v1/files`` + ``/v1/batches``). Each submitted
+batch is remembered in a small state file under ``<cache dir>/batches/`` the moment it exists, so a
+killed run resumes by polling and collecting the batches it already paid for instead of submitting
+them again. A run killed between the provider creating a batch and that state file is covered too:
+each submission is written down first (a ``.pending`` file with a token), the batch carries the
+token in its ``metadata``, and the next run finds it among the provider's batches before it submits
+anything. Collected replies are classified like live ones (`l2ray.teacher.openai_http.parse_reply`:
+a cut-off reply is final) and written to the same cache, where the pipeline then finds them; failed
+lines are reported and stay cache misses (a rerun submits them again, in a new batch, and nothing
+else).
 
 ``max_cost_usd`` holds here too: what this run collected is counted at the batch price, and a batch
 takes the requests, in order, while their estimated cost (`BatchRequest.estimated_usd`) still fits
@@ -29,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
+import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +50,8 @@ from l2ray.teacher.prices import Price, price_of
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
+SUBMISSION_KEY = "l2ray_submission"
+"""The batch metadata key that carries a submission's token (found again after a kill)."""
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 RETRIED_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 """Statuses the ``openai`` client retries (every 5xx; these are the ones an endpoint sends)."""
@@ -109,6 +116,8 @@ async def run_batch(
     api = BatchAPI(config, api_key)
     states = BatchStates(Path(cache.directory) / "batches", config.model, params)
     try:
+        for pending in states.pending():
+            await _adopt(api, states, pending)
         for state in states.unfinished():
             await _finish(api, states, state, cache, report)
         retried_here = set(report.failed)  # lines that just failed are not resubmitted in this run
@@ -163,14 +172,28 @@ class BatchAPI:
         )
         return (await self._call("POST /files", request)).id
 
-    async def create(self, file_id: str) -> Batch:
+    async def create(self, file_id: str, submission: str) -> Batch:
         request = self.client.batches.create(
             input_file_id=file_id,
             endpoint=ENDPOINT,
             completion_window=COMPLETION_WINDOW,
+            metadata={SUBMISSION_KEY: submission},
             extra_headers=self._auth,
         )
         return await self._call("POST /batches", request)
+
+    async def find(self, submission: str, since: float) -> Batch | None:
+        """The batch created with ``submission`` in its metadata, looking back (newest first) to batches
+        created a minute before ``since``; ``None`` when the provider never created it."""
+        try:
+            async for batch in self.client.batches.list(limit=100, extra_headers=self._auth):
+                if (batch.metadata or {}).get(SUBMISSION_KEY) == submission:
+                    return batch
+                if batch.created_at and batch.created_at < since - 60:
+                    return None
+        except openai.APIError as exc:
+            raise TeacherError("batch_lookup", f"GET /batches: {type(exc).__name__}", 1) from None
+        return None
 
     async def get(self, batch_id: str) -> Batch:
         request = self.client.batches.retrieve(batch_id, extra_headers=self._auth)
@@ -216,11 +239,24 @@ class BatchStates:
     def _owns(self, state: dict[str, Any]) -> bool:
         return state["owner"] == self.owner if "owner" in state else state["model"] == self.model
 
+    def pending(self) -> list[dict[str, Any]]:
+        """This section's submissions written down before their batch was known to exist."""
+        states = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(self.folder.glob("*.pending"))]
+        return [s for s in states if self._owns(s)]
+
     def save(self, state: dict[str, Any]) -> None:
-        path = self.folder / f"{state['batch_id']}.json"
+        """A batch's state (``batch_id``), or a submission not yet created (``submission``, ``.pending``)."""
+        name = f"{state['batch_id']}.json" if "batch_id" in state else f"{state['submission']}.pending"
+        path = self.folder / name
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, path)
+        if "batch_id" in state and "submission" in state:  # the batch is known now: its intent is done
+            (self.folder / f"{state['submission']}.pending").unlink(missing_ok=True)
+
+    def drop(self, pending: dict[str, Any]) -> None:
+        """Forget a submission the provider never created (its requests are submitted again)."""
+        (self.folder / f"{pending['submission']}.pending").unlink(missing_ok=True)
 
 
 async def _submit(
@@ -241,18 +277,34 @@ async def _submit(
         }
         lines.append({"custom_id": request.fingerprint, "method": "POST", "url": ENDPOINT, "body": body})
     file_id = await api.upload("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode())
-    batch = await api.create(file_id)
-    # Saved at once: from here on a killed run resumes this batch instead of paying for it again.
-    state = {
-        "batch_id": batch.id,
+    pending = {
+        "submission": uuid.uuid4().hex,
+        "submitted_at": time.time(),
         "model": config.model,
         "owner": states.owner,
         "input_file_id": file_id,
-        "status": batch.status or "validating",
         "metas": {r.fingerprint: r.meta for r in chunk},
     }
+    states.save(pending)  # before the batch exists: a run killed in between finds it by this token
+    batch = await api.create(file_id, pending["submission"])
+    state = _state_of(pending, batch)
+    # Saved at once: from here on a killed run resumes this batch instead of paying for it again.
     states.save(state)
     return state
+
+
+async def _adopt(api: BatchAPI, states: BatchStates, pending: dict[str, Any]) -> None:
+    """A submission a killed run wrote down: its batch's state if the provider created it, else gone."""
+    batch = await api.find(pending["submission"], pending["submitted_at"])
+    if batch is None:
+        states.drop(pending)
+    else:
+        states.save(_state_of(pending, batch))
+
+
+def _state_of(pending: dict[str, Any], batch: Batch) -> dict[str, Any]:
+    meta = {k: pending[k] for k in ("submission", "model", "owner", "input_file_id", "metas")}
+    return {"batch_id": batch.id, **meta, "status": batch.status or "validating"}
 
 
 async def _finish(

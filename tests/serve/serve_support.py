@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from trained_student import LANGS
@@ -77,3 +78,27 @@ class InProcessGenerator:
 
     async def check_health(self) -> None:
         """The engine is in this process: alive while the test runs."""
+
+
+def processes_named(prefix: str) -> list[int]:
+    """Processes whose command line starts with ``prefix`` (Ray names a replica
+    ``ray::ServeReplica:<app>:<deployment>``; vLLM its engine ``VLLM::EngineCore``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and command.startswith(prefix):
+            found.append(int(entry.name))
+    return found
+
+
+def ancestors(pid: int) -> list[int]:
+    """The parents of ``pid`` up to init."""
+    chain = []
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        chain.append(pid)
+    return chain

@@ -10,11 +10,11 @@ import asyncio
 import os
 import signal
 import time
-from pathlib import Path
 
 import openai
 import pytest
 from local_servers import free_port
+from serve_support import ancestors, processes_named
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.slow
@@ -155,26 +155,3 @@ def test_an_engine_that_dies_is_a_503_to_retry_and_fails_the_health_check(vllm_s
     ingress = serve.get_deployment_handle("Ingress", app_name="l2ray-vllm")
     with pytest.raises(Exception, match=r"EngineDeadError"):  # what Serve's periodic check calls
         ingress.check_health.remote().result(timeout_s=30)
-
-
-def processes_named(prefix: str) -> list[int]:
-    """Processes whose command line starts with ``prefix``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except (OSError, ValueError):
-            continue
-        if entry.name.isdigit() and command.startswith(prefix):
-            found.append(int(entry.name))
-    return found
-
-
-def ancestors(pid: int) -> list[int]:
-    """The parents of ``pid`` up to init."""
-    chain = []
-    while pid > 1:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        pid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        chain.append(pid)
-    return chain

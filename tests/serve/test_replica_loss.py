@@ -14,24 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_support import API_KEY
+from serve_support import API_KEY, processes_named
 
 pytestmark = pytest.mark.slow
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 QUESTION = [{"role": "user", "content": "What is 2+3?"}]
-
-
-def generator_pids() -> list[int]:
-    """Processes of the app's Generator replicas (Ray names them ``ray::ServeReplica:l2ray:Generator``)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except (OSError, ValueError):
-            continue
-        if entry.name.isdigit() and command.startswith("ray::ServeReplica:l2ray:Generator"):
-            pids.append(int(entry.name))
-    return pids
 
 
 def chat(url: str, stream: bool = False, max_tokens: int = 200) -> httpx.Response:
@@ -87,7 +74,7 @@ def test_a_replica_killed_under_load_is_503_and_the_server_recovers(server):
         plain = [pool.submit(chat, server) for _ in range(4)]
         streams = [pool.submit(chat, server, True) for _ in range(2)]
         time.sleep(1.5)  # the requests are decoding
-        [pid] = generator_pids()
+        [pid] = processes_named("ray::ServeReplica:l2ray:Generator")
         os.kill(pid, signal.SIGKILL)
         answered = [f.result() for f in plain]
         streamed = [f.result() for f in streams]

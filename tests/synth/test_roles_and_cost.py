@@ -270,3 +270,43 @@ def test_an_unfinished_batch_belongs_to_the_section_that_sent_it(tmp_path):
     # The same model asked with other sampling (another role) does not collect, or pay for, b1.
     assert [s["batch_id"] for s in BatchStates(tmp_path, "gpt-4o", translator).unfinished()] == ["b0"]
     assert BatchStates(tmp_path, "deepseek-reasoner", solver).unfinished() == []
+
+
+class Killed(BaseException):
+    """The process dying at a chosen line (no ``except Exception`` catches it)."""
+
+
+def test_a_batch_created_but_never_recorded_is_found_by_its_token_and_not_paid_again(tmp_path, monkeypatch):
+    """Killed after the provider created the batch but before its state file: the next run finds the
+    batch by the token it wrote down first (batch metadata) and collects it; no second batch."""
+    import asyncio
+
+    from l2ray.recipe import TeacherConfig
+    from l2ray.teacher.base import Secret
+    from l2ray.teacher.batch import BatchRequest, run_batch
+    from l2ray.teacher.cache import ResponseCache
+
+    requests = [BatchRequest(f"fp-{n}", [{"role": "user", "content": f"question {n}"}]) for n in range(3)]
+    params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=64)
+    cache = ResponseCache(tmp_path / "cache")
+    record = BatchStates.save
+
+    def dies_before_the_record(self, state):
+        if "batch_id" in state:
+            raise Killed
+        record(self, state)
+
+    with FakeTeacher(expected_key=API_KEY, batch_polls=1) as server:
+        config = TeacherConfig(**teacher_section(server, batch=True, batch_poll_s=0.01))
+        monkeypatch.setattr(BatchStates, "save", dies_before_the_record)
+        with pytest.raises(Killed):
+            asyncio.run(run_batch(config, cache, requests, params, Secret(API_KEY)))
+        monkeypatch.undo()
+        assert list(server.batches) == ["batch_0"] and list(
+            (tmp_path / "cache" / "batches").glob("*.pending")
+        )
+        report = asyncio.run(run_batch(config, cache, requests, params, Secret(API_KEY)))
+    assert list(server.batches) == ["batch_0"]  # found, not submitted again
+    assert report.collected == ["batch_0"] and report.submitted == []
+    assert all(r.fingerprint in cache for r in requests) and max(server.batch_lines.values()) == 1
+    assert not list((tmp_path / "cache" / "batches").glob("*.pending"))
