@@ -47,7 +47,7 @@ def build_app(args: dict[str, Any]) -> Application:
     config = validate_args(args)
     served = pin_model(config)
     # The typed objects travel to the replicas as they are (pickled), not re-validated from dicts there.
-    if config.generator_url is None and config.graph == "direct":  # the Ingress replica is the model's
+    if config.graph == "direct":  # the Ingress replica is the model's (never with generator_url)
         return Ingress.options(**_replica_options(config)).bind(None, config, served)
     generator = None
     if config.generator_url is None:

@@ -102,7 +102,7 @@ def model_link(generator: DeploymentHandle | None, config: ServeConfig, model: s
     a generator built in this process (loading ``model``); None with ``generator_url``."""
     if generator is not None:
         return HandleLink(generator)
-    if config.graph != "direct" or config.generator_url is not None:
+    if config.graph != "direct":  # split with generator_url: no replica (direct refuses generator_url)
         return None
     deployment, generator_args = generator_parts(config, model)
     return LocalLink(deployment.func_or_class(*generator_args))

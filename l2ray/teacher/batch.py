@@ -185,15 +185,16 @@ class BatchAPI:
     async def find(self, submission: str, since: float) -> Batch | None:
         """The batch created with ``submission`` in its metadata, looking back (newest first) to batches
         created a minute before ``since``; ``None`` when the provider never created it."""
-        try:
-            async for batch in self.client.batches.list(limit=100, extra_headers=self._auth):
+        page = await self._call("GET /batches", self.client.batches.list(limit=100, extra_headers=self._auth))
+        while True:
+            for batch in page.data:
                 if (batch.metadata or {}).get(SUBMISSION_KEY) == submission:
                     return batch
                 if batch.created_at and batch.created_at < since - 60:
                     return None
-        except openai.APIError as exc:
-            raise TeacherError("batch_lookup", f"GET /batches: {type(exc).__name__}", 1) from None
-        return None
+            if not page.has_next_page():
+                return None
+            page = await self._call("GET /batches", page.get_next_page())
 
     async def get(self, batch_id: str) -> Batch:
         request = self.client.batches.retrieve(batch_id, extra_headers=self._auth)
